@@ -1,0 +1,41 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each builds .venv itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests drive for real (tshark as the differential oracle).
+TEST_SYSTEM_PACKAGES := tshark
+
+.PHONY: demo test system-deps clean
+
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(BIN)/tiktok-detector replay --policy examples/policy.toml \
+		--events $(VENV)/demo-events.jsonl --alerts - pcaps/sample-office.pcapng
+	@echo "events written to $(VENV)/demo-events.jsonl"
+
+# Installs what the tests drive for real, when root and missing; tests that need a tool
+# that is still missing skip with the reason.
+system-deps:
+	@missing=""; for pkg in $(TEST_SYSTEM_PACKAGES); do \
+		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "not root: cannot install$$missing; tests that need them will skip"; fi; \
+	fi
+
+test: $(VENV)/.test system-deps
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,228 @@
+"""The command line: ``tiktok-detector replay | names | signatures check | signatures match``.
+
+Bad input (a missing or damaged capture, a broken policy or signature file) is one line on
+stderr and exit status 2, never a traceback; detections are not errors (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from detector.decode import SUPPORTED_LINKTYPES
+from detector.devices import DeviceTable
+from detector.match import SignatureError, SignatureSet, check_signatures, load_signatures
+from detector.pipeline import Detector, Extractor, Settings
+from detector.policy import Policy, PolicyError, default_policy, load_policy
+from detector.records import Verdict
+from detector.sinks.alerts import AlertTable
+from detector.sinks.events import JsonLines
+from detector.sinks.summary import Summary
+from detector.sources.pcapfile import CaptureError, CaptureFile
+
+DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
+EXIT_INPUT_ERROR = 2
+#: Frames between progress-bar updates: often enough to move, rarely enough to cost nothing.
+PROGRESS_EVERY = 16384
+
+
+class UsageError(Exception):
+    """Bad input named on the command line; printed as one line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, CaptureError, PolicyError, SignatureError) as exc:
+        print(f"tiktok-detector: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except BrokenPipeError:
+        # The reader of our output went away (| head); that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("tiktok-detector: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiktok-detector",
+        description="Passive sensor that finds TikTok use in network traffic.",
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    replay = sub.add_parser("replay", help="read captures and report devices that reached TikTok")
+    _capture_args(replay)
+    replay.add_argument("--policy", metavar="FILE", help="policy TOML (segments, exemptions, dedup window)")
+    replay.add_argument("--signatures", metavar="PATH", default=str(DEFAULT_SIGNATURES),
+                        help="signature file or directory (default: %(default)s)")
+    replay.add_argument("--events", metavar="FILE", help="write one JSON line per policy-relevant observation ('-' = stdout)")
+    replay.add_argument("--alerts", metavar="FILE", help="write one JSON line per deduplicated alert ('-' = stdout)")
+    replay.set_defaults(func=_replay)
+
+    names = sub.add_parser("names", help="print every name extracted (all names, for debugging and cross-checks)")
+    _capture_args(names)
+    names.set_defaults(func=_names)
+
+    sigs = sub.add_parser("signatures", help="validate or query the signature set")
+    sigs_sub = sigs.add_subparsers(required=True, metavar="ACTION")
+    check = sigs_sub.add_parser("check", help="validate a signature file with line-precise errors")
+    check.add_argument("path", metavar="FILE")
+    check.set_defaults(func=_signatures_check)
+    match = sigs_sub.add_parser("match", help="explain which signature matches a name and why")
+    match.add_argument("name", metavar="NAME")
+    match.add_argument("--signatures", metavar="PATH", default=str(DEFAULT_SIGNATURES))
+    match.set_defaults(func=_signatures_match)
+    return parser
+
+
+def _capture_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pcaps", nargs="+", metavar="PCAP", help="pcap/pcapng files, gzip too; '-' reads stdin")
+    parser.add_argument("--dns-port", type=_port, action="append", metavar="PORT",
+                        help="DNS port (repeatable; default 53)")
+    parser.add_argument("--quic-port", type=_port, action="append", metavar="PORT",
+                        help="UDP port of QUIC servers (repeatable; default 443)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    defaults = Settings()
+    return Settings(
+        dns_ports=frozenset(args.dns_port or defaults.dns_ports),
+        quic_ports=frozenset(args.quic_port or defaults.quic_ports),
+    )
+
+
+def _open_output(path: str | None) -> JsonLines | None:
+    if path is None:
+        return None
+    if path == "-":
+        return JsonLines(sys.stdout, line_buffered=True)
+    try:
+        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed at the end of the run
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    return JsonLines(stream, line_buffered=False)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    signatures = load_signatures(args.signatures)
+    policy: Policy = load_policy(args.policy) if args.policy else default_policy()
+    events = _open_output(args.events)
+    alerts_out = _open_output(args.alerts)
+    stats: Counter[str] = Counter()
+    devices = DeviceTable()
+    summary = Summary()
+    alerts = AlertTable(policy.dedup_window, alerts_out.write if alerts_out else (lambda record: None))
+
+    def on_verdict(verdict: Verdict) -> None:
+        if events is not None:
+            events.write_event(verdict)
+        alerts.add(verdict)
+        summary.add(verdict)
+
+    detector = Detector(signatures, policy, devices, on_verdict, stats)
+    extractor = Extractor(_settings(args), detector.observe, devices.learn, stats)
+    errors = _run(args, extractor, alerts.tick)
+    alerts.flush()
+    for out in (events, alerts_out):
+        if out is not None:
+            out.stream.flush()
+            if out.stream is not sys.stdout:
+                out.stream.close()
+    stats["alerts.emitted"] = alerts.emitted
+    stats["alerts.suppressed"] = alerts.suppressed
+    summary.write(sys.stderr, stats, args.pcaps, errors)
+    return EXIT_INPUT_ERROR if errors else 0
+
+
+def _names(args: argparse.Namespace) -> int:
+    out = JsonLines(sys.stdout, line_buffered=False)
+    extractor = Extractor(_settings(args), out.write_name, lambda binding: None)
+    errors = _run(args, extractor, lambda now: None)
+    sys.stdout.flush()
+    return EXIT_INPUT_ERROR if errors else 0
+
+
+def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float], None]) -> int:
+    """Feed every capture through the extractor; returns how many files had errors."""
+    errors = 0
+    stats = extractor.stats
+    feed = extractor.feed
+    for path in args.pcaps:
+        try:
+            capture = CaptureFile(path)
+        except CaptureError as exc:
+            _warn(exc)
+            errors += 1
+            continue
+        progress = _progress(path, args.no_progress)
+        next_tick = 0.0
+        try:
+            for ts, linktype, data, frame in capture:
+                feed(ts, linktype, data, capture.name, frame)
+                if ts >= next_tick:
+                    tick(ts)
+                    next_tick = ts + 1.0
+                if progress is not None and not frame % PROGRESS_EVERY:
+                    progress.update(capture.bytes_read - progress.n)
+        except CaptureError as exc:
+            _warn(exc)
+            errors += 1
+        finally:
+            capture.close()
+            if progress is not None:
+                progress.close()
+        for reason, count in capture.skipped.items():
+            stats[f"file.{reason}"] += count
+            _warn(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")
+        unsupported = capture.linktypes - SUPPORTED_LINKTYPES
+        if unsupported:
+            _warn(f"{path}: frames of unsupported link type(s) {', '.join(map(str, sorted(unsupported)))} skipped")
+    return errors
+
+
+def _progress(path: str, disabled: bool):
+    """A byte-based progress bar, only on a terminal and only for files of known size."""
+    if disabled or path == "-" or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=Path(path).name,
+                file=sys.stderr, leave=False)
+
+
+def _warn(message: object, stream: TextIO | None = None) -> None:
+    print(f"tiktok-detector: {message}", file=stream or sys.stderr)
+
+
+def _signatures_check(args: argparse.Namespace) -> int:
+    problems = check_signatures(args.path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_INPUT_ERROR
+    loaded = load_signatures(args.path)
+    print(f"{args.path}: {len(loaded.entries)} entries, version {loaded.version}, sha256 {loaded.sha256[:16]}")
+    return 0
+
+
+def _signatures_match(args: argparse.Namespace) -> int:
+    loaded: SignatureSet = load_signatures(args.signatures)
+    name = args.name.strip().lower().rstrip(".")
+    print(loaded.explain(name))
+    return 0 if loaded.match(name) else 1

@@ -1,0 +1,266 @@
+"""Link, VLAN, IP and transport headers: from a captured frame to a ``Packet``.
+
+Pure functions over bytes. Only the headers are read; the transport payload is handed
+on as a slice for the extractors. Every way a frame can be dropped here is counted in
+the ``stats`` counter the caller passes, under ``skip.<reason>``.
+
+Supported: Ethernet II with any stack of 802.1Q / 802.1ad / QinQ tags, MPLS and PPPoE
+session frames, Linux cooked SLL and SLL2, raw IPv4/IPv6, BSD null/loopback; IPv4 with
+options, IPv6 with extension headers; IP-in-IP, GRE and VXLAN tunnels (the inner packet
+is what a device sent). Non-first IP fragments carry no transport header and are counted
+and skipped; first fragments are decoded with the bytes they carry.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW,
+        LINKTYPE_RAW_OPENBSD,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+    }
+)
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+ETH_ARP = 0x0806
+ETH_VLAN_TAGS = frozenset({0x8100, 0x88A8, 0x9100})
+ETH_MPLS = frozenset({0x8847, 0x8848})
+ETH_PPPOE_SESSION = 0x8864
+ETH_TRANSPARENT_BRIDGING = 0x6558
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+IPV6_EXTENSION_HEADERS = frozenset({0, 43, 60, 135, 139, 140})
+IPV6_FRAGMENT = 44
+IPV6_AH = 51
+VXLAN_PORT = 4789
+#: Tunnels inside tunnels are legal but rare; this bounds the work a crafted frame can cause.
+MAX_ENCAPSULATION = 3
+
+
+class Packet(NamedTuple):
+    """The headers of one TCP or UDP packet (or an ARP body, with ``l4 == 0``).
+
+    Addresses are kept as raw bytes: formatting them costs time and only the few
+    packets that produce an observation need the text form.
+    """
+
+    src_mac: bytes | None
+    dst_mac: bytes | None
+    vlan: int | None
+    src_ip: bytes
+    dst_ip: bytes
+    l4: int
+    sport: int
+    dport: int
+    seq: int
+    flags: int
+    payload: bytes
+
+
+ARP = 0
+
+
+def decode(linktype: int, frame: bytes, stats: Counter[str]) -> Packet | None:
+    """Decode one frame; None (counted) when it carries nothing an extractor reads."""
+    src_mac = dst_mac = None
+    if linktype == LINKTYPE_ETHERNET:
+        if len(frame) < 14:
+            stats["skip.short_frame"] += 1
+            return None
+        dst_mac, src_mac = frame[0:6], frame[6:12]
+        return _ethernet_payload(frame, 12, src_mac, dst_mac, None, stats, 0)
+    if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW_OPENBSD):
+        return _ip(frame, 0, None, None, None, stats, 0)
+    if linktype == LINKTYPE_LINUX_SLL:
+        if len(frame) < 16:
+            stats["skip.short_frame"] += 1
+            return None
+        # The address field is the sender's; for an Ethernet device that is its MAC.
+        if frame[2:4] == b"\x00\x01" and frame[4:6] == b"\x00\x06":
+            src_mac = frame[6:12]
+        return _ethernet_payload(frame, 14, src_mac, None, None, stats, 0)
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20:
+            stats["skip.short_frame"] += 1
+            return None
+        if frame[8:10] == b"\x00\x01" and frame[11] == 6:
+            src_mac = frame[12:18]
+        return _ethertype(frame, int.from_bytes(frame[0:2], "big"), 20, src_mac, None, None, stats, 0)
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if len(frame) < 4:
+            stats["skip.short_frame"] += 1
+            return None
+        family = int.from_bytes(frame[0:4], "big" if linktype == LINKTYPE_LOOP else "little")
+        if family > 0xFFFF:  # written on a host of the other byte order
+            family = int.from_bytes(frame[0:4], "little" if linktype == LINKTYPE_LOOP else "big")
+        if family == 2 or family in (10, 24, 28, 30):
+            return _ip(frame, 4, None, None, None, stats, 0)
+        stats["skip.non_ip"] += 1
+        return None
+    stats["skip.unknown_linktype"] += 1
+    return None
+
+
+def _ethernet_payload(
+    frame: bytes, pos: int, src_mac: bytes | None, dst_mac: bytes | None, vlan: int | None,
+    stats: Counter[str], depth: int,
+) -> Packet | None:
+    """Walk VLAN tags from the ethertype at ``pos``; the innermost tag is the segment's VLAN."""
+    end = len(frame)
+    while True:
+        if pos + 2 > end:
+            stats["skip.short_frame"] += 1
+            return None
+        ethertype = int.from_bytes(frame[pos : pos + 2], "big")
+        if ethertype in ETH_VLAN_TAGS:
+            if pos + 6 > end:
+                stats["skip.short_frame"] += 1
+                return None
+            vlan = int.from_bytes(frame[pos + 2 : pos + 4], "big") & 0x0FFF
+            pos += 4
+            continue
+        return _ethertype(frame, ethertype, pos + 2, src_mac, dst_mac, vlan, stats, depth)
+
+
+def _ethertype(
+    frame: bytes, ethertype: int, pos: int, src_mac: bytes | None, dst_mac: bytes | None,
+    vlan: int | None, stats: Counter[str], depth: int,
+) -> Packet | None:
+    if ethertype == ETH_IPV4 or ethertype == ETH_IPV6:
+        return _ip(frame, pos, src_mac, dst_mac, vlan, stats, depth)
+    if ethertype == ETH_ARP:
+        return Packet(src_mac, dst_mac, vlan, b"", b"", ARP, 0, 0, 0, 0, frame[pos:])
+    if ethertype in ETH_MPLS:
+        while pos + 4 <= len(frame):
+            bottom = frame[pos + 2] & 0x01
+            pos += 4
+            if bottom:
+                return _ip(frame, pos, src_mac, dst_mac, vlan, stats, depth)
+        stats["skip.short_frame"] += 1
+        return None
+    if ethertype == ETH_PPPOE_SESSION:
+        if pos + 8 <= len(frame) and frame[pos + 6 : pos + 8] in (b"\x00\x21", b"\x00\x57"):
+            return _ip(frame, pos + 8, src_mac, dst_mac, vlan, stats, depth)
+    stats["skip.non_ip"] += 1
+    return None
+
+
+def _ip(
+    frame: bytes, pos: int, src_mac: bytes | None, dst_mac: bytes | None, vlan: int | None,
+    stats: Counter[str], depth: int,
+) -> Packet | None:
+    if pos >= len(frame):
+        stats["skip.short_frame"] += 1
+        return None
+    version = frame[pos] >> 4
+    if version == 4:
+        if pos + 20 > len(frame):
+            stats["skip.short_frame"] += 1
+            return None
+        ihl = (frame[pos] & 0x0F) * 4
+        total = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        if ihl < 20 or total < ihl:
+            stats["skip.bad_ip"] += 1
+            return None
+        if int.from_bytes(frame[pos + 6 : pos + 8], "big") & 0x1FFF:
+            stats["skip.non_first_fragment"] += 1
+            return None
+        proto = frame[pos + 9]
+        src, dst = frame[pos + 12 : pos + 16], frame[pos + 16 : pos + 20]
+        end = min(len(frame), pos + total)  # drops Ethernet padding
+        pos += ihl
+    elif version == 6:
+        if pos + 40 > len(frame):
+            stats["skip.short_frame"] += 1
+            return None
+        proto = frame[pos + 6]
+        src, dst = frame[pos + 8 : pos + 24], frame[pos + 24 : pos + 40]
+        end = min(len(frame), pos + 40 + int.from_bytes(frame[pos + 4 : pos + 6], "big"))
+        pos += 40
+        while proto in IPV6_EXTENSION_HEADERS or proto == IPV6_FRAGMENT or proto == IPV6_AH:
+            if pos + 8 > end:
+                stats["skip.bad_ip"] += 1
+                return None
+            if proto == IPV6_FRAGMENT:
+                if int.from_bytes(frame[pos + 2 : pos + 4], "big") & 0xFFF8:
+                    stats["skip.non_first_fragment"] += 1
+                    return None
+                length = 8
+            elif proto == IPV6_AH:
+                length = (frame[pos + 1] + 2) * 4
+            else:
+                length = (frame[pos + 1] + 1) * 8
+            proto = frame[pos]
+            pos += length
+    else:
+        stats["skip.non_ip"] += 1
+        return None
+
+    if proto == IPPROTO_UDP:
+        if pos + 8 > end:
+            stats["skip.short_frame"] += 1
+            return None
+        sport = int.from_bytes(frame[pos : pos + 2], "big")
+        dport = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        if dport == VXLAN_PORT and depth < MAX_ENCAPSULATION and pos + 16 + 14 <= end:
+            inner = pos + 16
+            return _ethernet_payload(
+                frame[:end], inner + 12, frame[inner + 6 : inner + 12], frame[inner : inner + 6],
+                vlan, stats, depth + 1,
+            )
+        return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_UDP, sport, dport, 0, 0, frame[pos + 8 : end])
+    if proto == IPPROTO_TCP:
+        if pos + 20 > end:
+            stats["skip.short_frame"] += 1
+            return None
+        offset = (frame[pos + 12] >> 4) * 4
+        if offset < 20:
+            stats["skip.bad_tcp"] += 1
+            return None
+        return Packet(
+            src_mac, dst_mac, vlan, src, dst, IPPROTO_TCP,
+            int.from_bytes(frame[pos : pos + 2], "big"),
+            int.from_bytes(frame[pos + 2 : pos + 4], "big"),
+            int.from_bytes(frame[pos + 4 : pos + 8], "big"),
+            frame[pos + 13],
+            frame[pos + offset : end],
+        )
+    if depth < MAX_ENCAPSULATION:
+        if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
+            return _ip(frame[:end], pos, src_mac, dst_mac, vlan, stats, depth + 1)
+        if proto == IPPROTO_GRE and pos + 4 <= end:
+            flags = frame[pos]
+            header = 4 + 4 * (bool(flags & 0x80) + bool(flags & 0x20) + bool(flags & 0x10))
+            ethertype = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+            if ethertype == ETH_TRANSPARENT_BRIDGING:
+                inner = pos + header
+                return _ethernet_payload(
+                    frame[:end], inner + 12, frame[inner + 6 : inner + 12], frame[inner : inner + 6],
+                    vlan, stats, depth + 1,
+                )
+            return _ethertype(frame[:end], ethertype, pos + header, src_mac, dst_mac, vlan, stats, depth + 1)
+    stats["skip.other_transport"] += 1
+    return None

@@ -1,0 +1,254 @@
+"""Wires the stages: frames -> decode -> extract -> Observation -> match -> policy -> sinks.
+
+``Extractor`` owns the per-packet work and the two bounded reassembly tables (TCP first
+flights, QUIC Initials); it hands on ``Observation`` records and address ``Binding``s and
+knows nothing of signatures or segments. ``Detector`` takes observations through the
+signature match and the policy to the sinks and knows nothing of packets.
+
+Everything that is dropped is counted in one ``Counter`` under a dotted reason, which the
+summary prints and the metrics exporter reads at scrape time.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, decode
+from detector.devices import DeviceTable
+from detector.extract import clienthello, http
+from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
+from detector.extract.dns import parse_dns, split_tcp_messages
+from detector.extract.quic import InitialTable
+from detector.extract.tcpflight import FlightTable
+from detector.match import SignatureSet
+from detector.policy import Policy
+from detector.records import Observation, Verdict
+
+DHCP_PORTS = frozenset({67, 68})
+TCP_SYN = 0x02
+TCP_ACK = 0x10
+TCP_RST = 0x04
+HTTP_METHOD_STARTS = frozenset(b"GPHDOCT")  # GET POST PUT PATCH HEAD DELETE OPTIONS CONNECT TRACE
+TLS_HANDSHAKE = 0x16
+#: How often (in capture seconds) idle reassembly state is expired and alert windows closed.
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    dns_ports: frozenset[int] = frozenset({53})
+    quic_ports: frozenset[int] = frozenset({443})
+    max_tcp_flows: int = 65536
+    max_flight_bytes: int = 65536
+    max_quic_flows: int = 16384
+    flow_timeout: float = 30.0
+
+
+def ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class Extractor:
+    """Decode each frame, run the extractor its transport and ports call for, emit records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_observation: Callable[[Observation], None],
+        on_binding: Callable[[Binding], None],
+        stats: Counter[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_observation = on_observation
+        self.on_binding = on_binding
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.flights = FlightTable(settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout)
+        self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
+        self._next_housekeeping = 0.0
+        self._pcap = ""
+        self._frame = 0
+
+    def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int) -> None:
+        stats = self.stats
+        stats["packets"] += 1
+        stats["bytes"] += len(frame)
+        if ts >= self._next_housekeeping:
+            self.housekeeping(ts)
+        packet = decode(linktype, frame, stats)
+        if packet is None:
+            return
+        self._pcap, self._frame = pcap, frame_no
+        l4 = packet.l4
+        if l4 == IPPROTO_UDP:
+            sport, dport = packet.sport, packet.dport
+            if sport in self.settings.dns_ports or dport in self.settings.dns_ports:
+                self._dns_message(ts, packet, packet.payload)
+            elif dport in self.settings.quic_ports and packet.payload[:1] >= b"\x80":
+                self._quic(ts, packet)
+            elif sport in self.settings.quic_ports and packet.payload[:1] >= b"\x80":
+                stats["skip.quic_server_long_header"] += 1
+            elif sport in DHCP_PORTS and dport in DHCP_PORTS:
+                binding = parse_dhcp(packet.payload)
+                if binding is not None:
+                    self.on_binding(binding)
+            else:
+                stats["skim.udp"] += 1
+        elif l4 == IPPROTO_TCP:
+            self._tcp(ts, packet)
+        elif l4 == ARP:
+            binding = parse_arp(packet.payload)
+            if binding is not None:
+                self.on_binding(binding)
+
+    def housekeeping(self, now: float) -> None:
+        self.flights.expire(now)
+        self.initials.expire(now)
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+
+    # -- DNS ---------------------------------------------------------------------------
+
+    def _dns_message(self, ts: float, packet, message: bytes) -> None:
+        parsed = parse_dns(message)
+        if parsed is None:
+            self.stats["parse_error.dns"] += 1
+            return
+        if parsed.malformed:
+            self.stats["parse_error.dns_partial"] += 1
+        if parsed.is_response:
+            # The client of a response is its destination.
+            self._emit_all(ts, packet, "dns-answer", parsed.answers, client_is_source=False)
+        else:
+            self._emit_all(ts, packet, "dns-query", parsed.questions, client_is_source=True)
+
+    # -- TCP: DNS, TLS and HTTP from the reassembled first flight -----------------------
+
+    def _tcp(self, ts: float, packet) -> None:
+        flags = packet.flags
+        key = (packet.src_ip, packet.sport, packet.dst_ip, packet.dport)
+        flights = self.flights
+        if flags & TCP_SYN:
+            # A SYN fixes the client's stream start; a SYN-ACK only matters for DNS, the
+            # one protocol here whose server side we read.
+            if not flags & TCP_ACK or packet.sport in self.settings.dns_ports:
+                flights.feed(key, ts, packet.seq, True, b"")
+            return
+        payload = packet.payload
+        if not payload:
+            return
+        if not flights.tracking(key):
+            first = payload[0]
+            if not (
+                first == TLS_HANDSHAKE
+                or first in HTTP_METHOD_STARTS
+                or packet.sport in self.settings.dns_ports
+                or packet.dport in self.settings.dns_ports
+            ) or flights.finished(key):
+                self.stats["skim.tcp"] += 1
+                return
+            self.stats["tcp.midstream"] += 1
+        stream = flights.feed(key, ts, packet.seq, False, payload)
+        if stream is None:
+            return
+        if packet.sport in self.settings.dns_ports or packet.dport in self.settings.dns_ports:
+            messages, used = split_tcp_messages(stream)
+            for message in messages:
+                self._dns_message(ts, packet, message)
+            if used:
+                flights.consume(key, used)
+            return
+        if stream[0] == TLS_HANDSHAKE:
+            status, hello = clienthello.client_hello_from_records(stream)
+            if status == clienthello.NEED_MORE:
+                return
+            flights.finish(key)
+            if status == clienthello.NOT_TLS or hello is None:
+                self.stats["parse_error.tls"] += 1
+            elif hello.sni:
+                self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
+            else:
+                self.stats["tls.no_sni"] += 1
+            return
+        status, host = http.parse_http_host(stream)
+        if status == http.NEED_MORE:
+            return
+        flights.finish(key)
+        if status == http.DONE and host:
+            self._emit(ts, packet, "http-host", host, True)
+        else:
+            self.stats["skip.tcp_not_tls_or_http"] += 1
+
+    # -- QUIC --------------------------------------------------------------------------
+
+    def _quic(self, ts: float, packet) -> None:
+        client = (packet.src_ip, packet.sport)
+        for found in self.initials.feed(client, ts, packet.payload):
+            hello = found.hello
+            if hello.sni:
+                self._emit(ts, packet, "quic-sni", hello.sni, True, hello.ech, hello.alpn)
+            else:
+                self.stats["quic.no_sni"] += 1
+
+    # -- emission ----------------------------------------------------------------------
+
+    def _emit_all(self, ts: float, packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
+        for name in names:
+            self._emit(ts, packet, proto, name, client_is_source)
+
+    def _emit(
+        self, ts: float, packet, proto: str, name: str, client_is_source: bool,
+        ech: bool | None = None, alpn: tuple[str, ...] = (),
+    ) -> None:
+        if client_is_source:
+            client_ip, client_mac, server_ip, server_port = packet.src_ip, packet.src_mac, packet.dst_ip, packet.dport
+        else:
+            client_ip, client_mac, server_ip, server_port = packet.dst_ip, packet.dst_mac, packet.src_ip, packet.sport
+        self.stats[f"observations.{proto}"] += 1
+        self.on_observation(
+            Observation(
+                ts=ts,
+                proto=proto,
+                name=name,
+                client_ip=ip_text(client_ip),
+                client_mac=format_mac(client_mac) if client_mac is not None else None,
+                vlan=packet.vlan,
+                server_ip=ip_text(server_ip),
+                server_port=server_port,
+                pcap=self._pcap,
+                frame=self._frame,
+                ech=ech,
+                alpn=alpn,
+            )
+        )
+
+
+class Detector:
+    """Match -> policy -> sinks for each observation; bindings go to the device table."""
+
+    def __init__(
+        self,
+        signatures: SignatureSet,
+        policy: Policy,
+        devices: DeviceTable,
+        on_verdict: Callable[[Verdict], None],
+        stats: Counter[str],
+    ) -> None:
+        self.signatures = signatures
+        self.policy = policy
+        self.devices = devices
+        self.on_verdict = on_verdict
+        self.stats = stats
+
+    def observe(self, obs: Observation) -> None:
+        signature = self.signatures.match(obs.name)
+        if signature is None:
+            return
+        self.stats[f"matches.{obs.proto}.{signature.category}"] += 1
+        verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
+        if verdict is None:
+            self.stats["matches.allowed"] += 1
+            return
+        self.stats[f"verdicts.{verdict.decision}"] += 1
+        self.on_verdict(verdict)

@@ -1,0 +1,61 @@
+"""The small immutable records passed forward between stages.
+
+An ``Observation`` is what an extractor saw (a name a client asked for, and where);
+a ``Verdict`` is what policy decided about an observation that matched a signature.
+Nothing in here knows about packets or files beyond the two fields that locate the
+evidence (``pcap`` and ``frame``) so an auditor can open it in Wireshark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+#: The protocols an observation can come from; part of the event schema.
+PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One name a client asked for, with the addresses that locate it."""
+
+    ts: float
+    proto: str
+    name: str
+    client_ip: str
+    client_mac: str | None
+    vlan: int | None
+    server_ip: str
+    server_port: int
+    pcap: str
+    frame: int
+    ech: bool | None = None
+    alpn: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """One entry of the signature set: what it matches, its category and its source."""
+
+    pattern: str
+    kind: str  # "suffix", "exact" or "regex"
+    category: str
+    source: str
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A matched observation placed in its segment and attributed to a device."""
+
+    observation: Observation
+    signature: Signature
+    segment: str
+    device: str
+    hostname: str | None
+    decision: str  # "violation" or "exempt"
+
+
+def rfc3339(ts: float) -> str:
+    """RFC 3339 UTC with microseconds, the timestamp format of every output."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,61 @@
+"""JSON-lines writers for events (one per verdict) and names (one per observation).
+
+The event schema is a contract that later tools (the report, SIEM ingestion) read; it is
+documented in the README and must only grow, never change meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from detector.records import Observation, Verdict, rfc3339
+
+
+def event_record(verdict: Verdict) -> dict:
+    obs = verdict.observation
+    record = {
+        "ts": rfc3339(obs.ts),
+        "proto": obs.proto,
+        "name": obs.name,
+        "signature": verdict.signature.pattern,
+        "category": verdict.signature.category,
+        "client_ip": obs.client_ip,
+        "client_mac": obs.client_mac,
+        "vlan": obs.vlan,
+        "server_ip": obs.server_ip,
+        "server_port": obs.server_port,
+        "segment": verdict.segment,
+        "device": verdict.device,
+        "hostname": verdict.hostname,
+        "decision": verdict.decision,
+    }
+    if obs.ech is not None:
+        record["ech"] = obs.ech
+        record["alpn"] = list(obs.alpn)
+    record["pcap"] = obs.pcap
+    record["frame"] = obs.frame
+    return record
+
+
+class JsonLines:
+    """One compact JSON object per line; flushed per line when writing to a pipe or terminal
+    so a tail -f or a log shipper sees events as they happen."""
+
+    def __init__(self, stream: TextIO, line_buffered: bool) -> None:
+        self.stream = stream
+        self.line_buffered = line_buffered
+        self.written = 0
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.written += 1
+        if self.line_buffered:
+            self.stream.flush()
+
+    def write_event(self, verdict: Verdict) -> None:
+        self.write(event_record(verdict))
+
+    def write_name(self, obs: Observation) -> None:
+        self.write({"proto": obs.proto, "name": obs.name, "client_ip": obs.client_ip,
+                    "pcap": obs.pcap, "frame": obs.frame})

@@ -1,0 +1,76 @@
+"""The end-of-run summary an operator reads on stderr: devices, names, counts, drops."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from detector.records import Verdict, rfc3339
+
+#: The summary names at most this many devices (the busiest) and names per device.
+MAX_DEVICES_SHOWN = 50
+MAX_NAMES_SHOWN = 4
+#: Devices remembered for the summary; beyond it the rest are counted, not listed.
+MAX_DEVICES = 100_000
+
+
+@dataclass(slots=True)
+class _Device:
+    hostname: str | None
+    segment: str
+    first: float
+    last: float
+    violations: int = 0
+    exempt: int = 0
+    names: Counter[str] = field(default_factory=Counter)
+
+
+class Summary:
+    def __init__(self) -> None:
+        self.devices: dict[str, _Device] = {}
+        self.untracked = 0
+
+    def add(self, verdict: Verdict) -> None:
+        ts = verdict.observation.ts
+        device = self.devices.get(verdict.device)
+        if device is None:
+            if len(self.devices) >= MAX_DEVICES:
+                self.untracked += 1
+                return
+            device = self.devices[verdict.device] = _Device(verdict.hostname, verdict.segment, ts, ts)
+        device.first, device.last = min(device.first, ts), max(device.last, ts)
+        device.hostname = verdict.hostname or device.hostname
+        if verdict.decision == "violation":
+            device.violations += 1
+        else:
+            device.exempt += 1
+        if len(device.names) < 256 or verdict.observation.name in device.names:
+            device.names[verdict.observation.name] += 1
+
+    def write(self, out: TextIO, stats: Counter[str], files: list[str], errors: int) -> None:
+        packets = stats["packets"]
+        observations = sum(v for k, v in stats.items() if k.startswith("observations."))
+        out.write(
+            f"\n{len(files)} capture(s), {packets} packets, {observations} names seen, "
+            f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
+            f"{len(self.devices)} device(s) with TikTok traffic"
+            + (f", {errors} file error(s)" if errors else "")
+            + "\n"
+        )
+        if self.devices:
+            rows = sorted(self.devices.items(), key=lambda kv: (-kv[1].violations, -kv[1].exempt, kv[0]))
+            header = ("device", "hostname", "segment", "violations", "exempt", "first seen", "last seen", "top names")
+            table = [header]
+            for name, dev in rows[:MAX_DEVICES_SHOWN]:
+                top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
+                table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
+                              rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top))
+            widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+            for row in table:
+                out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
+            if len(rows) > MAX_DEVICES_SHOWN:
+                out.write(f"... and {len(rows) - MAX_DEVICES_SHOWN} more device(s); see the events file\n")
+        drops = {k: v for k, v in stats.items() if k.startswith(("skip.", "parse_error.", "evicted.", "file."))}
+        if drops:
+            out.write("not decoded: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) + "\n")
