@@ -1,0 +1,117 @@
+"""Policy: segments by CIDR and VLAN, violation categories, exemptions, file errors;
+the device table; alert deduplication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detector.devices import DeviceTable
+from detector.extract.binding import Binding
+from detector.policy import PolicyError, default_policy, load_policy
+from detector.records import Observation, Signature
+from detector.sinks.alerts import AlertTable
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+TIKTOK_WEB = Signature("tiktok.com", "suffix", "web", "test")
+SHARED = Signature("ibyteimg.com", "suffix", "bytedance-shared", "test")
+
+
+def obs(ip="198.18.10.5", vlan=10, mac="02:00:00:00:10:05", ts=1000.0, name="www.tiktok.com", proto="dns-query"):
+    return Observation(ts, proto, name, ip, mac, vlan, "198.19.0.53", 53, "t.pcap", 1)
+
+
+def test_without_a_file_everything_is_one_monitored_segment():
+    verdict = default_policy().decide(obs(ip="203.0.113.9", vlan=None), TIKTOK_WEB, None)
+    assert (verdict.segment, verdict.decision, verdict.device) == ("default", "violation", "02:00:00:00:10:05")
+    assert default_policy().decide(obs(), SHARED, None) is None  # shared infra is not a violation by default
+
+
+def test_example_policy_segments_and_categories():
+    policy = load_policy(EXAMPLE)
+    assert policy.decide(obs(), SHARED, None).segment == "staff"
+    assert policy.decide(obs(ip="198.18.20.7", vlan=20), SHARED, None) is None  # guests: shared infra allowed
+    assert policy.decide(obs(ip="198.18.20.7", vlan=20), TIKTOK_WEB, None) is None  # guests: web allowed
+    assert policy.decide(obs(ip="198.18.20.7", vlan=20), Signature("tiktokv.com", "suffix", "api", "t"), None).segment == "guest"
+    # The staff segment wants both its VLAN and its CIDR: a staff address on the guest VLAN is not staff.
+    assert policy.decide(obs(ip="198.18.10.5", vlan=20), TIKTOK_WEB, None).segment == "default"
+    assert policy.decide(obs(ip="fd00:10::5", vlan=10), TIKTOK_WEB, None).segment == "staff"
+
+
+def test_exemption_by_hostname_pattern_is_limited_to_its_segment():
+    policy = load_policy(EXAMPLE)
+    assert policy.decide(obs(), TIKTOK_WEB, "comms-office-mac").decision == "exempt"
+    assert policy.decide(obs(), TIKTOK_WEB, "alice-phone").decision == "violation"
+    assert policy.decide(obs(ip="203.0.113.9", vlan=None), TIKTOK_WEB, "comms-office-mac").decision == "violation"
+
+
+def test_exemption_by_mac_and_cidr(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[[exemption]]\nmac = "02-00-00-00-10-05"\nreason = "lab"\n'
+                    '[[exemption]]\ncidr = "198.18.30.0/24"\nreason = "press room"\n')
+    policy = load_policy(path)
+    assert policy.decide(obs(), TIKTOK_WEB, None).decision == "exempt"
+    assert policy.decide(obs(mac=None, ip="198.18.30.4"), TIKTOK_WEB, None).decision == "exempt"
+    assert policy.decide(obs(mac=None, ip="198.18.31.4"), TIKTOK_WEB, None).decision == "violation"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dedup_window = -1", "dedup_window"),
+    ("violations = ['games']", "unknown categor"),
+    ("colour = 1", "unknown key"),
+    ("[[segment]]\nname = 's'", "give cidrs, vlans or both"),
+    ("[[segment]]\nname = 's'\ncidrs = ['10.0.0.0/33']", "10.0.0.0/33"),
+    ("[[exemption]]\nmac = '02:00'\nreason = 'x'", "not a MAC"),
+    ("[[exemption]]\nip = '198.18.0.1'", "needs a reason"),
+    ("[[segment]\n", "line 1"),
+])
+def test_bad_policy_files_give_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=message) as info:
+        load_policy(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_device_table_follows_rebinding_and_is_bounded():
+    table = DeviceTable(max_entries=2)
+    table.learn(Binding("02:00:00:00:00:01", "198.18.10.1", "alice-phone"))
+    assert table.hostname(None, "198.18.10.1") == "alice-phone"
+    assert table.hostname("02:00:00:00:00:01", "198.18.99.9") == "alice-phone"
+    table.learn(Binding("02:00:00:00:00:02", "198.18.10.1", None))  # the address moved to another device
+    assert table.hostname(None, "198.18.10.1") is None
+    table.learn(Binding("02:00:00:00:00:03", "198.18.10.3", None))
+    table.learn(Binding("02:00:00:00:00:04", "198.18.10.4", None))
+    # Two IP bindings fit: the oldest (198.18.10.1) went; alice's name (one entry) stays.
+    assert table.evicted == 1 and len(table) == 3
+    assert table.hostname("02:00:00:00:00:01", "198.18.10.1") == "alice-phone"
+
+
+def test_alerts_fold_a_window_and_reopen_after_it():
+    emitted = []
+    table = AlertTable(window=60, emit=emitted.append)
+    policy = default_policy()
+    for ts, name, proto in [(0, "www.tiktok.com", "dns-query"), (10, "m.tiktok.com", "tls-sni"), (59, "www.tiktok.com", "dns-query")]:
+        table.add(policy.decide(obs(ts=ts, name=name, proto=proto), TIKTOK_WEB, "alice-phone"))
+    assert not emitted
+    table.tick(59.5)
+    assert not emitted
+    table.add(policy.decide(obs(ts=61), TIKTOK_WEB, None))  # a new window
+    assert len(emitted) == 1
+    alert = emitted[0]
+    assert (alert["count"], alert["names"], alert["protos"], alert["hostname"]) == (
+        3, ["m.tiktok.com", "www.tiktok.com"], {"dns-query": 2, "tls-sni": 1}, "alice-phone")
+    assert alert["first_seen"] == "1970-01-01T00:00:00.000000Z" and alert["last_seen"].startswith("1970-01-01T00:00:59")
+    table.tick(200)
+    assert len(emitted) == 2 and emitted[1]["count"] == 1
+    assert (table.emitted, table.suppressed) == (2, 2)
+
+
+def test_exempt_verdicts_never_alert():
+    emitted = []
+    table = AlertTable(window=60, emit=emitted.append)
+    verdict = load_policy(EXAMPLE).decide(obs(), TIKTOK_WEB, "comms-office-mac")
+    table.add(verdict)
+    table.flush()
+    assert verdict.decision == "exempt" and not emitted
