@@ -28,8 +28,8 @@ from detector.extract.tcpflight import FlightTable
         (b"OPTIONS * HTTP/1.1\r\nHost: star.example\r\n\r\n", "star.example"),
         # Absolute form wins over Host (RFC 9112 3.2.2), userinfo and port dropped.
         (b"GET http://user:pw@TikTok.com:80/p?q HTTP/1.1\r\nHost: decoy.example\r\n\r\n", "tiktok.com"),
-        (b"GET HTTP://tiktok.com HTTP/1.1\r\n", "tiktok.com"),
-        (b"GET http://[::1]:8080/ HTTP/1.1\r\n", "::1"),
+        (b"GET HTTP://tiktok.com HTTP/1.1\r\n\r\n", "tiktok.com"),
+        (b"GET http://[::1]:8080/ HTTP/1.1\r\n\r\n", "::1"),
         (b"CONNECT tiktok.com:443 HTTP/1.1\r\nHost: decoy.example\r\n\r\n", "tiktok.com"),
         (b"GET / HTTP/1.0\r\n\r\n", None),  # HTTP/1.0 without Host
         (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", None),
@@ -42,9 +42,17 @@ def test_host(request_head: bytes, host: str | None) -> None:
     assert parse_http_host(memoryview(request_head)) == (DONE, host)
 
 
-def test_done_as_soon_as_the_host_line_is_complete() -> None:
-    assert parse_http_host(b"GET / HTTP/1.1\r\nHost: early.example\r\nAccept: */*") == (DONE, "early.example")
+def test_done_when_the_header_block_is_complete() -> None:
+    """Wireshark attributes a request to the frame that completes its header block; so do we."""
+    assert parse_http_host(b"GET / HTTP/1.1\r\nHost: early.example\r\nAccept: */*") == (NEED_MORE, None)
+    assert parse_http_host(b"GET / HTTP/1.1\r\nHost: early.example\r\nAccept: */*\r\n\r\n") == (DONE, "early.example")
     assert parse_http_host(b"GET / HTTP/1.1\r\nHost: early.exa") == (NEED_MORE, None)
+
+
+def test_a_header_block_past_the_cap_still_gives_its_host() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: big.example\r\nCookie: " + b"x" * MAX_HEADER
+    assert parse_http_host(head) == (DONE, "big.example")
+    assert parse_http_host(b"GET / HTTP/1.1\r\nCookie: " + b"x" * MAX_HEADER) == (NOT_HTTP, None)
 
 
 @pytest.mark.parametrize(

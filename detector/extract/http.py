@@ -34,12 +34,14 @@ _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://")
 def parse_http_host(stream: bytes | memoryview) -> tuple[str, str | None]:
     """The Host of the first HTTP/1.x request in the first bytes of a TCP stream.
 
-    Returns ``(DONE, host)`` as soon as the deciding line is complete (the request line
-    for absolute- and authority-form targets, else the first Host header line, else the
-    end of the header block, giving None when there is no host at all, as in a bare
-    HTTP/1.0 request). The host is lowercased with any port, IPv6 brackets and trailing
-    dot removed. ``NEED_MORE`` while the bytes are a valid prefix; ``NOT_HTTP`` when they
-    cannot be an HTTP/1.x request or the header block passes MAX_HEADER.
+    Returns ``(DONE, host)`` once the header block is complete: that is the frame
+    Wireshark attributes the request to, so an event's frame opens on the same request
+    in Wireshark. The host comes from an absolute- or authority-form target when there is
+    one (servers use it over the Host header: RFC 9112 3.2), else from the first Host
+    header; None when there is none, as in a bare HTTP/1.0 request. It is lowercased with
+    any port, IPv6 brackets and trailing dot removed. ``NEED_MORE`` while the bytes are a
+    valid prefix; ``NOT_HTTP`` when they cannot be an HTTP/1.x request. A header block
+    that passes MAX_HEADER ends the search: with the host if one was seen by then.
     """
     view = memoryview(stream)
     capped = len(view) >= MAX_HEADER  # nothing past the cap can complete the block
@@ -57,31 +59,38 @@ def parse_http_host(stream: bytes | memoryview) -> tuple[str, str | None]:
     if len(parts) != 3 or parts[0] not in METHODS or not _VERSION.match(parts[2]):
         return NOT_HTTP, None
     target = parts[1]
+    host: str | None = None
+    from_target = False
     if parts[0] == b"CONNECT" and b"/" not in target:  # authority-form
-        return DONE, _host_of_authority(target)
-    scheme = _SCHEME.match(target)
-    if scheme:
-        authority = target[scheme.end() :]
-        for stop in b"/?#":
-            authority = authority.split(bytes((stop,)), 1)[0]
-        return DONE, _host_of_authority(authority.rpartition(b"@")[2])
+        host, from_target = _host_of_authority(target), True
+    else:
+        scheme = _SCHEME.match(target)
+        if scheme:
+            authority = target[scheme.end() :]
+            for stop in b"/?#":
+                authority = authority.split(bytes((stop,)), 1)[0]
+            host, from_target = _host_of_authority(authority.rpartition(b"@")[2]), True
 
     pos = eol + 1
     while True:  # each pass consumes one line, so at most MAX_HEADER passes
         eol = data.find(b"\n", pos)
         if eol < 0:
-            return (NOT_HTTP if capped else NEED_MORE), None
+            if capped:
+                return (DONE, host) if host else (NOT_HTTP, None)
+            return NEED_MORE, None
         line = data[pos:eol]
         pos = eol + 1
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
-            return DONE, None
+            return DONE, host
+        if from_target or host is not None:
+            continue
         name, colon, value = line.partition(b":")
         # No whitespace is allowed before the colon (RFC 9112 5.1); servers reject
         # "Host :" outright, so such a line is not a Host header.
         if colon and name.lower() == b"host":
-            return DONE, _host_of_authority(value)
+            host = _host_of_authority(value)
 
 
 def _method_prefix(head: bytes) -> str:
