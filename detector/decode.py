@@ -5,7 +5,8 @@ on as a slice for the extractors. Every way a frame can be dropped here is count
 the ``stats`` counter the caller passes, under ``skip.<reason>``.
 
 Supported: Ethernet II with any stack of 802.1Q / 802.1ad / QinQ tags, MPLS and PPPoE
-session frames, Linux cooked SLL and SLL2, raw IPv4/IPv6, BSD null/loopback; IPv4 with
+session frames, Linux cooked SLL and SLL2, raw IPv4/IPv6, BSD null/loopback, PPP, Linux
+NFLOG; IPv4 with
 options, IPv6 with extension headers; IP-in-IP, GRE and VXLAN tunnels (the inner packet
 is what a device sent). Non-first IP fragments carry no transport header and are counted
 and skipped; first fragments are decoded with the bytes they carry.
@@ -18,17 +19,21 @@ from typing import NamedTuple
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
 LINKTYPE_RAW = 101
 LINKTYPE_RAW_OPENBSD = 14
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
 SUPPORTED_LINKTYPES = frozenset(
     {
         LINKTYPE_NULL,
         LINKTYPE_ETHERNET,
+        LINKTYPE_PPP,
+        LINKTYPE_NFLOG,
         LINKTYPE_RAW,
         LINKTYPE_RAW_OPENBSD,
         LINKTYPE_LOOP,
@@ -46,6 +51,9 @@ ETH_VLAN_TAGS = frozenset({0x8100, 0x88A8, 0x9100})
 ETH_MPLS = frozenset({0x8847, 0x8848})
 ETH_PPPOE_SESSION = 0x8864
 ETH_TRANSPARENT_BRIDGING = 0x6558
+PPP_IPV4 = b"\x00\x21"
+PPP_IPV6 = b"\x00\x57"
+NFULA_PAYLOAD = 9
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -120,7 +128,29 @@ def decode(linktype: int, frame: bytes, stats: Counter[str]) -> Packet | None:
             return _ip(frame, 4, None, None, None, stats, 0)
         stats["skip.non_ip"] += 1
         return None
+    if linktype == LINKTYPE_PPP:
+        pos = 2 if frame[:2] == b"\xff\x03" else 0  # address and control, unless compressed away
+        if frame[pos : pos + 2] in (PPP_IPV4, PPP_IPV6):
+            return _ip(frame, pos + 2, None, None, None, stats, 0)
+        stats["skip.non_ip"] += 1
+        return None
+    if linktype == LINKTYPE_NFLOG:
+        return _nflog(frame, stats)
     stats["skip.unknown_linktype"] += 1
+    return None
+
+
+def _nflog(frame: bytes, stats: Counter[str]) -> Packet | None:
+    """Linux NFLOG: a 4-byte header, then TLVs in host byte order; the packet is NFULA_PAYLOAD."""
+    pos, end = 4, len(frame)
+    while pos + 4 <= end:
+        length = int.from_bytes(frame[pos : pos + 2], "little")
+        if length < 4:
+            break
+        if int.from_bytes(frame[pos + 2 : pos + 4], "little") & 0x7FFF == NFULA_PAYLOAD:
+            return _ip(frame[: pos + length], pos + 4, None, None, None, stats, 0)
+        pos += (length + 3) & ~3
+    stats["skip.non_ip"] += 1
     return None
 
 
@@ -162,7 +192,7 @@ def _ethertype(
         stats["skip.short_frame"] += 1
         return None
     if ethertype == ETH_PPPOE_SESSION:
-        if pos + 8 <= len(frame) and frame[pos + 6 : pos + 8] in (b"\x00\x21", b"\x00\x57"):
+        if pos + 8 <= len(frame) and frame[pos + 6 : pos + 8] in (PPP_IPV4, PPP_IPV6):
             return _ip(frame, pos + 8, src_mac, dst_mac, vlan, stats, depth)
     stats["skip.non_ip"] += 1
     return None

@@ -1,0 +1,123 @@
+"""End to end: `tiktok-detector replay` on the sample office capture with the example policy,
+and the `signatures` subcommands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "pcaps" / "sample-office.pcapng"
+POLICY = ROOT / "examples" / "policy.toml"
+SCHEMA = ["ts", "proto", "name", "signature", "category", "client_ip", "client_mac", "vlan", "server_ip",
+          "server_port", "segment", "device", "hostname", "decision"]
+
+
+def detector(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detector", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay")
+    result = detector("replay", "--policy", str(POLICY), "--events", str(out / "events.jsonl"),
+                      "--alerts", str(out / "alerts.jsonl"), str(SAMPLE))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    return result, events, alerts, out
+
+
+def test_replay_names_the_devices_with_evidence(sample_run):
+    result, events, alerts, _ = sample_run
+    assert result.returncode == 0, result.stderr
+    assert events and all(list(e)[: len(SCHEMA)] == SCHEMA for e in events)
+    assert all(e["pcap"] == SAMPLE.name and e["frame"] >= 1 for e in events)
+    assert all(e["ts"].endswith("Z") and len(e["ts"]) == len("2026-03-02T09:00:18.028800Z") for e in events)
+    by_device = Counter((e["hostname"], e["segment"], e["decision"]) for e in events)
+    assert by_device[("bob-iphone", "staff", "violation")] > 0
+    assert by_device[("comms-office-mac", "staff", "exempt")] > 0  # the exemption by hostname pattern
+    assert by_device[("galaxy-s23", "guest", "violation")] > 0
+    # On the guest segment only app/api/telemetry are violations.
+    assert {e["category"] for e in events if e["segment"] == "guest"} <= {"app", "api", "telemetry"}
+    # TLS events say whether ECH hid the real name.
+    assert all(isinstance(e["ech"], bool) for e in events if e["proto"] in ("tls-sni", "quic-sni"))
+
+
+def test_every_evidence_frame_holds_its_name(sample_run):
+    """The frame named in each event is the one Wireshark shows the name in (the same
+    reassembly attribution the differential test checks)."""
+    _, events, _, _ = sample_run
+    names = detector("names", str(SAMPLE))
+    seen = {(r["frame"], r["proto"], r["name"]) for r in map(json.loads, names.stdout.splitlines())}
+    assert {(e["frame"], e["proto"], e["name"]) for e in events} <= seen
+
+
+def test_alerts_deduplicate_and_account_for_every_violation(sample_run):
+    _, events, alerts, _ = sample_run
+    violations = [e for e in events if e["decision"] == "violation"]
+    assert sum(a["count"] for a in alerts) == len(violations)
+    keys = [(a["device"], a["category"]) for a in alerts]
+    assert len(keys) == len(set(keys))  # one alert per (device, category) in one 15-minute window
+    assert any(a["count"] > 1 for a in alerts)
+    for alert in alerts:
+        mine = [e for e in violations if (e["device"], e["category"]) == (alert["device"], alert["category"])]
+        assert alert["names"] == sorted({e["name"] for e in mine})
+        assert alert["first_seen"] == min(e["ts"] for e in mine) and alert["last_seen"] == max(e["ts"] for e in mine)
+        assert (alert["evidence"]["frame"]) == min(e["frame"] for e in mine)
+
+
+def test_nothing_but_policy_relevant_names_is_written(sample_run):
+    """Privacy: the sample has many innocent names; none may appear in any output."""
+    result, events, alerts, out = sample_run
+    all_names = {json.loads(line)["name"] for line in detector("names", str(SAMPLE)).stdout.splitlines()}
+    relevant = {e["name"] for e in events}
+    innocent = all_names - relevant
+    assert len(innocent) >= 10
+    written = (out / "events.jsonl").read_text() + (out / "alerts.jsonl").read_text() + result.stderr
+    assert not [n for n in innocent if f'"{n}"' in written or f" {n}" in written]
+
+
+def test_summary_table_on_stderr(sample_run):
+    result, events, _, _ = sample_run
+    assert "bob-iphone" in result.stderr and "violations" in result.stderr
+    assert f"{sum(e['decision'] == 'violation' for e in events)} violations" in result.stderr
+
+
+def test_without_policy_everything_is_segment_default():
+    result = detector("replay", "--events", "-", str(SAMPLE))
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and events
+    assert {e["segment"] for e in events} == {"default"} and {e["decision"] for e in events} == {"violation"}
+
+
+def test_bad_policy_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[[segment]]\nname = 'x'\ncidrs = ['not-a-cidr']\n")
+    result = detector("replay", "--policy", str(bad), str(SAMPLE))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not-a-cidr" in result.stderr
+
+
+def test_signatures_check_and_match():
+    ok = detector("signatures", "check", "signatures/tiktok.toml")
+    assert ok.returncode == 0 and "entries" in ok.stdout
+    hit = detector("signatures", "match", "API16-normal-c-useast1a.tiktokv.com.")
+    assert hit.returncode == 0 and "tiktokv.com" in hit.stdout and "api" in hit.stdout
+    miss = detector("signatures", "match", "www.example.org")
+    assert miss.returncode == 1
+
+
+def test_signatures_check_reports_lines(tmp_path):
+    bad = tmp_path / "bad.toml"
+    good = (ROOT / "signatures" / "tiktok.toml").read_text()
+    bad.write_text(good + '\n[[entry]]\npattern = "tiktok.com"\nmatch = "suffix"\ncategory = "games"\nsource = ["v2t"]\n')
+    result = detector("signatures", "check", str(bad))
+    assert result.returncode == 2
+    entry = len(good.splitlines()) + 2  # the appended [[entry]] header's line
+    assert f"{bad}:{entry + 1}: duplicate" in result.stderr  # the pattern line
+    assert f"{bad}:{entry + 3}: unknown category 'games'" in result.stderr
