@@ -7,7 +7,7 @@ the ``stats`` counter the caller passes, under ``skip.<reason>``.
 Supported: Ethernet II with any stack of 802.1Q / 802.1ad / QinQ tags, MPLS and PPPoE
 session frames, Linux cooked SLL and SLL2, raw IPv4/IPv6, BSD null/loopback, PPP, Linux
 NFLOG; IPv4 with
-options, IPv6 with extension headers; IP-in-IP, GRE and VXLAN tunnels (the inner packet
+options, IPv6 with extension headers; IP-in-IP, GRE, VXLAN and GTP-U tunnels (the inner packet
 is what a device sent). Non-first IP fragments carry no transport header and are counted
 and skipped; first fragments are decoded with the bytes they carry.
 """
@@ -64,6 +64,8 @@ IPV6_EXTENSION_HEADERS = frozenset({0, 43, 60, 135, 139, 140})
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
 VXLAN_PORT = 4789
+GTP_U_PORT = 2152
+GTP_G_PDU = 0xFF
 #: Tunnels inside tunnels are legal but rare; this bounds the work a crafted frame can cause.
 MAX_ENCAPSULATION = 3
 
@@ -152,6 +154,28 @@ def _nflog(frame: bytes, stats: Counter[str]) -> Packet | None:
         pos += (length + 3) & ~3
     stats["skip.non_ip"] += 1
     return None
+
+
+def _gtp_u_payload(frame: bytes, pos: int, end: int) -> int | None:
+    """Offset of the user's IP packet in a GTPv1-U G-PDU (mobile and CAPWAP-style backhaul)."""
+    if pos + 8 > end or frame[pos] >> 5 != 1 or frame[pos + 1] != GTP_G_PDU:
+        return None
+    flags = frame[pos]
+    pos += 8
+    if flags & 0x07:  # sequence number, N-PDU number and next extension type follow
+        if pos + 4 > end:
+            return None
+        next_type = frame[pos + 3]
+        pos += 4
+        while next_type:  # each extension header: length in 4-byte units, last byte = next type
+            if pos >= end or not frame[pos]:
+                return None
+            length = frame[pos] * 4
+            if pos + length > end:
+                return None
+            next_type = frame[pos + length - 1]
+            pos += length
+    return pos
 
 
 def _ethernet_payload(
@@ -261,6 +285,10 @@ def _ip(
                 frame[:end], inner + 12, frame[inner + 6 : inner + 12], frame[inner : inner + 6],
                 vlan, stats, depth + 1,
             )
+        if dport == GTP_U_PORT and depth < MAX_ENCAPSULATION:
+            inner = _gtp_u_payload(frame, pos + 8, end)
+            if inner is not None:
+                return _ip(frame[:end], inner, src_mac, dst_mac, vlan, stats, depth + 1)
         return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_UDP, sport, dport, 0, 0, frame[pos + 8 : end])
     if proto == IPPROTO_TCP:
         if pos + 20 > end:

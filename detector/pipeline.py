@@ -31,8 +31,11 @@ DHCP_PORTS = frozenset({67, 68})
 TCP_SYN = 0x02
 TCP_ACK = 0x10
 TCP_RST = 0x04
-HTTP_METHOD_STARTS = frozenset(b"GPHDOCT")  # GET POST PUT PATCH HEAD DELETE OPTIONS CONNECT TRACE
+HTTP_REQUEST_STARTS = tuple(m + b" " for m in http.METHODS)
+HTTP_REQUEST_FIRST_BYTES = frozenset(m[0] for m in http.METHODS)
 TLS_HANDSHAKE = 0x16
+#: RFC 8446 D.4: a TLS 1.3 client may send this record before its second ClientHello.
+TLS_CHANGE_CIPHER_SPEC = b"\x14\x03\x03\x00\x01\x01"
 #: How often (in capture seconds) idle reassembly state is expired and alert windows closed.
 HOUSEKEEPING_INTERVAL = 1.0
 
@@ -139,16 +142,20 @@ class Extractor:
         if not payload:
             return
         if not flights.tracking(key):
-            first = payload[0]
-            if not (
-                first == TLS_HANDSHAKE
-                or first in HTTP_METHOD_STARTS
-                or packet.sport in self.settings.dns_ports
-                or packet.dport in self.settings.dns_ports
-            ) or flights.finished(key):
+            dns = packet.sport in self.settings.dns_ports or packet.dport in self.settings.dns_ports
+            if not (dns or _starts_message(payload)):
                 self.stats["skim.tcp"] += 1
                 return
-            self.stats["tcp.midstream"] += 1
+            if flights.finished(key):
+                # A new message on a flow already read: the next request of a keep-alive
+                # connection, a ClientHello after STARTTLS, a proxy's CONNECT or a
+                # HelloRetryRequest (then behind a compatibility ChangeCipherSpec record).
+                skip = len(TLS_CHANGE_CIPHER_SPEC) if payload.startswith(TLS_CHANGE_CIPHER_SPEC) else 0
+                if dns or not flights.restart(key, ts, packet.seq + skip):
+                    self.stats["skim.tcp"] += 1
+                    return
+            else:
+                self.stats["tcp.midstream"] += 1
         stream = flights.feed(key, ts, packet.seq, False, payload)
         if stream is None:
             return
@@ -222,6 +229,21 @@ class Extractor:
                 alpn=alpn,
             )
         )
+
+
+def _starts_message(payload: bytes) -> bool:
+    """Whether a segment can be the first of a TLS ClientHello or an HTTP request.
+
+    Byte checks only: this runs for every TCP segment of a flow not being reassembled.
+    """
+    if payload.startswith(TLS_CHANGE_CIPHER_SPEC):
+        payload = payload[len(TLS_CHANGE_CIPHER_SPEC) :]
+        if not payload:
+            return False
+    first = payload[0]
+    if first == TLS_HANDSHAKE:
+        return len(payload) < 6 or (payload[1] == 3 and payload[5] == 1)
+    return first in HTTP_REQUEST_FIRST_BYTES and payload.startswith(HTTP_REQUEST_STARTS)
 
 
 class Detector:

@@ -417,3 +417,14 @@ def test_any_segmentation_gives_the_same_hello(data: st.DataObject) -> None:
                 table.finish(key)
                 break
     assert result == expected[1]
+
+
+def test_a_fault_after_the_server_name_keeps_the_name() -> None:
+    """As in ndpi/tls_invalid_reads.pcap: a broken ALPN vector after the SNI. The client
+    sent the name; Wireshark shows it; so do we. Without a name first, the hello is None."""
+    broken_alpn = ext(0x0010, u16(47241) + b"h2")
+    got = parse_client_hello(hello(sni_ext(b"e.crashlytics.com"), broken_alpn))
+    assert got is not None and got.sni == "e.crashlytics.com"
+    assert parse_client_hello(hello(broken_alpn, sni_ext(b"e.crashlytics.com"))) is None
+    overrun = sni_ext(b"a.example") + u16(0x0010) + u16(500) + b"h2"
+    assert parse_client_hello(hello(overrun)).sni == "a.example"

@@ -124,3 +124,14 @@ def test_truncated_real_frames_never_raise(tail, cut):
     frame = bytes(Ether() / Dot1Q(vlan=5) / IPv6() / IPv6ExtHdrHopByHop() / TCP() / tail)
     d.decode(1, frame[:cut], Counter())
     d.decode(1, frame[:14] + tail, Counter())
+
+
+def test_gtp_u_tunnel_yields_the_user_packet():
+    from scapy.contrib.gtp import GTP_U_Header
+
+    outer = IP(src="198.19.1.1", dst="198.19.1.2") / UDP(sport=2152, dport=2152)
+    check_udp(run(101, outer / GTP_U_Header(teid=7, gtp_type=255) / UDP_DNS)[0])
+    check_udp(run(101, outer / GTP_U_Header(teid=7, gtp_type=255, S=1, seq=9) / UDP_DNS)[0])
+    # Not a G-PDU (an echo request): the UDP packet itself.
+    packet, _ = run(101, outer / GTP_U_Header(teid=7, gtp_type=1) / b"x")
+    assert packet is not None and packet.dport == 2152

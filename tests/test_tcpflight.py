@@ -310,3 +310,18 @@ def test_random_operations_stay_bounded(ops) -> None:
         assert len(table) <= 3 and len(table._finished) <= 3
         for flow in table._flows.values():
             assert len(flow.buf) + sum(map(len, flow.pending.values())) <= 64
+
+
+def test_restart_tracks_a_later_message_but_not_a_retransmission() -> None:
+    table = FlightTable()
+    key = ("c", 1, "s", 80)
+    table.feed(key, 0.0, 999, True, b"")
+    assert table.feed(key, 0.1, 1000, False, b"GET / HTTP/1.1\r\n\r\n") is not None
+    table.finish(key)
+    assert table.finished(key)
+    assert not table.restart(key, 0.2, 1000)  # the first request again: a retransmission
+    assert table.restart(key, 0.3, 1018)  # the next request on the keep-alive connection
+    assert table.tracking(key) and not table.finished(key)
+    assert table.feed(key, 0.3, 1018, False, b"GET /2 HTTP/1.1\r\n") == b"GET /2 HTTP/1.1\r\n"
+    assert table.counters.restarted == 1
+    assert not table.restart(("never", 0, "seen", 0), 0.4, 5)

@@ -134,15 +134,19 @@ def _parse_body(b: bytes) -> ClientHello | None:
     versions: tuple[int, ...] | None = None
     ech = False
     seen_sni = False
+    faulted = False
     # Extension types may not repeat (RFC 8446 4.2); servers reject duplicates, so the
-    # first occurrence is the one that counts and later ones are skipped.
+    # first occurrence is the one that counts and later ones are skipped. A fault after
+    # the server_name was read ends the walk but keeps the name: the client did send it,
+    # and Wireshark shows it too (names before a DNS fault are kept the same way).
     while p + 4 <= end:
         ext_type = b[p] << 8 | b[p + 1]
         ext_len = b[p + 2] << 8 | b[p + 3]
         p += 4
         q = p + ext_len
         if q > end:
-            return None
+            faulted = True
+            break
         if ext_type == EXT_SERVER_NAME and not seen_sni:
             seen_sni = True
             ok, sni = _server_name(b, p, q)
@@ -151,15 +155,17 @@ def _parse_body(b: bytes) -> ClientHello | None:
         elif ext_type == EXT_ALPN and alpn is None:
             alpn = _alpn(b, p, q)
             if alpn is None:
-                return None
+                faulted = True
+                break
         elif ext_type == EXT_SUPPORTED_VERSIONS and versions is None:
             versions = _supported_versions(b, p, q)
             if versions is None:
-                return None
+                faulted = True
+                break
         elif ext_type == EXT_ECH:
             ech = True
         p = q
-    if p != end:  # a partial extension header at the end of the block
+    if (faulted or p != end) and sni is None:  # a fault, and no name before it
         return None
     return ClientHello(
         sni, alpn or (), versions if versions is not None else (legacy_version,), ech

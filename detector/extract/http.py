@@ -21,12 +21,17 @@ from .clienthello import DONE, NEED_MORE, normalize_name
 NOT_HTTP = "not-http"  # these bytes cannot start an HTTP/1.x request; stop looking
 
 #: The request methods of RFC 9110 and RFC 5789 (PATCH); methods are case-sensitive.
-METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+METHODS = (
+    b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+    # WebDAV (RFC 4918, 3253, 5323): Windows' WebDAV redirector and sync clients use them.
+    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT", b"SEARCH",
+)
 #: Request line plus header block cap: well above real requests (browsers send < 8 KiB,
 #: servers reject past 8-16 KiB), and the bound on what one flow can make us scan.
 MAX_HEADER = 16 * 1024
 
 _METHOD_SP = tuple(m + b" " for m in METHODS)
+_LONGEST_METHOD = max(map(len, _METHOD_SP))
 _VERSION = re.compile(rb"HTTP/1\.[0-9]\Z")
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -48,15 +53,17 @@ def parse_http_host(stream: bytes | memoryview) -> tuple[str, str | None]:
     data = bytes(view[:MAX_HEADER])
     # RFC 9112 2.2: servers ignore empty lines before the request line.
     start = len(data) - len(data.lstrip(b"\r\n"))
-    status = _method_prefix(data[start : start + 8])
+    status = _method_prefix(data[start : start + _LONGEST_METHOD])
     if status is not DONE:
         return (NOT_HTTP if capped else status), None
 
     eol = data.find(b"\n", start)
     if eol < 0:
         return (NOT_HTTP if capped else NEED_MORE), None
+    # A target with raw spaces is invalid, yet servers (and attack tools) use it as is:
+    # the first word is the method, the last the version, and the Host header still names the site.
     parts = data[start:eol].split()
-    if len(parts) != 3 or parts[0] not in METHODS or not _VERSION.match(parts[2]):
+    if len(parts) < 3 or parts[0] not in METHODS or not _VERSION.match(parts[-1]):
         return NOT_HTTP, None
     target = parts[1]
     host: str | None = None

@@ -50,6 +50,7 @@ class FlightCounters:
     retransmitted: int = 0  # segments that brought no new bytes
     beyond_window: int = 0  # segments starting max_bytes or more past the head, dropped
     ignored_finished: int = 0  # segments of finished flows
+    restarted: int = 0  # finished flows tracked again for a later message (keep-alive, STARTTLS)
 
 
 class _Flow:
@@ -79,9 +80,10 @@ class FlightTable:
         self.counters = FlightCounters()
         # Both in least-recently-used order, so eviction and expiry pop from the front.
         self._flows: OrderedDict[Hashable, _Flow] = OrderedDict()
-        # Finished key -> its stream start if a SYN fixed it (to tell a retransmitted
-        # SYN from a new connection reusing the 4-tuple), else None.
-        self._finished: OrderedDict[Hashable, int | None] = OrderedDict()
+        # Finished key -> (its stream start if a SYN fixed it, else None; the sequence
+        # number just past the bytes it held). The start tells a retransmitted SYN from a
+        # new connection reusing the 4-tuple; the end, a later message from a retransmission.
+        self._finished: OrderedDict[Hashable, tuple[int | None, int | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -165,6 +167,20 @@ class FlightTable:
             self.counters.finished += 1
         self._remember(key, flow)
 
+    def restart(self, key: Hashable, ts: float, seq: int) -> bool:
+        """Track a finished flow again from ``seq``, where the caller saw a new message
+        start (the next request on a keep-alive connection, a ClientHello after STARTTLS
+        or a proxy's CONNECT). Refused (False) for a segment that does not lie past the
+        bytes the flow already gave: that is a retransmission, not a new message.
+        """
+        done = self._finished.get(key)
+        if done is None or (done[1] is not None and _signed(seq - done[1]) < 0):
+            return False
+        del self._finished[key]
+        self._create(key, seq & _MASK, True, ts)
+        self.counters.restarted += 1
+        return True
+
     def expire(self, now: float) -> None:
         """Drop flows idle for more than timeout seconds.
 
@@ -189,7 +205,7 @@ class FlightTable:
         """A SYN: fix the stream start, or recognise a new connection on the same key."""
         if flow is None:
             if key in self._finished:
-                if self._finished[key] == start:  # retransmitted SYN of a finished flow
+                if self._finished[key][0] == start:  # retransmitted SYN of a finished flow
                     self._finished.move_to_end(key)
                     self.counters.ignored_finished += 1
                     return None
@@ -222,7 +238,10 @@ class FlightTable:
         finished = self._finished
         if key not in finished and len(finished) >= self.max_flows:
             finished.popitem(last=False)
-        finished[key] = flow.start if flow is not None and flow.syn else None
+        if flow is not None:
+            finished[key] = (flow.start if flow.syn else None, (flow.start + flow.head + len(flow.buf)) & _MASK)
+        elif key not in finished:
+            finished[key] = (None, None)
         finished.move_to_end(key)
 
     def _data(self, key: Hashable, flow: _Flow, off: int, data: bytes | memoryview) -> bytes | None:

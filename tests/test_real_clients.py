@@ -1,0 +1,472 @@
+"""Captures made by real clients, checked against the detector.
+
+Real clients (OpenSSL's s_client, curl, Chromium, aioquic) talk to real servers across a
+veth link between two network namespaces while tcpdump captures the client's end; then
+``python -m detector names`` must find exactly the names the clients sent, each with the
+right protocol and client address. Crafted fixtures test what we think clients send; these
+test what they do send: GREASE, padding, ECH GREASE, shuffled QUIC CRYPTO frames, and
+ClientHellos split over several TCP segments or QUIC Initials. Each multi-segment case also
+checks the capture itself (with dpkt, not with our own parsers) so it proves what it claims.
+
+Nothing leaves the namespaces: they have no route but their own link (see ``netns``).
+
+This file is also its own helper program: ``python test_real_clients.py ROLE ...`` runs the
+servers and the aioquic client inside the namespaces (see ``ROLES`` at the bottom).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dpkt
+import pytest
+
+import netns
+from netns import Capture, VethPair
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPER = Path(__file__).resolve()
+HTTPS_PORT, OTHER_HTTPS_PORT, HTTP_PORT, QUIC_PORT = 443, 8443, 8080, 443
+#: Bounds: one client run, a server's start, a Chromium page load, the detector's run.
+CLIENT_TIMEOUT = 15.0
+SERVER_START_TIMEOUT = 10.0
+CHROMIUM_TIMEOUT = 30.0
+DETECTOR_TIMEOUT = 60.0
+#: The classic SLIP MTU (RFC 1144): a real link MTU below which every ClientHello and HTTP
+#: request sent here (OpenSSL's is ~320 bytes, curl's 517) needs more than one segment.
+#: The often-quoted 576 would not do: curl's padded 517-byte ClientHello fits its 536-byte MSS.
+SMALL_MTU = 296
+#: TLS 1.3 key_share group code points (IANA TLS Supported Groups registry).
+X25519MLKEM768 = 0x11EC
+EXT_KEY_SHARE = 51
+#: QUIC versions and their long-header type bits for an Initial packet (RFC 9000, RFC 9369).
+QUIC_INITIAL_TYPE = {0x00000001: 0, 0x6B3343CF: 1}
+#: Chromium without the traffic it makes on its own (updates, sign-in, field trials, hints):
+#: the test knows every name it should see. Only the names a test maps reach the server
+#: namespace; every other name fails to resolve inside Chromium, so nothing is sent for it.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection", "--disable-field-trial-config", "--no-pings",
+    "--disable-features=OptimizationHints,MediaRouter,Translate", "--metrics-recording-only",
+    "--password-store=basic", "--use-mock-keychain", "--ignore-certificate-errors", "--dump-dom",
+)
+
+pytestmark = pytest.mark.network
+
+Name = tuple[str, str, str]  # (proto, name, client_ip)
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> None:
+    """Skip (with the reason) where network namespaces cannot be made."""
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory, namespaces) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key, made by openssl."""
+    require("openssl")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=www.tiktok.com",
+         "-addext", "subjectAltName=DNS:*.tiktok.com,DNS:*.tiktokv.com,DNS:*.tiktokcdn.com"],
+        check=True, capture_output=True, timeout=CLIENT_TIMEOUT,
+    )
+    return cert, key
+
+
+def require(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"`{tool}` is not installed")
+
+
+# -- helpers run by the tests ----------------------------------------------------------
+
+
+def start_tcp_servers(pair: VethPair, cert: Path, key: Path) -> None:
+    """HTTPS on 443 and 8443 and plain HTTP on 8080 in the server namespace, threaded so a
+    browser's parallel connections are all answered."""
+    pair.spawn(pair.server, [sys.executable, HELPER, "tcp-server", cert, key])
+    for port in (HTTPS_PORT, OTHER_HTTPS_PORT, HTTP_PORT):
+        pair.wait_listening(pair.server, port, timeout=SERVER_START_TIMEOUT)
+
+
+def start_quic_server(pair: VethPair, cert: Path, key: Path) -> None:
+    pair.spawn(pair.server, [sys.executable, HELPER, "quic-server", cert, key])
+    pair.wait_listening(pair.server, QUIC_PORT, udp=True, timeout=SERVER_START_TIMEOUT)
+
+
+def s_client(pair: VethPair, host: str, port: int, sni: str, *extra: str) -> None:
+    # stdin at EOF: s_client completes the handshake, then quits.
+    pair.run(pair.client, ["openssl", "s_client", "-connect", f"{host}:{port}", "-servername", sni, *extra],
+             timeout=CLIENT_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+def curl(pair: VethPair, scheme: str, name: str, port: int, address: str, path: str = "/") -> None:
+    literal = f"[{address}]" if ":" in address else address
+    pair.run(pair.client, ["curl", "--silent", "--show-error", "--fail", "--insecure", "--max-time", "10",
+                           "--output", "/dev/null", "--resolve", f"{name}:{port}:{literal}",
+                           f"{scheme}://{name}:{port}{path}"],
+             timeout=CLIENT_TIMEOUT)
+
+
+def chromium(pair: VethPair, tmp_path: Path, url: str, name: str, *extra: str) -> None:
+    pair.run(pair.client, ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                           f"--host-resolver-rules=MAP {name} {pair.server.ip4}, MAP * ~NOTFOUND",
+                           *extra, url],
+             timeout=CHROMIUM_TIMEOUT)
+
+
+def quic_client(pair: VethPair, address: str, sni: str, *, quantum: bool = False) -> None:
+    pair.run(pair.client, [sys.executable, HELPER, "quic-client", address, sni, *(["quantum"] if quantum else [])],
+             timeout=CLIENT_TIMEOUT)
+
+
+def detector_names(capture: Capture) -> set[Name]:
+    """What ``python -m detector names`` finds in the capture, repeats folded."""
+    assert capture.dropped == 0, f"tcpdump dropped {capture.dropped} packets: the capture is incomplete"
+    done = subprocess.run([sys.executable, "-m", "detector", "names", "--no-progress", str(capture.path)],
+                          capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    return {(r["proto"], r["name"], r["client_ip"]) for r in map(json.loads, done.stdout.splitlines())}
+
+
+# -- reading the capture independently (dpkt, not our parsers) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FirstMessage:
+    """The first message a client sent on one TCP connection, and how many segments carried it."""
+
+    client: tuple[str, int]
+    segments: int
+    data: bytes
+
+
+def ip_packets(pcap: Path) -> Iterator[tuple[float, str, str, object]]:
+    """(time, source, destination, transport) of every IPv4/IPv6 packet of an Ethernet pcap."""
+    with open(pcap, "rb") as stream:
+        for ts, frame in dpkt.pcap.Reader(stream):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            if isinstance(ip, dpkt.ip.IP):
+                family = socket.AF_INET
+            elif isinstance(ip, dpkt.ip6.IP6):
+                family = socket.AF_INET6
+            else:
+                continue
+            yield ts, socket.inet_ntop(family, ip.src), socket.inet_ntop(family, ip.dst), ip.data
+
+
+def first_messages(pcap: Path, clients: set[str]) -> list[FirstMessage]:
+    """The first TLS record or HTTP request header of every TCP connection from ``clients``,
+    put together from its segments in sequence order (duplicates skipped)."""
+    flows: dict[tuple[str, int], tuple[int, list[bytes]]] = {}
+    for _, src, _, tcp in ip_packets(pcap):
+        if src not in clients or not isinstance(tcp, dpkt.tcp.TCP) or not tcp.data:
+            continue
+        key = (src, tcp.sport)
+        start, segments = flows.setdefault(key, (tcp.seq, []))
+        if tcp.seq == start + sum(map(len, segments)):
+            segments.append(bytes(tcp.data))
+    found = []
+    for key, (_, segments) in flows.items():
+        stream = b"".join(segments)
+        if stream[:1] == b"\x16":
+            end = 5 + struct.unpack_from("!H", stream, 3)[0]
+        else:
+            end = stream.index(b"\r\n\r\n") + 4
+        assert len(stream) >= end, f"the capture lacks the end of the first message of {key}"
+        covered, count = 0, 0
+        while covered < end:
+            covered += len(segments[count])
+            count += 1
+        found.append(FirstMessage(key, count, stream[:end]))
+    return found
+
+
+def key_share_groups(record: bytes) -> list[int]:
+    """The groups of the key_share extension of a ClientHello record (dpkt parses the rest)."""
+    hello = dpkt.ssl.TLSHandshake(record[5:]).data
+    for ext_type, data in hello.extensions:
+        if ext_type == EXT_KEY_SHARE:
+            groups, offset = [], 2
+            while offset + 4 <= len(data):
+                group, length = struct.unpack_from("!HH", data, offset)
+                groups.append(group)
+                offset += 4 + length
+            return groups
+    return []
+
+
+def first_flight_initials(pcap: Path, clients: set[str], port: int = QUIC_PORT) -> dict[tuple[str, int], int]:
+    """For each QUIC client (address, port): how many Initial datagrams it sent to the
+    server's original connection ID before the server first answered."""
+    counts: dict[tuple[str, int], int] = {}
+    dcid: dict[tuple[str, int], bytes] = {}
+    answered: set[tuple[str, int]] = set()
+    for _, src, dst, udp in ip_packets(pcap):
+        if not isinstance(udp, dpkt.udp.UDP):
+            continue
+        if udp.sport == port:
+            answered.add((dst, udp.dport))
+            continue
+        data = bytes(udp.data)
+        key = (src, udp.sport)
+        if src not in clients or udp.dport != port or key in answered or len(data) < 7 or not data[0] & 0x80:
+            continue
+        version = int.from_bytes(data[1:5], "big")
+        if QUIC_INITIAL_TYPE.get(version) != (data[0] >> 4) & 0x03:
+            continue
+        cid = data[6 : 6 + data[5]]
+        if dcid.setdefault(key, cid) == cid:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# -- the tests -------------------------------------------------------------------------
+
+
+def test_openssl_and_curl_over_ipv4_and_ipv6(tmp_path, tls_files):
+    """s_client on the standard and a non-standard port, curl over HTTPS and plain HTTP,
+    each over IPv4 and IPv6: every name, with its protocol and client, and nothing else."""
+    require("openssl", "curl", "tcpdump", "ss")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        with Capture(pair, tmp_path / "tcp.pcap") as capture:
+            s_client(pair, s.ip4, HTTPS_PORT, "www.tiktok.com")
+            s_client(pair, s.ip4, OTHER_HTTPS_PORT, "log16-normal-c-useast1a.tiktokv.com")
+            curl(pair, "https", "vm.tiktok.com", HTTPS_PORT, s.ip4)
+            curl(pair, "https", "m.tiktok.com", HTTPS_PORT, s.ip6)
+            curl(pair, "http", "v16m.tiktokcdn.com", HTTP_PORT, s.ip4)
+            curl(pair, "http", "v19.tiktokcdn-us.com", HTTP_PORT, s.ip6)
+    assert detector_names(capture) == {
+        ("tls-sni", "www.tiktok.com", c.ip4),
+        ("tls-sni", "log16-normal-c-useast1a.tiktokv.com", c.ip4),
+        ("tls-sni", "vm.tiktok.com", c.ip4),
+        ("tls-sni", "m.tiktok.com", c.ip6),
+        ("http-host", "v16m.tiktokcdn.com", c.ip4),
+        ("http-host", "v19.tiktokcdn-us.com", c.ip6),
+    }
+
+
+def test_small_mtu_splits_every_first_message(tmp_path, tls_files):
+    """On a 296-byte-MTU link the kernel splits ordinary ClientHellos and a long-URL HTTP
+    request (the Host header then sits in a later segment) over several segments."""
+    require("openssl", "curl", "tcpdump", "ss")
+    with VethPair(mtu=SMALL_MTU, ipv6=False) as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        with Capture(pair, tmp_path / "small-mtu.pcap") as capture:
+            s_client(pair, s.ip4, HTTPS_PORT, "www.tiktok.com")
+            curl(pair, "https", "vm.tiktok.com", HTTPS_PORT, s.ip4)
+            # The shape of a CDN video URL: a long signed path before the Host header.
+            curl(pair, "http", "v16m.tiktokcdn.com", HTTP_PORT, s.ip4,
+                 "/video/tos/useast2a/tos-useast2a-ve-0068c001/" + "a1b2c3d4" * 40 + "/?a=1233&br=2048")
+    messages = first_messages(capture.path, {c.ip4})
+    assert len(messages) == 3
+    assert all(m.segments >= 2 for m in messages), messages
+    assert detector_names(capture) == {
+        ("tls-sni", "www.tiktok.com", c.ip4),
+        ("tls-sni", "vm.tiktok.com", c.ip4),
+        ("http-host", "v16m.tiktokcdn.com", c.ip4),
+    }
+
+
+def test_openssl_post_quantum_clienthello_spans_two_segments(tmp_path, tls_files):
+    """OpenSSL 3.5+ sends an X25519MLKEM768 key share (1.2 kB) that pushes its ClientHello
+    past one full-size segment."""
+    require("openssl", "tcpdump", "ss")
+    version = subprocess.run(["openssl", "version"], capture_output=True, text=True, timeout=CLIENT_TIMEOUT).stdout
+    found = re.match(r"OpenSSL (\d+)\.(\d+)", version)
+    if not found or (int(found.group(1)), int(found.group(2))) < (3, 5):
+        pytest.skip(f"{version.strip()} has no X25519MLKEM768 (OpenSSL 3.5+ has)")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        with Capture(pair, tmp_path / "openssl-mlkem.pcap") as capture:
+            s_client(pair, s.ip4, HTTPS_PORT, "www.tiktok.com", "-groups", "X25519MLKEM768:X25519")
+    [hello] = first_messages(capture.path, {c.ip4})
+    assert X25519MLKEM768 in key_share_groups(hello.data)
+    assert hello.segments >= 2, hello
+    assert detector_names(capture) == {("tls-sni", "www.tiktok.com", c.ip4)}
+
+
+def test_chromium_post_quantum_clienthello_over_tcp(tmp_path, tls_files):
+    """Chromium's ClientHello carries an X25519MLKEM768 key share (~1.9 kB with GREASE and
+    ECH GREASE) and spans two TCP segments; its SNI is found all the same."""
+    require("chromium", "tcpdump", "ss")
+    with VethPair() as pair:
+        c = pair.client
+        start_tcp_servers(pair, *tls_files)
+        with Capture(pair, tmp_path / "chromium-tcp.pcap") as capture:
+            chromium(pair, tmp_path, "https://www.tiktok.com/", "www.tiktok.com", "--disable-quic")
+    hellos = first_messages(capture.path, {c.ip4})
+    assert hellos, "Chromium sent no ClientHello"
+    for hello in hellos:
+        assert X25519MLKEM768 in key_share_groups(hello.data)
+        assert hello.segments >= 2, hello
+    assert detector_names(capture) == {("tls-sni", "www.tiktok.com", c.ip4)}
+
+
+def test_aioquic_clients(tmp_path, tls_files):
+    """aioquic clients over IPv4 and IPv6, one with a ClientHello padded past one Initial
+    (quantum_readiness_test): every SNI found, and the padded one really took two Initials."""
+    require("tcpdump", "ss")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_quic_server(pair, *tls_files)
+        with Capture(pair, tmp_path / "aioquic.pcap") as capture:
+            quic_client(pair, s.ip4, "api16-normal-c-useast1a.tiktokv.com")
+            quic_client(pair, s.ip6, "api22-normal-c-useast2a.tiktokv.com")
+            quic_client(pair, s.ip4, "v16-webapp-prime.tiktok.com", quantum=True)
+    initials = sorted(first_flight_initials(capture.path, {c.ip4, c.ip6}).values())
+    assert initials[:2] == [1, 1] and len(initials) == 3 and initials[2] >= 2, initials
+    assert detector_names(capture) == {
+        ("quic-sni", "api16-normal-c-useast1a.tiktokv.com", c.ip4),
+        ("quic-sni", "api22-normal-c-useast2a.tiktokv.com", c.ip6),
+        ("quic-sni", "v16-webapp-prime.tiktok.com", c.ip4),
+    }
+
+
+def test_chromium_post_quantum_clienthello_over_quic(tmp_path, tls_files):
+    """Chromium's QUIC ClientHello (X25519MLKEM768, CRYPTO frames shuffled among PING and
+    PADDING frames) needs two Initial packets; the detector reassembles them."""
+    require("chromium", "tcpdump", "ss")
+    with VethPair() as pair:
+        c = pair.client
+        start_quic_server(pair, *tls_files)
+        with Capture(pair, tmp_path / "chromium-quic.pcap") as capture:
+            chromium(pair, tmp_path, "https://www.tiktok.com/", "www.tiktok.com",
+                     "--enable-quic", "--origin-to-force-quic-on=www.tiktok.com:443")
+    initials = first_flight_initials(capture.path, {c.ip4})
+    assert initials and all(count >= 2 for count in initials.values()), initials
+    assert detector_names(capture) == {("quic-sni", "www.tiktok.com", c.ip4)}
+
+
+# -- the helper program: servers and the aioquic client, run inside the namespaces -----
+
+
+PAGE = b"<!doctype html><title>test</title><p>served inside a test namespace</p>\n"
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _DualStackServer(ThreadingHTTPServer):
+    """Threaded HTTP(S) on ``::`` taking IPv4 too; TLS handshakes run in the worker thread."""
+
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def __init__(self, port: int, context: ssl.SSLContext | None) -> None:
+        self.context = context
+        super().__init__(("::", port), _Page)
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Not HTTPServer.server_bind: that looks up the host's name, needlessly here.
+        ThreadingHTTPServer.__mro__[3].server_bind(self)
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(CLIENT_TIMEOUT)
+        if self.context is None:
+            super().finish_request(request, client_address)
+            return
+        with self.context.wrap_socket(request, server_side=True) as tls:
+            self.RequestHandlerClass(tls, client_address, self)
+
+
+def serve_tcp(cert: str, key: str) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    servers = [_DualStackServer(HTTPS_PORT, context), _DualStackServer(OTHER_HTTPS_PORT, context),
+               _DualStackServer(HTTP_PORT, None)]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
+
+
+def serve_quic(cert: str, key: str) -> None:
+    """An HTTP/3 server answering every request with ``PAGE`` (Chromium waits for one)."""
+    from aioquic.asyncio import QuicConnectionProtocol, serve
+    from aioquic.h3.connection import H3_ALPN, H3Connection
+    from aioquic.h3.events import HeadersReceived
+    from aioquic.quic.configuration import QuicConfiguration
+
+    class H3Page(QuicConnectionProtocol):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.h3: H3Connection | None = None
+
+        def quic_event_received(self, event) -> None:
+            if self.h3 is None:
+                self.h3 = H3Connection(self._quic)
+            for h3_event in self.h3.handle_event(event):
+                if isinstance(h3_event, HeadersReceived):
+                    self.h3.send_headers(h3_event.stream_id, [(b":status", b"200"), (b"content-type", b"text/html")])
+                    self.h3.send_data(h3_event.stream_id, PAGE, end_stream=True)
+                    self.transmit()
+
+    async def main() -> None:
+        configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+        configuration.load_cert_chain(cert, key)
+        await serve("::", QUIC_PORT, configuration=configuration, create_protocol=H3Page)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def connect_quic(address: str, sni: str, *flags: str) -> None:
+    """Complete one QUIC handshake and close; ``quantum`` pads the ClientHello past 1200
+    bytes with aioquic's quantum-readiness transport parameter, so it needs two Initials."""
+    from aioquic.asyncio import connect
+    from aioquic.quic.configuration import QuicConfiguration
+
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=sni,
+                                      verify_mode=ssl.CERT_NONE, quantum_readiness_test="quantum" in flags)
+
+    async def main() -> None:
+        async with connect(address, QUIC_PORT, configuration=configuration) as client:
+            await client.ping()
+
+    asyncio.run(asyncio.wait_for(main(), CLIENT_TIMEOUT))
+
+
+ROLES = {"tcp-server": serve_tcp, "quic-server": serve_quic, "quic-client": connect_quic}
+
+if __name__ == "__main__":
+    ROLES[sys.argv[1]](*sys.argv[2:])
