@@ -80,3 +80,16 @@ def test_bulk_data_without_a_flow_start_is_skimmed():
     frames = [flow._frame(5000 + i * 100, "A", b"\x17\x03\x03" + bytes(97)) for i in range(5)]
     found, stats = names(frames)
     assert found == [] and stats["skim.tcp"] == 5 and stats["tcp.midstream"] == 0
+
+
+def test_ech_and_alpn_reach_the_observation():
+    from pathlib import Path
+
+    from detector.sources.pcapfile import CaptureFile
+
+    seen = []
+    extractor = Extractor(Settings(), seen.append, lambda b: None)
+    capture = CaptureFile(str(Path(__file__).resolve().parent.parent / "pcaps" / "tls-ech.pcap"))
+    for ts, linktype, data, frame in capture:
+        extractor.feed(ts, linktype, data, capture.name, frame)
+    assert [(o.proto, o.name, o.ech) for o in seen] == [("tls-sni", "cloudflare-ech.com", True)]
