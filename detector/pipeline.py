@@ -5,8 +5,17 @@ flights, QUIC Initials); it hands on ``Observation`` records and address ``Bindi
 knows nothing of signatures or segments. ``Detector`` takes observations through the
 signature match and the policy to the sinks and knows nothing of packets.
 
-Everything that is dropped is counted in one ``Counter`` under a dotted reason, which the
-summary prints and the metrics exporter reads at scrape time.
+Everything that is dropped is counted in one ``Counter`` under a dotted key, which the
+summary prints and the metrics exporter reads at scrape time. The keys:
+
+- ``packets``, ``bytes``: every frame read;
+- ``skim.udp``, ``skim.tcp``: bulk dropped after a few byte checks;
+- ``skip.<reason>``: frames the decoder could not use; ``file.<reason>``: records a
+  capture file could not give;
+- ``parse_error.<proto>``: messages a parser rejected;
+- ``observations.<proto>``: names extracted;
+- ``matches.<segment>.<proto>.<category>``: names that matched a signature;
+- ``verdicts.<segment>.<decision>`` and ``verdicts.<decision>``: what policy decided.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, decode
 from detector.devices import DeviceTable
@@ -105,6 +114,18 @@ class Extractor:
             binding = parse_arp(packet.payload)
             if binding is not None:
                 self.on_binding(binding)
+
+    def snapshot(self) -> dict[str, float]:
+        """Every counter of the extraction stages, flat, for the metrics exporter to read
+        at scrape time (and for live workers to send to the process that serves them)."""
+        snap: dict[str, float] = dict(self.stats)
+        for name, value in asdict(self.flights.counters).items():
+            snap[f"tcp_flight.{name}"] = value
+        snap["tcp_flight.flows"] = len(self.flights)
+        for name in self.initials.COUNTERS:
+            snap[f"quic_initial.{name}"] = getattr(self.initials, name)
+        snap["quic_initial.connections"] = len(self.initials)
+        return snap
 
     def housekeeping(self, now: float) -> None:
         self.flights.expire(now)
@@ -267,10 +288,10 @@ class Detector:
         signature = self.signatures.match(obs.name)
         if signature is None:
             return
-        self.stats[f"matches.{obs.proto}.{signature.category}"] += 1
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
-        if verdict is None:
-            self.stats["matches.allowed"] += 1
-            return
-        self.stats[f"verdicts.{verdict.decision}"] += 1
-        self.on_verdict(verdict)
+        stats = self.stats
+        stats[f"matches.{verdict.segment}.{obs.proto}.{signature.category}"] += 1
+        stats[f"verdicts.{verdict.segment}.{verdict.decision}"] += 1
+        stats[f"verdicts.{verdict.decision}"] += 1
+        if verdict.decision != "allowed":
+            self.on_verdict(verdict)

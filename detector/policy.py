@@ -78,20 +78,23 @@ class Policy:
                 return segment
         return self.default
 
-    def decide(self, obs: Observation, signature: Signature, hostname: str | None) -> Verdict | None:
-        """A violation, an exempt match, or None when the category is allowed on that segment."""
+    def decide(self, obs: Observation, signature: Signature, hostname: str | None) -> Verdict:
+        """``violation``, ``exempt`` (a violation by an exempt device) or ``allowed`` (the
+        category is no violation on that segment: counted, never written out)."""
         segment = self.segment_of(obs.client_ip, obs.vlan)
         if signature.category not in segment.violations:
-            return None
-        ip = ipaddress.ip_address(obs.client_ip)
-        exempt = any(e.covers(obs, ip, hostname, segment.name) for e in self.exemptions)
+            decision = "allowed"
+        else:
+            ip = ipaddress.ip_address(obs.client_ip)
+            exempt = any(e.covers(obs, ip, hostname, segment.name) for e in self.exemptions)
+            decision = "exempt" if exempt else "violation"
         return Verdict(
             observation=obs,
             signature=signature,
             segment=segment.name,
             device=obs.client_mac or obs.client_ip,
             hostname=hostname,
-            decision="exempt" if exempt else "violation",
+            decision=decision,
         )
 
 

@@ -53,7 +53,7 @@ class Verdict:
     segment: str
     device: str
     hostname: str | None
-    decision: str  # "violation" or "exempt"
+    decision: str  # "violation", "exempt" or "allowed" (never written out)
 
 
 def rfc3339(ts: float) -> str:

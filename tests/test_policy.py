@@ -25,14 +25,15 @@ def obs(ip="198.18.10.5", vlan=10, mac="02:00:00:00:10:05", ts=1000.0, name="www
 def test_without_a_file_everything_is_one_monitored_segment():
     verdict = default_policy().decide(obs(ip="203.0.113.9", vlan=None), TIKTOK_WEB, None)
     assert (verdict.segment, verdict.decision, verdict.device) == ("default", "violation", "02:00:00:00:10:05")
-    assert default_policy().decide(obs(), SHARED, None) is None  # shared infra is not a violation by default
+    assert default_policy().decide(obs(), SHARED, None).decision == "allowed"  # shared infra: no violation by default
 
 
 def test_example_policy_segments_and_categories():
     policy = load_policy(EXAMPLE)
     assert policy.decide(obs(), SHARED, None).segment == "staff"
-    assert policy.decide(obs(ip="198.18.20.7", vlan=20), SHARED, None) is None  # guests: shared infra allowed
-    assert policy.decide(obs(ip="198.18.20.7", vlan=20), TIKTOK_WEB, None) is None  # guests: web allowed
+    guest_shared = policy.decide(obs(ip="198.18.20.7", vlan=20), SHARED, None)
+    assert (guest_shared.segment, guest_shared.decision) == ("guest", "allowed")  # guests: shared infra allowed
+    assert policy.decide(obs(ip="198.18.20.7", vlan=20), TIKTOK_WEB, None).decision == "allowed"  # and web
     assert policy.decide(obs(ip="198.18.20.7", vlan=20), Signature("tiktokv.com", "suffix", "api", "t"), None).segment == "guest"
     # The staff segment wants both its VLAN and its CIDR: a staff address on the guest VLAN is not staff.
     assert policy.decide(obs(ip="198.18.10.5", vlan=20), TIKTOK_WEB, None).segment == "default"
