@@ -35,7 +35,7 @@ system-deps:
 	fi
 
 test: $(VENV)/.test system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
