@@ -131,17 +131,20 @@ class VethPair:
             _check(["ip", "-n", side.ns, "addr", "add", f"{side.ip4}/{PREFIX4}", "dev", side.ifname])
             if side.ip6 is None:
                 # No IPv6 at all: no router solicitations or MLD reports in the capture.
-                _check(self.command(side, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]))
-                _check(self.command(side, ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]))
+                self._sysctl(side, "net/ipv6/conf/all/disable_ipv6", "1")
             else:
                 # No duplicate address detection, for the link-local address too (neighbour
                 # discovery is sent from it): usable at once instead of after a second.
-                _check(self.command(side, ["sysctl", "-qw", f"net.ipv6.conf.{side.ifname}.accept_dad=0"]))
+                self._sysctl(side, f"net/ipv6/conf/{side.ifname}/accept_dad", "0")
                 _check(["ip", "-n", side.ns, "addr", "add", f"{side.ip6}/{PREFIX6}", "dev",
                         side.ifname, "nodad"])
         for side in (client, server):
             _check(["ip", "-n", side.ns, "link", "set", side.ifname, "up"])
         self._wait_ready()
+
+    def _sysctl(self, side: Side, key: str, value: str) -> None:
+        """Set a sysctl inside the namespace of ``side`` (by /proc/sys: procps may be absent)."""
+        _check(self.command(side, ["sh", "-c", 'echo "$1" > "/proc/sys/$2"', "sh", value, key]))
 
     def _wait_ready(self) -> None:
         """Wait (bounded) until both ends are up and IPv6 has configured them.
@@ -168,12 +171,19 @@ class VethPair:
 
     def close(self) -> None:
         """End every process started here and delete the namespaces; safe to call twice."""
+        survivors = []
         while self._spawned:
-            self.stop(self._spawned.pop())
+            proc = self._spawned.pop()
+            try:
+                self.stop(proc)
+            except RuntimeError as exc:  # unkillable (stuck in the kernel): still delete the namespaces
+                survivors.append(str(exc))
         for ns in reversed(self._made):
             _kill_leftovers(ns)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=COMMAND_TIMEOUT)
         self._made.clear()
+        if survivors:
+            raise RuntimeError("; ".join(survivors))
 
     # -- running programs ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import socket
+import socketserver
 import ssl
 import struct
 import subprocess
@@ -33,6 +34,11 @@ from pathlib import Path
 
 import dpkt
 import pytest
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
 
 import netns
 from netns import Capture, VethPair
@@ -52,8 +58,6 @@ SMALL_MTU = 296
 #: TLS 1.3 key_share group code points (IANA TLS Supported Groups registry).
 X25519MLKEM768 = 0x11EC
 EXT_KEY_SHARE = 51
-#: QUIC versions and their long-header type bits for an Initial packet (RFC 9000, RFC 9369).
-QUIC_INITIAL_TYPE = {0x00000001: 0, 0x6B3343CF: 1}
 #: Chromium without the traffic it makes on its own (updates, sign-in, field trials, hints):
 #: the test knows every name it should see. Only the names a test maps reach the server
 #: namespace; every other name fails to resolve inside Chromium, so nothing is sent for it.
@@ -147,7 +151,7 @@ def quic_client(pair: VethPair, address: str, sni: str, *, quantum: bool = False
 
 def detector_names(capture: Capture) -> set[Name]:
     """What ``python -m detector names`` finds in the capture, repeats folded."""
-    assert capture.dropped == 0, f"tcpdump dropped {capture.dropped} packets: the capture is incomplete"
+    assert capture.dropped == 0, f"tcpdump reported {capture.dropped!r} packets dropped: the capture may be incomplete"
     done = subprocess.run([sys.executable, "-m", "detector", "names", "--no-progress", str(capture.path)],
                           capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -160,51 +164,51 @@ def detector_names(capture: Capture) -> set[Name]:
 
 @dataclass(frozen=True, slots=True)
 class FirstMessage:
-    """The first message a client sent on one TCP connection, and how many segments carried it."""
+    """The first message a client sent on one TCP connection, and the segments that carried it."""
 
     client: tuple[str, int]
-    segments: int
+    sizes: tuple[int, ...]  # payload bytes of each segment, in order
     data: bytes
 
 
-def ip_packets(pcap: Path) -> Iterator[tuple[float, str, str, object]]:
-    """(time, source, destination, transport) of every IPv4/IPv6 packet of an Ethernet pcap."""
+def tcp_segments(pcap: Path, clients: set[str]) -> Iterator[tuple[str, dpkt.tcp.TCP]]:
+    """(source, segment) of every TCP segment ``clients`` sent, from an Ethernet pcap."""
     with open(pcap, "rb") as stream:
-        for ts, frame in dpkt.pcap.Reader(stream):
+        for _, frame in dpkt.pcap.Reader(stream):
             ip = dpkt.ethernet.Ethernet(frame).data
             if isinstance(ip, dpkt.ip.IP):
-                family = socket.AF_INET
+                src = socket.inet_ntop(socket.AF_INET, ip.src)
             elif isinstance(ip, dpkt.ip6.IP6):
-                family = socket.AF_INET6
+                src = socket.inet_ntop(socket.AF_INET6, ip.src)
             else:
                 continue
-            yield ts, socket.inet_ntop(family, ip.src), socket.inet_ntop(family, ip.dst), ip.data
+            if src in clients and isinstance(ip.data, dpkt.tcp.TCP):
+                yield src, ip.data
 
 
 def first_messages(pcap: Path, clients: set[str]) -> list[FirstMessage]:
     """The first TLS record or HTTP request header of every TCP connection from ``clients``,
-    put together from its segments in sequence order (duplicates skipped)."""
-    flows: dict[tuple[str, int], tuple[int, list[bytes]]] = {}
-    for _, src, _, tcp in ip_packets(pcap):
-        if src not in clients or not isinstance(tcp, dpkt.tcp.TCP) or not tcp.data:
-            continue
+    put together from its segments in sequence order (retransmissions skipped)."""
+    next_seq: dict[tuple[str, int], int] = {}
+    flows: dict[tuple[str, int], list[bytes]] = {}
+    for src, tcp in tcp_segments(pcap, clients):
         key = (src, tcp.sport)
-        start, segments = flows.setdefault(key, (tcp.seq, []))
-        if tcp.seq == start + sum(map(len, segments)):
-            segments.append(bytes(tcp.data))
+        if tcp.data and next_seq.setdefault(key, tcp.seq) == tcp.seq:
+            flows.setdefault(key, []).append(bytes(tcp.data))
+            next_seq[key] = (tcp.seq + len(tcp.data)) % 2**32
     found = []
-    for key, (_, segments) in flows.items():
+    for key, segments in flows.items():
         stream = b"".join(segments)
         if stream[:1] == b"\x16":
             end = 5 + struct.unpack_from("!H", stream, 3)[0]
         else:
-            end = stream.index(b"\r\n\r\n") + 4
-        assert len(stream) >= end, f"the capture lacks the end of the first message of {key}"
-        covered, count = 0, 0
+            end = stream.find(b"\r\n\r\n") + 4
+        assert 4 <= end <= len(stream), f"the capture lacks the end of the first message of {key}"
+        sizes, covered = [], 0
         while covered < end:
-            covered += len(segments[count])
-            count += 1
-        found.append(FirstMessage(key, count, stream[:end]))
+            sizes.append(len(segments[len(sizes)]))
+            covered += sizes[-1]
+        found.append(FirstMessage(key, tuple(sizes), stream[:end]))
     return found
 
 
@@ -222,29 +226,35 @@ def key_share_groups(record: bytes) -> list[int]:
     return []
 
 
-def first_flight_initials(pcap: Path, clients: set[str], port: int = QUIC_PORT) -> dict[tuple[str, int], int]:
-    """For each QUIC client (address, port): how many Initial datagrams it sent to the
-    server's original connection ID before the server first answered."""
-    counts: dict[tuple[str, int], int] = {}
-    dcid: dict[tuple[str, int], bytes] = {}
-    answered: set[tuple[str, int]] = set()
-    for _, src, dst, udp in ip_packets(pcap):
-        if not isinstance(udp, dpkt.udp.UDP):
+def quic_hello_packets(pcap: Path, port: int = QUIC_PORT) -> dict[tuple[str, int], int]:
+    """For each QUIC client (address, port): how many Initial packets carried new bytes of
+    its ClientHello (retransmissions add none).
+
+    Read by tshark, which derives the Initial keys and parses CRYPTO frames by itself. Only
+    datagrams that hold Initial packets alone are read: a client's ClientHello is never
+    coalesced with a Handshake packet, whose CRYPTO offsets start at 0 again.
+    """
+    done = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", f"udp.dstport == {port} && quic.crypto.length",
+         "-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "ipv6.src", "-e", "udp.srcport",
+         "-e", "quic.long.packet_type", "-e", "quic.crypto.offset", "-e", "quic.crypto.length"],
+        capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, check=True,
+    )
+    covered: dict[tuple[str, int], set[int]] = {}
+    packets: dict[tuple[str, int], int] = {}
+    for line in done.stdout.splitlines():
+        ip4, ip6, sport, types, offsets, lengths = line.split("|")
+        if set(types.split(",")) != {"0"}:
             continue
-        if udp.sport == port:
-            answered.add((dst, udp.dport))
-            continue
-        data = bytes(udp.data)
-        key = (src, udp.sport)
-        if src not in clients or udp.dport != port or key in answered or len(data) < 7 or not data[0] & 0x80:
-            continue
-        version = int.from_bytes(data[1:5], "big")
-        if QUIC_INITIAL_TYPE.get(version) != (data[0] >> 4) & 0x03:
-            continue
-        cid = data[6 : 6 + data[5]]
-        if dcid.setdefault(key, cid) == cid:
-            counts[key] = counts.get(key, 0) + 1
-    return counts
+        key = (ip4 or ip6, int(sport))
+        seen = covered.setdefault(key, set())
+        new = set()
+        for offset, length in zip(map(int, offsets.split(",")), map(int, lengths.split(","))):
+            new |= set(range(offset, offset + length)) - seen
+        if new:
+            seen |= new
+            packets[key] = packets.get(key, 0) + 1
+    return packets
 
 
 # -- the tests -------------------------------------------------------------------------
@@ -288,32 +298,14 @@ def test_small_mtu_splits_every_first_message(tmp_path, tls_files):
             curl(pair, "http", "v16m.tiktokcdn.com", HTTP_PORT, s.ip4,
                  "/video/tos/useast2a/tos-useast2a-ve-0068c001/" + "a1b2c3d4" * 40 + "/?a=1233&br=2048")
     messages = first_messages(capture.path, {c.ip4})
-    assert len(messages) == 3
-    assert all(m.segments >= 2 for m in messages), messages
+    assert len(messages) == 3 and all(len(m.sizes) >= 2 for m in messages), messages
+    [request] = [m for m in messages if m.data.startswith(b"GET ")]
+    assert request.data.index(b"\r\nHost: ") > request.sizes[0], "the Host header is in the first segment"
     assert detector_names(capture) == {
         ("tls-sni", "www.tiktok.com", c.ip4),
         ("tls-sni", "vm.tiktok.com", c.ip4),
         ("http-host", "v16m.tiktokcdn.com", c.ip4),
     }
-
-
-def test_openssl_post_quantum_clienthello_spans_two_segments(tmp_path, tls_files):
-    """OpenSSL 3.5+ sends an X25519MLKEM768 key share (1.2 kB) that pushes its ClientHello
-    past one full-size segment."""
-    require("openssl", "tcpdump", "ss")
-    version = subprocess.run(["openssl", "version"], capture_output=True, text=True, timeout=CLIENT_TIMEOUT).stdout
-    found = re.match(r"OpenSSL (\d+)\.(\d+)", version)
-    if not found or (int(found.group(1)), int(found.group(2))) < (3, 5):
-        pytest.skip(f"{version.strip()} has no X25519MLKEM768 (OpenSSL 3.5+ has)")
-    with VethPair() as pair:
-        c, s = pair.client, pair.server
-        start_tcp_servers(pair, *tls_files)
-        with Capture(pair, tmp_path / "openssl-mlkem.pcap") as capture:
-            s_client(pair, s.ip4, HTTPS_PORT, "www.tiktok.com", "-groups", "X25519MLKEM768:X25519")
-    [hello] = first_messages(capture.path, {c.ip4})
-    assert X25519MLKEM768 in key_share_groups(hello.data)
-    assert hello.segments >= 2, hello
-    assert detector_names(capture) == {("tls-sni", "www.tiktok.com", c.ip4)}
 
 
 def test_chromium_post_quantum_clienthello_over_tcp(tmp_path, tls_files):
@@ -329,14 +321,14 @@ def test_chromium_post_quantum_clienthello_over_tcp(tmp_path, tls_files):
     assert hellos, "Chromium sent no ClientHello"
     for hello in hellos:
         assert X25519MLKEM768 in key_share_groups(hello.data)
-        assert hello.segments >= 2, hello
+        assert len(hello.sizes) >= 2, hello
     assert detector_names(capture) == {("tls-sni", "www.tiktok.com", c.ip4)}
 
 
 def test_aioquic_clients(tmp_path, tls_files):
     """aioquic clients over IPv4 and IPv6, one with a ClientHello padded past one Initial
     (quantum_readiness_test): every SNI found, and the padded one really took two Initials."""
-    require("tcpdump", "ss")
+    require("tcpdump", "ss", "tshark")
     with VethPair() as pair:
         c, s = pair.client, pair.server
         start_quic_server(pair, *tls_files)
@@ -344,8 +336,7 @@ def test_aioquic_clients(tmp_path, tls_files):
             quic_client(pair, s.ip4, "api16-normal-c-useast1a.tiktokv.com")
             quic_client(pair, s.ip6, "api22-normal-c-useast2a.tiktokv.com")
             quic_client(pair, s.ip4, "v16-webapp-prime.tiktok.com", quantum=True)
-    initials = sorted(first_flight_initials(capture.path, {c.ip4, c.ip6}).values())
-    assert initials[:2] == [1, 1] and len(initials) == 3 and initials[2] >= 2, initials
+    assert sorted(quic_hello_packets(capture.path).values()) == [1, 1, 2]
     assert detector_names(capture) == {
         ("quic-sni", "api16-normal-c-useast1a.tiktokv.com", c.ip4),
         ("quic-sni", "api22-normal-c-useast2a.tiktokv.com", c.ip6),
@@ -356,14 +347,14 @@ def test_aioquic_clients(tmp_path, tls_files):
 def test_chromium_post_quantum_clienthello_over_quic(tmp_path, tls_files):
     """Chromium's QUIC ClientHello (X25519MLKEM768, CRYPTO frames shuffled among PING and
     PADDING frames) needs two Initial packets; the detector reassembles them."""
-    require("chromium", "tcpdump", "ss")
+    require("chromium", "tcpdump", "ss", "tshark")
     with VethPair() as pair:
         c = pair.client
         start_quic_server(pair, *tls_files)
         with Capture(pair, tmp_path / "chromium-quic.pcap") as capture:
             chromium(pair, tmp_path, "https://www.tiktok.com/", "www.tiktok.com",
                      "--enable-quic", "--origin-to-force-quic-on=www.tiktok.com:443")
-    initials = first_flight_initials(capture.path, {c.ip4})
+    initials = quic_hello_packets(capture.path)
     assert initials and all(count >= 2 for count in initials.values()), initials
     assert detector_names(capture) == {("quic-sni", "www.tiktok.com", c.ip4)}
 
@@ -399,7 +390,8 @@ class _DualStackServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         # Not HTTPServer.server_bind: that looks up the host's name, needlessly here.
-        ThreadingHTTPServer.__mro__[3].server_bind(self)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
 
     def finish_request(self, request, client_address) -> None:
         request.settimeout(CLIENT_TIMEOUT)
@@ -420,31 +412,26 @@ def serve_tcp(cert: str, key: str) -> None:
     servers[0].serve_forever()
 
 
+class _H3Page(QuicConnectionProtocol):
+    """Answers every HTTP/3 request with ``PAGE`` (Chromium waits for an answer to exit)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for h3_event in self.h3.handle_event(event):
+            if isinstance(h3_event, HeadersReceived):
+                self.h3.send_headers(h3_event.stream_id, [(b":status", b"200"), (b"content-type", b"text/html")])
+                self.h3.send_data(h3_event.stream_id, PAGE, end_stream=True)
+                self.transmit()
+
+
 def serve_quic(cert: str, key: str) -> None:
-    """An HTTP/3 server answering every request with ``PAGE`` (Chromium waits for one)."""
-    from aioquic.asyncio import QuicConnectionProtocol, serve
-    from aioquic.h3.connection import H3_ALPN, H3Connection
-    from aioquic.h3.events import HeadersReceived
-    from aioquic.quic.configuration import QuicConfiguration
-
-    class H3Page(QuicConnectionProtocol):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.h3: H3Connection | None = None
-
-        def quic_event_received(self, event) -> None:
-            if self.h3 is None:
-                self.h3 = H3Connection(self._quic)
-            for h3_event in self.h3.handle_event(event):
-                if isinstance(h3_event, HeadersReceived):
-                    self.h3.send_headers(h3_event.stream_id, [(b":status", b"200"), (b"content-type", b"text/html")])
-                    self.h3.send_data(h3_event.stream_id, PAGE, end_stream=True)
-                    self.transmit()
-
     async def main() -> None:
         configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
         configuration.load_cert_chain(cert, key)
-        await serve("::", QUIC_PORT, configuration=configuration, create_protocol=H3Page)
+        await serve("::", QUIC_PORT, configuration=configuration, create_protocol=_H3Page)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -453,9 +440,6 @@ def serve_quic(cert: str, key: str) -> None:
 def connect_quic(address: str, sni: str, *flags: str) -> None:
     """Complete one QUIC handshake and close; ``quantum`` pads the ClientHello past 1200
     bytes with aioquic's quantum-readiness transport parameter, so it needs two Initials."""
-    from aioquic.asyncio import connect
-    from aioquic.quic.configuration import QuicConfiguration
-
     configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=sni,
                                       verify_mode=ssl.CERT_NONE, quantum_readiness_test="quantum" in flags)
 
