@@ -34,7 +34,7 @@ from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
-from detector.records import Observation, Verdict
+from detector.records import Observation, Signature, Verdict
 
 DHCP_PORTS = frozenset({67, 68})
 TCP_SYN = 0x02
@@ -83,7 +83,7 @@ class Extractor:
         self._pcap = ""
         self._frame = 0
 
-    def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int) -> None:
+    def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int | None) -> None:
         stats = self.stats
         stats["packets"] += 1
         stats["bytes"] += len(frame)
@@ -286,8 +286,11 @@ class Detector:
 
     def observe(self, obs: Observation) -> None:
         signature = self.signatures.match(obs.name)
-        if signature is None:
-            return
+        if signature is not None:
+            self.judge(obs, signature)
+
+    def judge(self, obs: Observation, signature: Signature) -> None:
+        """Policy for a matched observation (live workers match, the writer judges)."""
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
         stats = self.stats
         stats[f"matches.{verdict.segment}.{obs.proto}.{signature.category}"] += 1

@@ -27,8 +27,8 @@ class Observation:
     vlan: int | None
     server_ip: str
     server_port: int
-    pcap: str
-    frame: int
+    pcap: str  # capture file name, or "live:IFACE"
+    frame: int | None  # 1-based frame number in that file; None when live
     ech: bool | None = None
     alpn: tuple[str, ...] = ()
 

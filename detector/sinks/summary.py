@@ -52,7 +52,7 @@ class Summary:
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
         out.write(
-            f"\n{len(files)} capture(s), {packets} packets, {observations} names seen, "
+            f"\n{len(files)} source(s), {packets} packets, {observations} names seen, "
             f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
             f"{len(self.devices)} device(s) with TikTok traffic"
             + (f", {errors} file error(s)" if errors else "")
@@ -71,6 +71,14 @@ class Summary:
                 out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
             if len(rows) > MAX_DEVICES_SHOWN:
                 out.write(f"... and {len(rows) - MAX_DEVICES_SHOWN} more device(s); see the events file\n")
+        if "capture.received" in stats:
+            out.write(
+                f"capture: {stats['capture.received']} packets passed the kernel filter, "
+                f"{stats['capture.kernel_drops']} dropped by the kernel, "
+                f"{stats['capture.interface_drops']} by the interface"
+                + (" - THE SENSOR LOST PACKETS: raise --buffer-mb or --workers" if stats["capture.kernel_drops"] else "")
+                + "\n"
+            )
         drops = {k: v for k, v in stats.items() if k.startswith(("skip.", "parse_error.", "evicted.", "file."))}
         if drops:
             out.write("not decoded: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) + "\n")

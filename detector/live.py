@@ -1,0 +1,301 @@
+"""Live capture on a tap: capture workers in a PACKET_FANOUT group, one writer process.
+
+Each worker opens every interface, joins the interface's fanout group (the kernel hashes
+each flow, both directions alike, to one worker, so a flow's reassembly state stays in
+one process) and runs the extraction stages. Only observations whose name matches a
+signature leave a worker — the others are counted there and never written — together
+with the DHCP/ARP bindings and, once a second, a snapshot of the worker's counters.
+
+The parent process is the one writer: it owns the device table (bindings from every
+worker meet there), the policy, alert deduplication, the events and alerts files, the
+summary and the sums of the workers' counters that metrics read.
+
+Signals: SIGHUP reloads signatures and policy (a bad file is refused, logged and
+counted; the old set stays); SIGTERM and SIGINT stop the workers, which read what the
+kernel still holds, and the parent writes what is pending and the summary.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import multiprocessing
+import os
+import pwd
+import queue
+import select
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from detector.match import SignatureError, SignatureSet, load_signatures
+from detector.pipeline import Extractor, Settings
+from detector.policy import Policy, PolicyError, default_policy, load_policy
+from detector.sources.live import LiveCapture, LiveCaptureError
+
+#: Seconds a worker waits for packets before it looks at its control pipe again.
+READ_WAIT = 0.1
+#: Seconds the writer holds workers' messages to put them in packet-time order.
+REORDER_DELAY = 0.5
+#: Seconds between the counter snapshots a worker sends.
+SNAPSHOT_INTERVAL = 1.0
+#: Messages (each a batch) the writer may fall behind by before workers wait on it; the
+#: kernel's ring buffer then absorbs the burst, and what it cannot hold is counted as drops.
+QUEUE_BATCHES = 1024
+#: Fanout group ids are per network namespace; these are ours, one per interface.
+FANOUT_GROUP_BASE = 0x7D00
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    interfaces: tuple[str, ...]
+    workers: int
+    settings: Settings
+    snaplen: int
+    buffer_bytes: int
+    user: str | None
+    signatures_path: str
+    policy_path: str | None
+
+
+def load_config(options: LiveOptions) -> tuple[SignatureSet, Policy]:
+    signatures = load_signatures(options.signatures_path)
+    policy = load_policy(options.policy_path) if options.policy_path else default_policy()
+    return signatures, policy
+
+
+def drop_privileges(user: str | None) -> None:
+    """Become ``user`` once the capture sockets are open (they stay usable)."""
+    if user is None or os.getuid() != 0:
+        return
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+
+
+def worker_main(index: int, options: LiveOptions, signatures: SignatureSet, control: Connection,
+                results: multiprocessing.Queue) -> None:
+    """One capture worker: read, extract, send matches, bindings and counter snapshots."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        captures = []
+        for n, interface in enumerate(options.interfaces):
+            group = FANOUT_GROUP_BASE + n if options.workers > 1 else None
+            captures.append(LiveCapture(interface, options.settings.dns_ports, options.settings.quic_ports,
+                                        options.snaplen, options.buffer_bytes, group))
+        drop_privileges(options.user)
+    except (LiveCaptureError, KeyError, PermissionError) as exc:
+        results.put([("error", index, str(exc) if not isinstance(exc, KeyError) else f"no such user {options.user}")])
+        return
+
+    out: list[tuple] = []
+    current = [signatures]
+
+    def on_observation(obs) -> None:
+        signature = current[0].match(obs.name)
+        if signature is not None:
+            out.append(("obs", obs, signature))
+
+    stats: Counter[str] = Counter()
+    packet_ts = [0.0]
+    extractor = Extractor(options.settings, on_observation,
+                          lambda binding: out.append(("bind", binding, packet_ts[0])), stats)
+    names = [f"live:{capture.interface}" for capture in captures]
+
+    def snapshot() -> dict[str, float]:
+        snap = extractor.snapshot()
+        for capture in captures:
+            counts = capture.stats()
+            for key, value in (("capture.received", counts.received), ("capture.kernel_drops", counts.kernel_drops),
+                               ("capture.interface_drops", counts.interface_drops)):
+                snap[key] = snap.get(key, 0) + value
+        return snap
+
+    by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}
+
+    def read_once(wait: float) -> int:
+        read = 0
+        ready, _, _ = select.select(list(by_fd), [], [], wait)
+        for fd in ready:
+            capture, name = by_fd[fd]
+            for ts, data in capture.batch():
+                packet_ts[0] = ts
+                extractor.feed(ts, capture.linktype, data, name, None)
+                read += 1
+        return read
+
+    next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
+    results.put([("ready", index)])
+    while True:
+        read_once(READ_WAIT)
+        if out:
+            results.put(out)
+            out = []
+        if time.monotonic() >= next_snapshot:
+            results.put([("snap", index, snapshot())])
+            next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
+        if control.poll():
+            message = control.recv()
+            if message[0] == "reload":
+                current[0] = message[1]
+            elif message[0] == "stop":
+                while read_once(0):  # what the kernel still holds
+                    pass
+                if out:
+                    results.put(out)
+                results.put([("snap", index, snapshot()), ("done", index)])
+                for capture in captures:
+                    capture.close()
+                return
+
+
+class LiveRun:
+    """The writer side: starts the workers and routes their messages to the stages."""
+
+    def __init__(self, options: LiveOptions, signatures: SignatureSet, policy: Policy,
+                 on_match: Callable, on_binding: Callable, on_policy: Callable[[Policy], None],
+                 log: Callable[[str], None]) -> None:
+        self.options = options
+        self.signatures = signatures
+        self.policy = policy
+        self.on_match = on_match
+        self.on_binding = on_binding
+        self.on_policy = on_policy
+        self.log = log
+        self.snapshots: dict[int, dict[str, float]] = {}
+        self.stats: Counter[str] = Counter()
+        self._stop = False
+        self._reload = False
+        # (packet time, arrival order, arrival time, message)
+        self._held: list[tuple[float, int, float, tuple]] = []
+        self._order = itertools.count()
+        context = multiprocessing.get_context("fork")
+        self.results: multiprocessing.Queue = context.Queue(QUEUE_BATCHES)
+        self.controls: list[Connection] = []
+        self.processes = []
+        for index in range(options.workers):
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=worker_main, name=f"tiktok-detector-worker-{index}",
+                                      args=(index, options, signatures, child_end, self.results), daemon=True)
+            process.start()
+            self.controls.append(parent_end)
+            self.processes.append(process)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def request_reload(self, *_: object) -> None:
+        self._reload = True
+
+    def counters(self) -> dict[str, float]:
+        """Sums of the workers' latest snapshots plus the writer's own counters."""
+        total: Counter[str] = Counter(self.stats)
+        for snap in self.snapshots.values():
+            total.update(snap)
+        return dict(total)
+
+    def run(self, tick: Callable[[float], None], ready: Callable[[], None] = lambda: None) -> int:
+        """Route messages until every worker is done; 2 if a worker could not start."""
+        pending_ready = set(range(len(self.processes)))
+        done: set[int] = set()
+        failed = False
+        stopping = False
+        while len(done) < len(self.processes):
+            if self._reload:
+                self._reload = False
+                self._do_reload()
+            if self._stop and not stopping:
+                stopping = True
+                for index, control in enumerate(self.controls):
+                    if index not in done:
+                        control.send(("stop",))
+            try:
+                batch = self.results.get(timeout=0.2)
+            except queue.Empty:
+                self._release(time.monotonic() - REORDER_DELAY, tick)
+                tick(time.time())
+                if not stopping and any(not p.is_alive() for i, p in enumerate(self.processes) if i not in done):
+                    self.log("a capture worker died; stopping")
+                    self._stop = True
+                    failed = True
+                    done |= {i for i, p in enumerate(self.processes) if not p.is_alive()}
+                continue
+            now = time.monotonic()
+            for message in batch:
+                kind = message[0]
+                if kind in ("obs", "bind"):
+                    self._hold(message, now)
+                elif kind == "snap":
+                    self.snapshots[message[1]] = message[2]
+                elif kind == "ready":
+                    pending_ready.discard(message[1])
+                    if not pending_ready:
+                        ready()
+                elif kind == "error":
+                    self.log(message[2])
+                    failed = True
+                    done.add(message[1])
+                    self._stop = True
+                elif kind == "done":
+                    done.add(message[1])
+            self._release(now - REORDER_DELAY, tick)
+        self._release(float("inf"), tick)
+        for process in self.processes:
+            process.join(timeout=5)
+        return 2 if failed else 0
+
+    def _hold(self, message: tuple, now: float) -> None:
+        ts = message[1].ts if message[0] == "obs" else message[2]
+        heapq.heappush(self._held, (ts, next(self._order), now, message))
+
+    def _release(self, arrived_before: float, tick: Callable[[float], None]) -> None:
+        """Hand on, in packet-time order, what has waited REORDER_DELAY: workers' messages
+        interleave, and a device's DHCP binding must reach the device table before the
+        names that device asks for, whichever worker saw each."""
+        held = self._held
+        while held and held[0][2] <= arrived_before:
+            message = heapq.heappop(held)[3]
+            if message[0] == "obs":
+                self.on_match(message[1], message[2])
+                tick(message[1].ts)
+            else:
+                self.on_binding(message[1])
+
+    def _do_reload(self) -> None:
+        try:
+            signatures, policy = load_config(self.options)
+        except (SignatureError, PolicyError, OSError) as exc:
+            self.stats["signatures.reload_failures"] += 1
+            self.log(f"reload refused, keeping the loaded set: {exc}")
+            return
+        self.signatures, self.policy = signatures, policy
+        self.on_policy(policy)
+        for control in self.controls:
+            control.send(("reload", signatures))
+        self.stats["signatures.reloads"] += 1
+        self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
+                 f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source})")
+
+
+def install_signal_handlers(run: LiveRun) -> None:
+    signal.signal(signal.SIGTERM, run.request_stop)
+    signal.signal(signal.SIGINT, run.request_stop)
+    signal.signal(signal.SIGHUP, run.request_reload)
+
+
+def interface_error(interfaces: tuple[str, ...]) -> str | None:
+    """A one-line reason when an interface does not exist (checked before forking)."""
+    for interface in interfaces:
+        if interface != "any" and not os.path.exists(f"/sys/class/net/{interface}"):
+            return f"{interface}: no such network interface"
+    return None
+
+
+def log_line(message: str) -> None:
+    print(f"tiktok-detector: {message}", file=sys.stderr, flush=True)
