@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, decode
+from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http
 from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
@@ -134,7 +134,7 @@ class Extractor:
 
     # -- DNS ---------------------------------------------------------------------------
 
-    def _dns_message(self, ts: float, packet, message: bytes) -> None:
+    def _dns_message(self, ts: float, packet: Packet, message: bytes) -> None:
         parsed = parse_dns(message)
         if parsed is None:
             self.stats["parse_error.dns"] += 1
@@ -149,7 +149,7 @@ class Extractor:
 
     # -- TCP: DNS, TLS and HTTP from the reassembled first flight -----------------------
 
-    def _tcp(self, ts: float, packet) -> None:
+    def _tcp(self, ts: float, packet: Packet) -> None:
         flags = packet.flags
         key = (packet.src_ip, packet.sport, packet.dst_ip, packet.dport)
         flights = self.flights
@@ -210,7 +210,7 @@ class Extractor:
 
     # -- QUIC --------------------------------------------------------------------------
 
-    def _quic(self, ts: float, packet) -> None:
+    def _quic(self, ts: float, packet: Packet) -> None:
         client = (packet.src_ip, packet.sport)
         for found in self.initials.feed(client, ts, packet.payload):
             hello = found.hello
@@ -221,12 +221,12 @@ class Extractor:
 
     # -- emission ----------------------------------------------------------------------
 
-    def _emit_all(self, ts: float, packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
+    def _emit_all(self, ts: float, packet: Packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
         for name in names:
             self._emit(ts, packet, proto, name, client_is_source)
 
     def _emit(
-        self, ts: float, packet, proto: str, name: str, client_is_source: bool,
+        self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (),
     ) -> None:
         if client_is_source:
