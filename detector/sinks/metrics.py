@@ -1,0 +1,775 @@
+"""Prometheus metrics: a collector that reads a counter snapshot at scrape time, and its server.
+
+The pipeline keeps every count in plain integers (a ``Counter`` under dotted keys, the
+reassembly tables' own fields); nothing calls into prometheus-client per packet. At scrape
+time ``DetectorCollector`` calls a *snapshot callable* that returns those counts as one flat
+``{dotted.key: number}`` mapping and turns it into metric families. That interface is what
+lets several capture workers feed one exporter: each sends its snapshot, the serving process
+adds them key by key (every key is a counter or an additive gauge) and hands the sum to the
+collector. (The alert table's keys, ``alerts.*`` and ``devices_in_violation.*``, come from the
+one process where all verdicts meet, so they are not summed.)
+
+Snapshot keys the collector reads (``DetectorCollector.families`` returns any other as unused):
+
+- the pipeline's (see ``detector.pipeline``): ``packets``, ``bytes``, ``skim.<transport>``,
+  ``skip.<reason>``, ``file.<reason>``, ``parse_error.<parser>``, ``observations.<proto>``,
+  ``matches.<segment>.<proto>.<category>``, ``verdicts.<segment>.<decision>`` (and the
+  ``verdicts.<decision>`` totals, which are sums of those), ``tcp.midstream``,
+  ``tls.no_sni``, ``quic.no_sni``, ``tcp_flight.<counter>``, ``quic_initial.<counter>``;
+- ``devices.entries``, ``devices.evicted``, ``devices.learnt``: the device table;
+- ``alerts.emitted``, ``alerts.suppressed``, ``alerts.closed_early``: the alert table;
+- ``devices_in_violation.<segment>``: devices with an open alert window (a gauge);
+- ``capture.<stage>_drops``: packets the capture lost before we saw them (``kernel``, and
+  ``interface`` where the capture reports it); filled by live capture, 0 for a replay;
+  ``capture.received``: what the live capture received;
+- ``signatures.reload_failures``: failed reloads of the signature set;
+- ``alertmanager.<result>``: alerts pushed to Alertmanager (``sent``, ``failed``, ``dropped``);
+- ``processing.bucket.<i>``, ``processing.seconds``, ``processing.packets``: the processing
+  time histogram (``BatchTimer.snapshot``), bucket ``i`` being ``PROCESSING_BUCKETS[i]``
+  (non-cumulative; the last index is +Inf).
+
+Cardinality is bounded by configuration, never by traffic: segment labels take only the
+policy's segment names (and ``default``), category labels the signature set's categories,
+proto labels ``records.PROTOS``, reason labels the fixed code paths. A key whose label value
+is outside those sets is not exported. No label ever holds a device or a name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import hashlib
+import hmac
+import platform
+import re
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import NamedTuple, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from detector import __version__
+from detector.records import PROTOS
+
+PREFIX = "tiktok_detector_"
+
+#: Upper bounds (seconds) of the processing-time buckets: from a skimmed bulk packet (about
+#: a microsecond) to a QUIC Initial decryption (tens of microseconds) and beyond.
+PROCESSING_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
+
+# Label values known before any traffic, exported as 0 from the first scrape so that rate()
+# and increase() see a series start at 0 (and dashboards show 0, not "no data"). Each list
+# is the set of literal keys in the code that counts them; tests/test_metrics.py checks that.
+SKIM_TRANSPORTS = ("tcp", "udp")
+SKIP_REASONS = (
+    "bad_ip", "bad_tcp", "non_first_fragment", "non_ip", "other_transport",
+    "quic_server_long_header", "short_frame", "tcp_not_tls_or_http", "unknown_linktype",
+)
+FILE_REASONS = ("bad_block", "truncated_record", "unknown_interface")
+PARSERS = ("dns", "dns_partial", "tls")
+CAPTURE_STAGES = ("kernel",)
+ALERTMANAGER_RESULTS = ("sent", "failed", "dropped")
+
+#: (table, reason) -> snapshot key: state dropped from a bounded table. ``capacity``: the
+#: table was full and its oldest entry went; ``timeout``: the entry was idle too long.
+EVICTIONS = {
+    ("tcp_flight", "capacity"): "tcp_flight.evicted_full",
+    ("tcp_flight", "timeout"): "tcp_flight.expired",
+    ("quic_initial", "capacity"): "quic_initial.evicted",
+    ("quic_initial", "timeout"): "quic_initial.expired",
+    ("devices", "capacity"): "devices.evicted",
+    ("alert_windows", "capacity"): "alerts.closed_early",
+}
+TABLE_ENTRIES = {
+    "tcp_flight": "tcp_flight.flows",
+    "quic_initial": "quic_initial.connections",
+    "devices": "devices.entries",
+}
+TCP_SEGMENT_KINDS = ("out_of_order", "retransmitted", "beyond_window", "ignored_finished")
+#: quic_initial counters of packets (result label) and of given-up connections (reason label).
+QUIC_PACKET_RESULTS = {
+    "initials_decrypted": "decrypted", "decrypt_failed": "decrypt_failed",
+    "unknown_version": "unknown_version", "version_negotiation": "version_negotiation",
+    "retry": "retry", "zero_rtt": "zero_rtt", "handshake": "handshake",
+    "short_header": "short_header", "after_done": "after_done", "malformed": "malformed",
+}
+QUIC_ABANDONED = {"over_budget": "over_budget", "crypto_overflow": "crypto_overflow",
+                  "hello_invalid": "hello_invalid"}
+#: decision -> (metric name, help) of the per-segment verdict counters.
+DECISIONS = {
+    "violation": ("violations", "Matches that are a violation on the client's segment, by segment."),
+    "exempt": ("exempt_matches", "Violations by exempt devices (written, never alerted), by segment."),
+    "allowed": ("allowed_matches", "Matches of a category that is no violation on the client's "
+                "segment (counted, not written), by segment."),
+}
+
+
+class SignatureInfo(NamedTuple):
+    """What the signature-set metrics show about the set in use."""
+
+    version: str
+    sha256: str
+    entries: int
+    categories: tuple[str, ...]
+    loaded_at: float  # Unix time
+
+    @classmethod
+    def of(cls, signatures: _SignatureSet, loaded_at: float) -> SignatureInfo:
+        return cls(signatures.version, signatures.sha256, len(signatures.entries),
+                   tuple(signatures.categories), loaded_at)
+
+
+class _SignatureSet(Protocol):
+    version: str
+    sha256: str
+    entries: Sequence[object]
+    categories: Sequence[str]
+
+
+class DetectorCollector:
+    """A prometheus-client custom collector over a snapshot callable (see the module doc).
+
+    ``snapshot`` is called once per scrape, from the HTTP server's thread: it must return a
+    mapping that nobody mutates afterwards (``ReplayExporter`` publishes a fresh dict).
+    ``segments`` are the policy's segment names, ``default`` included. ``signatures``
+    returns the set in use (a callable, so that a reload can swap it).
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Mapping[str, float]],
+        segments: Iterable[str],
+        signatures: Callable[[], SignatureInfo],
+    ) -> None:
+        self.snapshot = snapshot
+        self.segments = tuple(dict.fromkeys(segments))
+        self.signatures = signatures
+
+    def collect(self) -> list[Metric]:
+        return self.families(self.snapshot())[0]
+
+    def families(self, snapshot: Mapping[str, float]) -> tuple[list[Metric], set[str]]:
+        """The metric families for one snapshot, and the snapshot keys none of them used."""
+        snap = _Reader(snapshot)
+        info = self.signatures()
+        metrics = [
+            _build_info(),
+            *_traffic(snap),
+            *_detections(snap, self.segments, info.categories),
+            *_health(snap),
+            *_signature_families(snap, info),
+            _processing(snap),
+        ]
+        return metrics, set(snapshot) - snap.used
+
+
+class _Reader:
+    """Read access to a snapshot that remembers which keys were exported."""
+
+    def __init__(self, snap: Mapping[str, float]) -> None:
+        self.snap = snap
+        self.used: set[str] = set()
+
+    def __call__(self, key: str) -> float:
+        self.used.add(key)
+        return self.snap.get(key, 0)
+
+    def under(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, rest) for each key that starts with ``prefix``."""
+        for key in self.snap:
+            if key.startswith(prefix):
+                yield key, key[len(prefix):]
+
+    def labelled(self, prefix: str, known: Iterable[str], open_ended: bool = False) -> dict[str, float]:
+        """``{value: snap[prefix + value]}`` for every known value, 0 when absent, and with
+        ``open_ended`` also for each other dot-free value found: those come from literal keys
+        in the code, so they stay bounded even if a list here lags behind the code."""
+        values = {value: self(prefix + value) for value in known}
+        if open_ended:
+            for key, rest in self.under(prefix):
+                if "." not in rest and rest not in values:
+                    values[rest] = self(key)
+        return values
+
+
+def _traffic(snap: _Reader) -> Iterator[Metric]:
+    yield _counter("packets", "Frames read from the capture.", snap("packets"))
+    yield _counter("bytes", "Bytes of the frames read from the capture.", snap("bytes"))
+    yield _labelled(CounterMetricFamily, "skimmed_packets",
+                    "Packets dropped as bulk after a few byte checks, by transport.",
+                    "transport", snap.labelled("skim.", SKIM_TRANSPORTS))
+    yield _labelled(CounterMetricFamily, "skipped_packets",
+                    "Frames or segments the decoder could not use, by reason.",
+                    "reason", snap.labelled("skip.", SKIP_REASONS, open_ended=True))
+    yield _labelled(CounterMetricFamily, "capture_file_skipped_records",
+                    "Records a capture file could not give (truncated, damaged), by reason.",
+                    "reason", snap.labelled("file.", FILE_REASONS, open_ended=True))
+    yield _labelled(CounterMetricFamily, "parse_errors",
+                    "Messages a parser rejected, by parser (dns_partial: DNS messages read "
+                    "up to a malformed part).",
+                    "parser", snap.labelled("parse_error.", PARSERS, open_ended=True))
+    yield _labelled(CounterMetricFamily, "observations", "Names extracted, by protocol.",
+                    "proto", snap.labelled("observations.", PROTOS))
+    yield _labelled(CounterMetricFamily, "client_hellos_without_sni",
+                    "TLS and QUIC ClientHellos that carried no server name, by protocol.",
+                    "proto", {"tls": snap("tls.no_sni"), "quic": snap("quic.no_sni")})
+
+
+def _detections(snap: _Reader, segments: Sequence[str], categories: Iterable[str]) -> Iterator[Metric]:
+    matches = CounterMetricFamily(PREFIX + "matches", "Names that matched a signature, by the "
+                                  "client's segment, protocol and category.",
+                                  labels=("segment", "proto", "category"))
+    categories = set(categories)
+    for key, rest in snap.under("matches."):
+        segment, proto, category = _split_right(rest, 3)
+        if segment in segments and proto in PROTOS and category in categories:
+            matches.add_metric((segment, proto, category), snap(key))
+    yield matches
+    for decision, (name, documentation) in DECISIONS.items():
+        snap(f"verdicts.{decision}")  # the sum over segments: PromQL's sum() gives it
+        yield _labelled(CounterMetricFamily, name, documentation, "segment",
+                        {segment: snap(f"verdicts.{segment}.{decision}") for segment in segments})
+    yield _labelled(GaugeMetricFamily, "devices_in_violation",
+                    "Devices with an open alert window (a violation within the dedup "
+                    "window), by segment.",
+                    "segment", snap.labelled("devices_in_violation.", segments))
+    yield _counter("alerts_emitted", "Deduplicated alerts written (one per device, category "
+                   "and window).", snap("alerts.emitted"))
+    yield _counter("alerts_suppressed", "Violations folded into an alert already open.",
+                   snap("alerts.suppressed"))
+    if any(True for _ in snap.under("alertmanager.")):
+        yield _labelled(CounterMetricFamily, "alertmanager_alerts",
+                        "Alerts pushed to Alertmanager, by result (dropped: the send queue "
+                        "was full).", "result", snap.labelled("alertmanager.", ALERTMANAGER_RESULTS))
+
+
+def _health(snap: _Reader) -> Iterator[Metric]:
+    stages = dict.fromkeys(CAPTURE_STAGES)
+    stages.update((rest[: -len("_drops")], None) for _, rest in snap.under("capture.") if rest.endswith("_drops"))
+    yield _labelled(CounterMetricFamily, "capture_dropped_packets",
+                    "Packets the capture lost before the sensor read them, by where they "
+                    "were lost (0 for a replay).", "stage",
+                    {stage: snap(f"capture.{stage}_drops") for stage in stages})
+    if "capture.received" in snap.snap:
+        yield _counter("capture_received_packets", "Packets the live capture received, as its "
+                       "capture library counts them.", snap("capture.received"))
+    evictions = CounterMetricFamily(PREFIX + "table_evictions", "State dropped from a bounded "
+                                    "table before it was done with, by table and reason.",
+                                    labels=("table", "reason"))
+    for (table, reason), key in EVICTIONS.items():
+        evictions.add_metric((table, reason), snap(key))
+    yield evictions
+    yield _labelled(GaugeMetricFamily, "table_entries", "Entries held in each bounded table.",
+                    "table", {table: snap(key) for table, key in TABLE_ENTRIES.items()})
+    yield _counter("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.",
+                   snap("devices.learnt"))
+    yield _counter("tcp_midstream_flows", "TCP flows picked up without their start (the "
+                   "capture began mid-connection).", snap("tcp.midstream"))
+    yield _counter("tcp_reassembly_flows", "TCP client first flights tracked for reassembly.",
+                   snap("tcp_flight.flows_created"))
+    yield _labelled(CounterMetricFamily, "tcp_reassembly_flows_ended",
+                    "TCP first flights ended, by reason (completed: the message was read; "
+                    "overflow: past the byte budget; evictions are in table_evictions).",
+                    "reason", {"completed": snap("tcp_flight.finished"), "overflow": snap("tcp_flight.overflow")})
+    yield _counter("tcp_reassembly_restarts", "Finished TCP flows tracked again for a later "
+                   "message (keep-alive, STARTTLS).", snap("tcp_flight.restarted"))
+    yield _labelled(CounterMetricFamily, "tcp_reassembly_segments",
+                    "TCP segments reassembly handled specially, by kind.", "kind",
+                    {kind: snap(f"tcp_flight.{kind}") for kind in TCP_SEGMENT_KINDS})
+    yield _labelled(CounterMetricFamily, "quic_packets", "QUIC long-header packets to servers' "
+                    "QUIC ports, by what came of them.", "result",
+                    {label: snap(f"quic_initial.{name}") for name, label in QUIC_PACKET_RESULTS.items()})
+    yield _counter("quic_client_hellos", "ClientHellos reassembled from QUIC Initials.",
+                   snap("quic_initial.hellos"))
+    yield _labelled(CounterMetricFamily, "quic_connections_abandoned",
+                    "QUIC connections given up before a ClientHello, by reason.", "reason",
+                    {label: snap(f"quic_initial.{name}") for name, label in QUIC_ABANDONED.items()})
+
+
+def _build_info() -> Metric:
+    info = GaugeMetricFamily(PREFIX + "build_info", "The sensor's version (always 1).",
+                             labels=("version", "python"))
+    info.add_metric((__version__, platform.python_version()), 1)
+    return info
+
+
+def _signature_families(snap: _Reader, info: SignatureInfo) -> Iterator[Metric]:
+    loaded = GaugeMetricFamily(PREFIX + "signature_set_info", "The signature set in use (always 1).",
+                               labels=("version", "sha256"))
+    loaded.add_metric((info.version, info.sha256), 1)
+    yield loaded
+    yield GaugeMetricFamily(PREFIX + "signature_set_entries", "Entries in the signature set in use.",
+                            value=info.entries)
+    yield GaugeMetricFamily(PREFIX + "signature_set_loaded_timestamp_seconds",
+                            "When the signature set in use was loaded (Unix time).", value=info.loaded_at)
+    yield _counter("signature_reload_failures", "Reloads of the signature set that failed (the "
+                   "previous set stays in use).", snap("signatures.reload_failures"))
+
+
+def _processing(snap: _Reader) -> Metric:
+    cumulative = 0.0
+    buckets = []
+    for i, bound in enumerate((*PROCESSING_BUCKETS, float("inf"))):
+        cumulative += snap(f"processing.bucket.{i}")
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    snap("processing.packets")  # equal to the +Inf bucket, which is the histogram's _count
+    return HistogramMetricFamily(
+        PREFIX + "packet_processing_seconds",
+        "CPU time spent per packet, each packet counted at the mean of its batch (the "
+        "packets between two housekeeping ticks).",
+        buckets=buckets, sum_value=snap("processing.seconds"),
+    )
+
+
+def _counter(name: str, documentation: str, value: float) -> Metric:
+    return CounterMetricFamily(PREFIX + name, documentation, value=value)
+
+
+def _labelled(family: type, name: str, documentation: str, label: str, values: Mapping[str, float]) -> Metric:
+    metric = family(PREFIX + name, documentation, labels=(label,))
+    for label_value, value in values.items():
+        metric.add_metric((label_value,), value)
+    return metric
+
+
+def _split_right(rest: str, parts: int) -> list[str]:
+    """Split ``segment.a.b`` into its fields from the right: a segment name may hold dots,
+    protocols, decisions and categories never do. Missing fields are empty strings, which
+    match no label set."""
+    fields = rest.rsplit(".", parts - 1)
+    return [""] * (parts - len(fields)) + fields
+
+
+# -- processing time ---------------------------------------------------------------------
+
+
+class BatchTimer:
+    """The processing-time histogram, kept in plain integers and read through ``snapshot``.
+
+    Timing each packet would cost more than some packets take to process, so the timer is
+    read once per batch (the packets between two housekeeping ticks, about one per capture
+    second) and every packet of the batch is counted at the batch's mean. It is the calling
+    thread's CPU time, not wall time, so that time spent waiting for input (a slow stdin, a
+    quiet network) is not counted as processing.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.thread_time) -> None:
+        self.clock = clock
+        self.buckets = [0] * (len(PROCESSING_BUCKETS) + 1)
+        self.seconds = 0.0
+        self.packets = 0
+        self._start: tuple[float, int] | None = None
+
+    def batch(self, packets: int) -> None:
+        """Close the batch that ends after ``packets`` packets in all (a running total)."""
+        now = self.clock()
+        if self._start is not None:
+            started, before = self._start
+            count = packets - before
+            if count > 0:
+                spent = max(now - started, 0.0)
+                self.buckets[bisect.bisect_left(PROCESSING_BUCKETS, spent / count)] += count
+                self.seconds += spent
+                self.packets += count
+        self._start = (now, packets)
+
+    def snapshot(self) -> dict[str, float]:
+        snap: dict[str, float] = {f"processing.bucket.{i}": n for i, n in enumerate(self.buckets)}
+        snap["processing.seconds"] = self.seconds
+        snap["processing.packets"] = self.packets
+        return snap
+
+
+# -- the replay's exporter ---------------------------------------------------------------
+
+
+class _Extractor(Protocol):
+    stats: Mapping[str, int]
+
+    def snapshot(self) -> dict[str, float]: ...
+
+
+class _Alerts(Protocol):
+    emitted: int
+    suppressed: int
+    closed_early: int
+
+    def open_devices(self) -> dict[str, set[str]]: ...
+
+
+class _Devices(Protocol):
+    evicted: int
+    learnt: int
+
+    def __len__(self) -> int: ...
+
+
+class _Pusher(Protocol):
+    def counts(self) -> dict[str, int]: ...
+
+
+class _Policy(Protocol):
+    @property
+    def segments(self) -> Sequence[_Named]: ...
+
+    @property
+    def default(self) -> _Named: ...
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+#: The replay publishes a new snapshot for scrapes at most this often (wall seconds).
+PUBLISH_INTERVAL = 1.0
+
+
+class ReplayExporter:
+    """``replay --metrics-addr``: serves the run's counts while it runs and, with ``--linger``,
+    after it ends.
+
+    All reading of the pipeline's state happens on the replay's own thread, at its
+    housekeeping ticks (``timed``): it builds a snapshot dict and publishes it by swapping one
+    reference, which the HTTP thread reads. So a scrape never iterates a table the replay is
+    changing, and the published dict is never mutated after publication.
+    """
+
+    def __init__(self, extractor: _Extractor, alerts: _Alerts, devices: _Devices,
+                 policy: _Policy, signatures: SignatureInfo, pusher: _Pusher | None = None) -> None:
+        self.extractor = extractor
+        self.alerts = alerts
+        self.devices = devices
+        self.pusher = pusher
+        self.timer = BatchTimer()
+        self.segments = (*(segment.name for segment in policy.segments), policy.default.name)
+        self.signatures = signatures
+        self._open: dict[str, float] | None = None
+        self._published: Mapping[str, float] = {}
+        self._next_publish = 0.0
+        self.server: MetricsServer | None = None
+        self.publish()
+
+    @classmethod
+    def start(cls, address: tuple[str, int], web_config: str | None, extractor: _Extractor,
+              alerts: _Alerts, devices: _Devices, policy: _Policy, signatures: _SignatureSet,
+              pusher: _Pusher | None = None) -> ReplayExporter:
+        """Serve the metrics of a replay about to start (the signature set was just loaded)."""
+        exporter = cls(extractor, alerts, devices, policy, SignatureInfo.of(signatures, time.time()), pusher)
+        exporter.server = serve_metrics(address, web_config, lambda: exporter._published, exporter.segments,
+                                        lambda: exporter.signatures)
+        return exporter
+
+    def timed(self, tick: Callable[[float], None]) -> Callable[[float], None]:
+        """Wrap the replay's housekeeping tick: close a timing batch, then publish when due."""
+        stats = self.extractor.stats
+
+        def timed_tick(now: float) -> None:
+            self.timer.batch(stats["packets"])
+            tick(now)
+            if time.monotonic() >= self._next_publish:
+                self.publish()
+
+        return timed_tick
+
+    def capture_ended(self) -> None:
+        """Call after the last packet and before the alert table is flushed.
+
+        A replay ends with the capture's clock stopped at its last packet, where the alert
+        windows still open are open: the devices-in-violation gauge keeps that value while
+        the run lingers, though the flush writes those alerts out.
+        """
+        self.timer.batch(self.extractor.stats["packets"])
+        self._open = self._open_devices()
+
+    def finish(self, linger: float) -> None:
+        """Publish the final counts, serve them ``linger`` seconds more, and stop serving."""
+        self.publish()
+        try:
+            if linger > 0:
+                time.sleep(linger)
+        finally:
+            if self.server is not None:
+                self.server.close()
+
+    def publish(self) -> None:
+        snap = self.extractor.snapshot()
+        snap.update(self.timer.snapshot())
+        alerts, devices = self.alerts, self.devices
+        snap["alerts.emitted"] = alerts.emitted
+        snap["alerts.suppressed"] = alerts.suppressed
+        snap["alerts.closed_early"] = alerts.closed_early
+        snap["devices.entries"] = len(devices)
+        snap["devices.evicted"] = devices.evicted
+        snap["devices.learnt"] = devices.learnt
+        for segment, count in (self._open if self._open is not None else self._open_devices()).items():
+            snap[f"devices_in_violation.{segment}"] = count
+        if self.pusher is not None:
+            for result, count in self.pusher.counts().items():
+                snap[f"alertmanager.{result}"] = count
+        self._published = snap
+        self._next_publish = time.monotonic() + PUBLISH_INTERVAL
+
+    def _open_devices(self) -> dict[str, float]:
+        return {segment: len(devices) for segment, devices in self.alerts.open_devices().items()}
+
+
+# -- serving: HTTP, optional TLS and basic auth from a Prometheus web-config file -------------
+
+
+def serve_metrics(address: tuple[str, int], web_config: str | None, snapshot: Callable[[], Mapping[str, float]],
+                  segments: Iterable[str], signatures: Callable[[], SignatureInfo]) -> MetricsServer:
+    """Serve ``DetectorCollector`` over ``snapshot`` and the process's own metrics (CPU,
+    memory) on a registry of their own: what a replay and a live sensor both start."""
+    config = load_web_config(web_config) if web_config else None
+    registry = CollectorRegistry()
+    registry.register(DetectorCollector(snapshot, segments, signatures))
+    ProcessCollector(namespace="", registry=registry)
+    return MetricsServer(registry, address, config)
+
+
+class MetricsError(ValueError):
+    """Metrics cannot be served as asked (a bad web-config file, an address in use); the
+    message is one line."""
+
+
+#: exporter-toolkit's client_auth_type values that Python's ssl module can do. The two that
+#: take a client certificate without verifying it (RequestClientCert, RequireAnyClientCert)
+#: are refused: they authenticate nobody.
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+#: A bcrypt hash in modular crypt form: variant, cost, then 22 salt and 31 hash characters.
+_BCRYPT_RE = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The parts of Prometheus's web configuration file (exporter-toolkit) that we serve."""
+
+    tls: ssl.SSLContext | None
+    users: Mapping[str, bytes]  # user name -> bcrypt hash
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read a web-config file as Prometheus exporters do: ``tls_server_config`` (``cert_file``,
+    ``key_file``, ``client_auth_type``, ``client_ca_file``, ``min_version``, ``max_version``;
+    paths relative to the file) and ``basic_auth_users`` (name: bcrypt hash). Any other key
+    is refused rather than silently ignored: a security setting must not be dropped."""
+    import yaml  # only a run with --web-config needs it
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise MetricsError(f"{path}: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MetricsError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(doc, dict):
+        raise MetricsError(f"{path}: expected a mapping at the top level")
+    unknown = set(doc) - {"tls_server_config", "basic_auth_users"}
+    if unknown:
+        raise MetricsError(f"{path}: unsupported key(s) {', '.join(sorted(map(str, unknown)))} "
+                             "(supported: tls_server_config, basic_auth_users)")
+    try:
+        tls = _tls_context(doc.get("tls_server_config"), path.parent)
+        users = _users(doc.get("basic_auth_users"))
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        raise MetricsError(f"{path}: {exc}") from None
+    return WebConfig(tls, users)
+
+
+def _tls_context(section: object, base: Path) -> ssl.SSLContext | None:
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ValueError("tls_server_config must be a mapping")
+    unknown = set(section) - _TLS_KEYS
+    if unknown:
+        raise ValueError(f"tls_server_config: unsupported key(s) {', '.join(sorted(map(str, unknown)))}")
+    cert, key = section.get("cert_file"), section.get("key_file")
+    if not cert or not key:
+        raise ValueError("tls_server_config needs both cert_file and key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _tls_version(section.get("min_version", "TLS12"), "min_version")
+    if "max_version" in section:
+        context.maximum_version = _tls_version(section["max_version"], "max_version")
+    context.load_cert_chain(_file(base, cert, "cert_file"), _file(base, key, "key_file"))
+    auth = section.get("client_auth_type", "NoClientCert")
+    if auth not in _CLIENT_AUTH:
+        raise ValueError(f"client_auth_type {auth!r} is not supported (use one of {', '.join(_CLIENT_AUTH)})")
+    context.verify_mode = _CLIENT_AUTH[auth]
+    ca = section.get("client_ca_file")
+    if ca:
+        context.load_verify_locations(_file(base, ca, "client_ca_file"))
+    elif context.verify_mode != ssl.CERT_NONE:
+        raise ValueError(f"client_auth_type {auth} needs client_ca_file")
+    return context
+
+
+def _file(base: Path, name: object, key: str) -> Path:
+    path = base / str(name)
+    if not path.is_file():
+        raise ValueError(f"{key} {path}: no such file")
+    return path
+
+
+def _tls_version(name: object, key: str) -> ssl.TLSVersion:
+    if name not in _TLS_VERSIONS:
+        raise ValueError(f"{key} {name!r} is not one of {', '.join(_TLS_VERSIONS)}")
+    return _TLS_VERSIONS[name]
+
+
+def _users(section: object) -> dict[str, bytes]:
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError("basic_auth_users must map user names to bcrypt hashes")
+    users = {}
+    for user, hashed in section.items():
+        if not isinstance(user, str) or ":" in user or not isinstance(hashed, str) \
+                or not _BCRYPT_RE.fullmatch(hashed):
+            raise ValueError(f"basic_auth_users: {user!r} needs a bcrypt hash ($2b$12$ and 53 characters)")
+        users[user] = hashed.encode()
+    return users
+
+
+class _BasicAuth:
+    """WSGI middleware: HTTP basic auth against bcrypt hashes, as exporter-toolkit does it.
+
+    bcrypt is slow on purpose (tens of milliseconds), so a verified (user, password) pair is
+    remembered by a keyed digest, never in clear, and a bounded number of them; an unknown
+    user is checked against a dummy hash so that timing does not tell which users exist.
+    """
+
+    MAX_CACHED = 64
+
+    def __init__(self, app: Callable, users: Mapping[str, bytes]) -> None:
+        import bcrypt  # only a run with basic auth needs it
+
+        self.app = app
+        self.users = dict(users)
+        self._checkpw = bcrypt.checkpw
+        self._dummy = bcrypt.hashpw(b"dummy", bcrypt.gensalt(4))
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self._authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            return self.app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("WWW-Authenticate", 'Basic realm="tiktok-detector"')])
+        return [b"Unauthorized\n"]
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        with self._lock:
+            if digest in self._verified:
+                return True
+        hashed = self.users.get(user)
+        ok = self._checkpw(password.encode(), hashed if hashed is not None else self._dummy)
+        if not ok or hashed is None:
+            return False
+        with self._lock:
+            if len(self._verified) >= self.MAX_CACHED:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[digest] = None
+        return True
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that speaks plain HTTP to TLS, or hangs up mid-request: its problem, not
+        # a traceback on the sensor's stderr.
+        return
+
+
+class _QuietHandler(WSGIRequestHandler):
+    #: A client that stops sending is dropped after this many seconds (bounds held threads).
+    timeout = 10
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+#: How often the server loop checks for shutdown (seconds): what closing it can take.
+SHUTDOWN_POLL = 0.1
+
+
+class MetricsServer:
+    """``/metrics`` (and every path, as prometheus-client serves) on its own thread.
+
+    TLS handshakes happen on the connection's thread, not the accept loop, so one slow
+    client cannot hold the others up.
+    """
+
+    def __init__(self, registry: CollectorRegistry, address: tuple[str, int],
+                 web_config: WebConfig | None = None) -> None:
+        host, port = address
+        app: Callable = make_wsgi_app(registry)
+        if web_config is not None and web_config.users:
+            app = _BasicAuth(app, web_config.users)
+        server_class = type("_MetricsServer", (_Server,), {"address_family": _family(host)})
+        try:
+            self._httpd = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise MetricsError(f"cannot serve metrics on {_join(host, port)}: {exc.strerror or exc}") from None
+        if web_config is not None and web_config.tls is not None:
+            self._httpd.socket = web_config.tls.wrap_socket(self._httpd.socket, server_side=True,
+                                                            do_handshake_on_connect=False)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(SHUTDOWN_POLL,),
+                                        name="metrics", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` (every IPv4 address) for argparse."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address in brackets, [::1]:9100")
+    return host or "0.0.0.0", int(port)
