@@ -1,4 +1,4 @@
-"""The command line: ``tiktok-detector replay | names | signatures check | signatures match``.
+"""The command line: ``tiktok-detector replay | names | report | signatures check | signatures match``.
 
 Bad input (a missing or damaged capture, a broken policy or signature file) is one line on
 stderr and exit status 2, never a traceback; detections are not errors (exit 0).
@@ -20,9 +20,14 @@ from detector.match import SignatureError, SignatureSet, check_signatures, load_
 from detector.pipeline import Detector, Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.records import Verdict
+from detector.report import ReportError
+from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
+from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
 from detector.sinks.alerts import AlertTable
 from detector.sinks.events import JsonLines
+from detector.sinks.metrics import MetricsError, ReplayExporter, listen_address
 from detector.sinks.summary import Summary
+from detector.sinks.outputs import OutputError, Outputs
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, CaptureError, PolicyError, SignatureError) as exc:
+    except (UsageError, CaptureError, PolicyError, SignatureError, OutputError, MetricsError, ReportError) as exc:
         print(f"tiktok-detector: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except BrokenPipeError:
@@ -66,11 +71,38 @@ def _parser() -> argparse.ArgumentParser:
                         help="signature file or directory (default: %(default)s)")
     replay.add_argument("--events", metavar="FILE", help="write one JSON line per policy-relevant observation ('-' = stdout)")
     replay.add_argument("--alerts", metavar="FILE", help="write one JSON line per deduplicated alert ('-' = stdout)")
+    replay.add_argument("--metrics-addr", type=listen_address, metavar="HOST:PORT",
+                        help="serve Prometheus metrics on /metrics while the replay runs")
+    replay.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                        help="with --metrics-addr: keep serving this long after the replay ends")
+    replay.add_argument("--web-config", metavar="FILE",
+                        help="with --metrics-addr: TLS and basic auth, in Prometheus's web-config format")
+    replay.add_argument("--alertmanager", type=alertmanager_url, metavar="URL",
+                        help="also push each alert to this Alertmanager (API v2) when its window opens")
+    add_replay_arguments(replay)
     replay.set_defaults(func=_replay)
 
     names = sub.add_parser("names", help="print every name extracted (all names, for debugging and cross-checks)")
     _capture_args(names)
     names.set_defaults(func=_names)
+
+    add_report_command(sub)
+
+    live = sub.add_parser("live", help="capture on network interfaces (a tap or SPAN port) until stopped")
+    live.add_argument("-i", "--interface", dest="interfaces", action="append", required=True, metavar="IFACE",
+                      help="interface to capture on, promiscuous (repeatable)")
+    live.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="capture processes in one PACKET_FANOUT group, flows hashed to one each (default 1)")
+    live.add_argument("--policy", metavar="FILE", help="policy TOML (segments, exemptions, dedup window)")
+    live.add_argument("--signatures", metavar="PATH", default=str(DEFAULT_SIGNATURES))
+    live.add_argument("--events", metavar="FILE", help="events as JSON lines ('-' = stdout)")
+    live.add_argument("--alerts", metavar="FILE", help="deduplicated alerts as JSON lines ('-' = stdout)")
+    live.add_argument("--dns-port", type=_port, action="append", metavar="PORT")
+    live.add_argument("--quic-port", type=_port, action="append", metavar="PORT")
+    live.add_argument("--snaplen", type=int, default=65535, metavar="BYTES")
+    live.add_argument("--buffer-mb", type=int, default=32, metavar="MB", help="kernel capture buffer per worker")
+    live.add_argument("--user", metavar="USER", help="drop root for this user once the sockets are open")
+    live.set_defaults(func=_live)
 
     sigs = sub.add_parser("signatures", help="validate or query the signature set")
     sigs_sub = sigs.add_subparsers(required=True, metavar="ACTION")
@@ -120,8 +152,12 @@ def _open_output(path: str | None) -> JsonLines | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if (args.linger or args.web_config) and args.metrics_addr is None:
+        raise UsageError("--linger and --web-config need --metrics-addr")
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
+    pusher = None if args.alertmanager is None else AlertmanagerPush(args.alertmanager, policy.dedup_window)
+    report = ReplayReport(args)
     events = _open_output(args.events)
     alerts_out = _open_output(args.alerts)
     stats: Counter[str] = Counter()
@@ -133,12 +169,21 @@ def _replay(args: argparse.Namespace) -> int:
         if events is not None:
             events.write_event(verdict)
         alerts.add(verdict)
+        if pusher is not None:
+            pusher.add(verdict)
         summary.add(verdict)
+        report.add(verdict)
 
     detector = Detector(signatures, policy, devices, on_verdict, stats)
     extractor = Extractor(_settings(args), detector.observe, devices.learn, stats)
-    errors = _run(args, extractor, alerts.tick)
+    exporter = None if args.metrics_addr is None else ReplayExporter.start(
+        args.metrics_addr, args.web_config, extractor, alerts, devices, policy, signatures, pusher)
+    errors = _run(args, extractor, alerts.tick if exporter is None else exporter.timed(alerts.tick))
+    if exporter is not None:
+        exporter.capture_ended()
     alerts.flush()
+    if pusher is not None:
+        pusher.close()
     for out in (events, alerts_out):
         if out is not None:
             out.stream.flush()
@@ -147,7 +192,45 @@ def _replay(args: argparse.Namespace) -> int:
     stats["alerts.emitted"] = alerts.emitted
     stats["alerts.suppressed"] = alerts.suppressed
     summary.write(sys.stderr, stats, args.pcaps, errors)
-    return EXIT_INPUT_ERROR if errors else 0
+    settings = _settings(args)
+    status = report.finish(args.pcaps, signatures, policy, settings.dns_ports, settings.quic_ports)
+    if exporter is not None:
+        exporter.finish(args.linger)
+    return EXIT_INPUT_ERROR if errors else status
+
+
+def _live(args: argparse.Namespace) -> int:
+    from detector import live
+
+    if args.workers < 1 or args.snaplen < 64 or args.buffer_mb < 1:
+        raise UsageError("--workers must be at least 1, --snaplen at least 64, --buffer-mb at least 1")
+    reason = live.interface_error(tuple(args.interfaces)) or live.user_error(args.user)
+    if reason:
+        raise UsageError(reason)
+    options = live.LiveOptions(tuple(args.interfaces), args.workers, _settings(args), args.snaplen,
+                               args.buffer_mb << 20, args.user, args.signatures, args.policy)
+    signatures, policy = live.load_config(options)
+    outputs = Outputs(args.events, args.alerts, policy.dedup_window, line_buffered=True)
+    stats: Counter[str] = Counter()
+    devices = DeviceTable()
+    detector = Detector(signatures, policy, devices, outputs.verdict, stats)
+
+    def on_policy(new: Policy) -> None:
+        detector.policy = new
+        outputs.alerts.window = new.dedup_window
+
+    run = live.LiveRun(options, signatures, policy, detector.judge, devices.learn, on_policy, live.log_line)
+    live.install_signal_handlers(run)
+    live.drop_privileges(args.user)
+    status = run.run(outputs.tick, ready=lambda: live.log_line(
+        f"capturing on {', '.join(args.interfaces)} with {args.workers} worker(s)"))
+    outputs.close()
+    totals = Counter(run.counters())
+    totals.update(stats)
+    totals["alerts.emitted"] = outputs.alerts.emitted
+    totals["alerts.suppressed"] = outputs.alerts.suppressed
+    outputs.summary.write(sys.stderr, totals, [f"live:{i}" for i in args.interfaces], 0)
+    return status
 
 
 def _names(args: argparse.Namespace) -> int:

@@ -1,0 +1,118 @@
+"""The report as data: CSV (one row per device, for a spreadsheet) and JSON (everything).
+
+Both carry exactly what the HTML shows — pseudonymized the same way, evidence capped the
+same way — so no export says more about anyone than the page does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import TextIO
+
+from detector.records import PROTOS, rfc3339
+from detector.report.build import Report
+from detector.report.model import BoundedSet, Device, Evidence
+
+FORMAT = "tiktok-detector-report/1"
+#: A spreadsheet runs a cell that starts with one of these as a formula; a DHCP hostname
+#: is chosen by the device's owner, so such cells are quoted (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted"]
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _listed(values: BoundedSet) -> str:
+    return " ".join(values) + (" …" if values.more else "")
+
+
+def write_csv(report: Report, stream: TextIO) -> None:
+    """One row per device (devices in violation first), the columns of ``CSV_COLUMNS``."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for d in report.model.violators() + report.model.exempt_only():
+        row = [d.device, _listed(d.macs), _listed(d.ips), _listed(d.hostnames), _listed(d.segments),
+               rfc3339(d.first), rfc3339(d.last), d.violations, d.exempt, *(d.protos.get(p, 0) for p in PROTOS),
+               " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
+               " ".join(f"{name}={n}" for name, n in d.names.most_common()),
+               d.events - d.evidence_omitted, d.evidence_omitted]
+        writer.writerow([_cell(v) for v in row])
+
+
+def _evidence(report: Report, e: Evidence) -> dict:
+    v = report.verification
+    return {"ts": rfc3339(e.ts), "proto": e.proto, "name": e.name, "category": e.category, "decision": e.decision,
+            "pcap": e.pcap, "frame": e.frame,
+            "confirmed": None if v is None else v.is_confirmed(e.pcap, e.frame, e.proto, e.name)}
+
+
+def _device(report: Report, d: Device) -> dict:
+    return {
+        "device": d.device, "macs": list(d.macs), "ips": list(d.ips), "ips_more": d.ips.more,
+        "hostnames": list(d.hostnames), "segments": list(d.segments),
+        "first_seen": rfc3339(d.first), "last_seen": rfc3339(d.last),
+        "violations": d.violations, "exempt": d.exempt, "protos": dict(d.protos), "categories": dict(d.categories),
+        "names": dict(d.names.most_common()), "other_names": d.other_names,
+        "timeline": {"bucket_seconds": d.timeline.width, "buckets": [[rfc3339(t), c] for t, c in d.timeline.buckets()]},
+        "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
+    }
+
+
+def report_json(report: Report) -> dict:
+    m = report.model
+    v = report.verification
+    captures = []
+    for c in report.captures:
+        k = c.known
+        captures.append({
+            "name": c.name, "path": c.info.path if c.info else None, "status": c.status, "note": c.note or None,
+            "sha256": k.sha256 if k else None, "size": k.size if k else None, "frames": k.frames if k else None,
+            "first_ts": rfc3339(k.first_ts) if k and k.first_ts is not None else None,
+            "last_ts": rfc3339(k.last_ts) if k and k.last_ts is not None else None,
+            "recorded_sha256": c.recorded.sha256 if c.recorded else None, "events": c.events,
+        })
+    return {
+        "format": FORMAT,
+        "generated": rfc3339(report.generated),
+        "tool": report.tool,
+        "pseudonymized": report.pseudonymized,
+        "period": {"first": rfc3339(m.first) if m.first is not None else None,
+                   "last": rfc3339(m.last) if m.last is not None else None},
+        "totals": {"events": m.events, "violations": m.violations, "exempt": m.exempt,
+                   "devices_in_violation": len(m.violators()), "protos": dict(m.protos),
+                   "categories": dict(m.categories), "untracked_events": m.untracked_events},
+        "inputs": [{"path": f.path, "lines": f.lines, "events": f.events, "skipped": f.skipped,
+                    "skipped_examples": f.examples, "error": f.error} for f in report.inputs],
+        "captures": captures,
+        "signatures": [{"path": s.path, "version": s.version, "sha256": s.sha256} for s in report.signatures],
+        "policies": [{"path": p.path, "sha256": p.sha256, "dedup_window": p.dedup_window, "exemptions": p.exemptions,
+                      "segments": [{"name": s.name, "violations": list(s.violations)} for s in p.segments]}
+                     for p in report.policies],
+        "settings": {"dns_ports": list(report.dns_ports), "quic_ports": list(report.quic_ports)},
+        "unknown": report.unknown,
+        "verification": None if v is None else {
+            "tshark": v.tshark, "pyshark": v.pyshark, "total": v.total, "confirmed": v.confirmed,
+            "captures": [{"name": c.name, "frames": c.frames, "checked": c.checked, "error": c.error}
+                         for c in v.captures],
+            "unconfirmed": [{"ts": rfc3339(ts), "device": device, "proto": proto, "name": name, "pcap": pcap,
+                             "frame": frame, "reason": reason}
+                            for ts, device, proto, name, pcap, frame, reason in v.unconfirmed],
+        },
+        "violations_per_segment_day": [
+            {"segment": segment, "day": rfc3339(day * 86400)[:10], "violations": count}
+            for (segment, day), count in sorted(m.segment_days.items(), key=lambda item: (item[0][1], item[0][0]))
+        ],
+        "devices": [_device(report, d) for d in m.violators() + m.exempt_only()],
+    }
+
+
+def write_json(report: Report, stream: TextIO) -> None:
+    json.dump(report_json(report), stream, indent=1, ensure_ascii=False)
+    stream.write("\n")

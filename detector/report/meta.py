@@ -1,0 +1,209 @@
+"""What a replay ran on: captures, signature set, policy, decoder settings.
+
+Events name their capture by file name and frame only (the event schema stays as it is),
+so the facts a report states about its inputs — each capture's SHA-256 and time span, the
+signature version, the policy — are recorded by ``replay`` next to the events file, in a
+sidecar ``EVENTS.jsonl.meta.json`` (format below). ``report`` reads it when present and
+says what is unknown when it is not, instead of guessing.
+
+```json
+{"format": "tiktok-detector-run/1", "tool": "tiktok-detector 0.1.0",
+ "created": "2026-03-02T10:00:00.000000Z",
+ "captures": [{"name": "a.pcapng", "path": "/abs/a.pcapng", "size": 1234, "sha256": "…",
+               "first_ts": "…Z", "last_ts": "…Z", "frames": 125, "error": null}],
+ "signatures": {"path": "…", "version": "…", "sha256": "…"},
+ "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
+            "segments": [{"name": "staff", "violations": ["app", …]}, …],
+            "exemptions": 1},
+ "settings": {"dns_ports": [53], "quic_ports": [443]}}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from detector import __version__
+from detector.records import rfc3339
+
+if TYPE_CHECKING:  # only for annotations: the report sits below policy
+    from detector.policy import Policy
+
+FORMAT = "tiktok-detector-run/1"
+SIDECAR_SUFFIX = ".meta.json"
+#: A sidecar is a few lines per capture; anything far larger is not ours.
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureInfo:
+    """One capture file as read by the report or recorded by the replay.
+
+    Every field but ``name`` is ``None`` when unknown: a capture named by events only, not
+    found on disk and not recorded in a sidecar. ``error`` says why a file could not be
+    read to its end (its hash still covers every byte).
+    """
+
+    name: str
+    path: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    first_ts: float | None = None
+    last_ts: float | None = None
+    frames: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureInfo:
+    path: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    name: str
+    violations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    """The policy a replay applied; ``path`` is ``None`` for the built-in default."""
+
+    path: str | None
+    sha256: str | None
+    dedup_window: float
+    segments: tuple[SegmentInfo, ...]
+    exemptions: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One replay's provenance; ``None`` fields are unknown (no sidecar)."""
+
+    captures: tuple[CaptureInfo, ...] = ()
+    signatures: SignatureInfo | None = None
+    policy: PolicyInfo | None = None
+    dns_ports: tuple[int, ...] = (53,)
+    quic_ports: tuple[int, ...] = (443,)
+    tool: str = f"tiktok-detector {__version__}"
+    created: float | None = None
+    source: str | None = None  # the sidecar it was read from
+
+
+def sidecar_path(events_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(events_path)}{SIDECAR_SUFFIX}")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def policy_info(policy: Policy) -> PolicyInfo:
+    """Describe the policy a replay applied (``source`` is its file, or a description)."""
+    path = os.path.abspath(policy.source) if policy.source and os.path.isfile(policy.source) else None
+    segments = tuple(SegmentInfo(s.name, tuple(sorted(s.violations))) for s in (*policy.segments, policy.default))
+    return PolicyInfo(path, file_sha256(path) if path else None, float(policy.dedup_window), segments,
+                      len(policy.exemptions))
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else rfc3339(value)
+
+
+def _parse_ts(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def to_json(run: RunInfo) -> dict:
+    captures = []
+    for capture in run.captures:
+        item = asdict(capture)
+        item["first_ts"], item["last_ts"] = _ts(capture.first_ts), _ts(capture.last_ts)
+        captures.append(item)
+    policy = None
+    if run.policy is not None:
+        policy = asdict(run.policy)
+        policy["segments"] = [{"name": s.name, "violations": list(s.violations)} for s in run.policy.segments]
+    return {
+        "format": FORMAT,
+        "tool": run.tool,
+        "created": _ts(run.created),
+        "captures": captures,
+        "signatures": asdict(run.signatures) if run.signatures else None,
+        "policy": policy,
+        "settings": {"dns_ports": list(run.dns_ports), "quic_ports": list(run.quic_ports)},
+    }
+
+
+def write_sidecar(events_path: str | os.PathLike[str], run: RunInfo) -> Path:
+    """Write the sidecar next to the events file (atomically: a reader never sees half)."""
+    target = sidecar_path(events_path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(to_json(run), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+class SidecarError(ValueError):
+    """A sidecar that exists but cannot be used; the report says so and goes on without it."""
+
+
+def read_sidecar(events_path: str | os.PathLike[str]) -> RunInfo | None:
+    """The run recorded next to ``events_path``; ``None`` when there is no sidecar."""
+    path = sidecar_path(events_path)
+    try:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise SidecarError(f"{path}: too large for a run record")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SidecarError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return _from_json(doc, str(path))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SidecarError(f"{path}: not a run record ({exc})") from None
+
+
+def _from_json(doc: dict, source: str) -> RunInfo:
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT!r}")
+    captures = tuple(
+        CaptureInfo(
+            name=str(c["name"]), path=c.get("path"), size=c.get("size"), sha256=c.get("sha256"),
+            first_ts=_parse_ts(c.get("first_ts")), last_ts=_parse_ts(c.get("last_ts")),
+            frames=c.get("frames"), error=c.get("error"),
+        )
+        for c in doc.get("captures") or ()
+    )
+    sig = doc.get("signatures")
+    signatures = SignatureInfo(str(sig["path"]), str(sig["version"]), str(sig["sha256"])) if sig else None
+    pol = doc.get("policy")
+    policy = None
+    if pol:
+        policy = PolicyInfo(
+            path=pol.get("path"), sha256=pol.get("sha256"), dedup_window=float(pol["dedup_window"]),
+            segments=tuple(SegmentInfo(str(s["name"]), tuple(map(str, s["violations"]))) for s in pol["segments"]),
+            exemptions=int(pol.get("exemptions", 0)),
+        )
+    settings = doc.get("settings") or {}
+    return RunInfo(
+        captures=captures, signatures=signatures, policy=policy,
+        dns_ports=tuple(int(p) for p in settings.get("dns_ports", (53,))),
+        quic_ports=tuple(int(p) for p in settings.get("quic_ports", (443,))),
+        tool=str(doc.get("tool", "unknown")), created=_parse_ts(doc.get("created")), source=source,
+    )
