@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
 # ethtool, openssl, curl and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing.
-TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager
+TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay
 
 .PHONY: demo test system-deps clean
 

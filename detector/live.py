@@ -12,11 +12,16 @@ summary and the sums of the workers' counters that metrics read.
 
 Signals: SIGHUP reloads signatures and policy (a bad file is refused, logged and
 counted; the old set stays); SIGTERM and SIGINT stop the workers, which read what the
-kernel still holds, and the parent writes what is pending and the summary.
+kernel still holds, and the parent writes what is pending and the summary. Workers ignore
+all three: a signal sent to the whole process group (a shell's kill of the job, systemd's
+default KillMode) must not end a worker before it has drained its socket, so only the
+parent decides, and tells them through their control pipes. A worker whose parent dies
+is killed by the kernel (PR_SET_PDEATHSIG) instead of capturing on, unread, for ever.
 """
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import itertools
 import multiprocessing
@@ -35,7 +40,7 @@ from multiprocessing.connection import Connection
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
-from detector.sources.live import LiveCapture, LiveCaptureError
+from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
 
 #: Seconds a worker waits for packets before it looks at its control pipe again.
 READ_WAIT = 0.1
@@ -46,8 +51,17 @@ SNAPSHOT_INTERVAL = 1.0
 #: Messages (each a batch) the writer may fall behind by before workers wait on it; the
 #: kernel's ring buffer then absorbs the burst, and what it cannot hold is counted as drops.
 QUEUE_BATCHES = 1024
+#: Seconds a stopping worker keeps reading what the kernel holds: on a busy link packets
+#: keep arriving, and a stop must end; what arrives after the limit stays unread.
+STOP_DRAIN_LIMIT = 2.0
+#: Seconds without a packet after which a stopping worker knows the kernel holds none: the
+#: kernel hands a block of packets over when it is full or READ_TIMEOUT_MS after it was
+#: opened, so packets can wait that long unseen (twice it, for the timer's granularity).
+DRAIN_IDLE = 2 * READ_TIMEOUT_MS / 1000
 #: Fanout group ids are per network namespace; these are ours, one per interface.
 FANOUT_GROUP_BASE = 0x7D00
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,12 @@ def load_config(options: LiveOptions) -> tuple[SignatureSet, Policy]:
 
 
 def drop_privileges(user: str | None) -> None:
-    """Become ``user`` once the capture sockets are open (they stay usable)."""
+    """Become ``user`` once the capture sockets are open (they stay usable).
+
+    Only root changes user; a sensor started unprivileged with CAP_NET_RAW (the systemd
+    unit) has nothing to drop. setuid from root to another user also clears every
+    capability, so the process cannot open another capture socket afterwards.
+    """
     if user is None or os.getuid() != 0:
         return
     entry = pwd.getpwnam(user)
@@ -78,11 +97,31 @@ def drop_privileges(user: str | None) -> None:
     os.setuid(entry.pw_uid)
 
 
-def worker_main(index: int, options: LiveOptions, signatures: SignatureSet, control: Connection,
+def user_error(user: str | None) -> str | None:
+    """A one-line reason when ``--user`` names no account (checked before forking)."""
+    if user is None:
+        return None
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return f"{user}: no such user"
+    return None
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies (it is no use alone: only
+    the parent reads its results). Set after any change of user, which clears it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def worker_main(index: int, parent: int, options: LiveOptions, signatures: SignatureSet, control: Connection,
                 results: multiprocessing.Queue) -> None:
     """One capture worker: read, extract, send matches, bindings and counter snapshots."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides (module docstring)
+        signal.signal(signum, signal.SIG_IGN)
     try:
         captures = []
         for n, interface in enumerate(options.interfaces):
@@ -93,6 +132,11 @@ def worker_main(index: int, options: LiveOptions, signatures: SignatureSet, cont
     except (LiveCaptureError, KeyError, PermissionError) as exc:
         results.put([("error", index, str(exc) if not isinstance(exc, KeyError) else f"no such user {options.user}")])
         return
+    die_with_parent(parent)
+    if index == 0:  # every worker opened the same interfaces: one says what libpcap warned of
+        warnings = [("log", index, capture.warning) for capture in captures if capture.warning]
+        if warnings:
+            results.put(warnings)
 
     out: list[tuple] = []
     current = [signatures]
@@ -109,12 +153,16 @@ def worker_main(index: int, options: LiveOptions, signatures: SignatureSet, cont
     names = [f"live:{capture.interface}" for capture in captures]
 
     def snapshot() -> dict[str, float]:
+        """The extractor's counters and the capture's. Received and kernel drops are per
+        socket, so the writer's sum over workers is right; the interface's drop count is
+        one per device, the same in every worker, so only worker 0 reports it."""
         snap = extractor.snapshot()
         for capture in captures:
             counts = capture.stats()
-            for key, value in (("capture.received", counts.received), ("capture.kernel_drops", counts.kernel_drops),
-                               ("capture.interface_drops", counts.interface_drops)):
-                snap[key] = snap.get(key, 0) + value
+            snap["capture.received"] = snap.get("capture.received", 0) + counts.received
+            snap["capture.kernel_drops"] = snap.get("capture.kernel_drops", 0) + counts.kernel_drops
+            if index == 0:
+                snap["capture.interface_drops"] = snap.get("capture.interface_drops", 0) + counts.interface_drops
         return snap
 
     by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}
@@ -145,7 +193,8 @@ def worker_main(index: int, options: LiveOptions, signatures: SignatureSet, cont
             if message[0] == "reload":
                 current[0] = message[1]
             elif message[0] == "stop":
-                while read_once(0):  # what the kernel still holds
+                deadline = time.monotonic() + STOP_DRAIN_LIMIT
+                while read_once(DRAIN_IDLE) and time.monotonic() < deadline:  # what the kernel still holds
                     pass
                 if out:
                     results.put(out)
@@ -182,7 +231,8 @@ class LiveRun:
         for index in range(options.workers):
             parent_end, child_end = context.Pipe()
             process = context.Process(target=worker_main, name=f"tiktok-detector-worker-{index}",
-                                      args=(index, options, signatures, child_end, self.results), daemon=True)
+                                      args=(index, os.getpid(), options, signatures, child_end, self.results),
+                                      daemon=True)
             process.start()
             self.controls.append(parent_end)
             self.processes.append(process)
@@ -201,11 +251,15 @@ class LiveRun:
         return dict(total)
 
     def run(self, tick: Callable[[float], None], ready: Callable[[], None] = lambda: None) -> int:
-        """Route messages until every worker is done; 2 if a worker could not start."""
+        """Route messages until every worker is done; 2 if a worker could not start or died."""
         pending_ready = set(range(len(self.processes)))
         done: set[int] = set()
+        # Workers found dead once; declared dead when still so at the next idle moment,
+        # after what they sent before dying has been read.
+        dead_before: set[int] = set()
         failed = False
         stopping = False
+        errors: set[str] = set()  # each worker fails alike on the same interface: say it once
         while len(done) < len(self.processes):
             if self._reload:
                 self._reload = False
@@ -220,11 +274,14 @@ class LiveRun:
             except queue.Empty:
                 self._release(time.monotonic() - REORDER_DELAY, tick)
                 tick(time.time())
-                if not stopping and any(not p.is_alive() for i, p in enumerate(self.processes) if i not in done):
-                    self.log("a capture worker died; stopping")
+                dead = {i for i, p in enumerate(self.processes) if i not in done and not p.is_alive()}
+                for index in sorted(dead & dead_before):
+                    self.log(f"capture worker {index} died (exit status {self.processes[index].exitcode})"
+                             + ("" if stopping else "; stopping"))
                     self._stop = True
                     failed = True
-                    done |= {i for i, p in enumerate(self.processes) if not p.is_alive()}
+                    done.add(index)
+                dead_before = dead
                 continue
             now = time.monotonic()
             for message in batch:
@@ -237,8 +294,12 @@ class LiveRun:
                     pending_ready.discard(message[1])
                     if not pending_ready:
                         ready()
-                elif kind == "error":
+                elif kind == "log":
                     self.log(message[2])
+                elif kind == "error":
+                    if message[2] not in errors:
+                        errors.add(message[2])
+                        self.log(message[2])
                     failed = True
                     done.add(message[1])
                     self._stop = True

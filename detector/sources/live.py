@@ -26,9 +26,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-#: libpcap's read timeout: how long a batch waits for more packets before returning.
+#: libpcap's read timeout, which on Linux (TPACKET_V3) is the kernel's block timeout: a
+#: block of packets becomes readable when it is full or this long after it was opened.
 READ_TIMEOUT_MS = 100
 BATCH = 512
+#: pcap_activate() statuses (pcap/pcap.h) in libpcap's words (pcap_statustostr). pcapy-ng
+#: returns the status instead of raising and has no pcap_geterr, so the words are ours.
+ACTIVATE_ERRORS = {
+    -1: "generic error",
+    -5: "no such device exists",
+    -8: "you don't have permission to capture on that device (run as root or with CAP_NET_RAW)",
+    -9: "that device is not up",
+    -11: "you don't have permission to capture in promiscuous mode",
+}
+ACTIVATE_WARNINGS = {
+    2: "that device doesn't support promiscuous mode: only its own traffic is seen",
+    3: "that type of time stamp is not supported by that device",
+}
 
 
 class LiveCaptureError(Exception):
@@ -90,7 +104,10 @@ class CaptureStats:
 
 
 class LiveCapture:
-    """One interface opened for capture (optionally in a PACKET_FANOUT group)."""
+    """One interface opened for capture (optionally in a PACKET_FANOUT group).
+
+    ``warning`` holds libpcap's activation warning (one line, for the operator) or None.
+    """
 
     def __init__(self, interface: str, dns_ports: frozenset[int], quic_ports: frozenset[int],
                  snaplen: int = 65535, buffer_bytes: int = 32 << 20, fanout_group: int | None = None) -> None:
@@ -103,7 +120,10 @@ class LiveCapture:
             handle.set_promisc(1)
             handle.set_timeout(READ_TIMEOUT_MS)
             handle.set_buffer_size(buffer_bytes)
-            handle.activate()
+            status = handle.activate()
+            if status < 0:
+                reason = ACTIVATE_ERRORS.get(status, f"cannot capture (status {status})")
+                raise LiveCaptureError(f"{interface}: {reason}")
             handle.setfilter(capture_filter(dns_ports, quic_ports, handle.datalink()))
             # libpcap's read timeout may never fire on an idle TPACKET_V3 socket: the
             # caller waits on fileno() with select and reads without blocking.
@@ -116,6 +136,7 @@ class LiveCapture:
             raise LiveCaptureError(f"{interface}: cannot join fanout group: {exc.strerror or exc}") from None
         self._handle = handle
         self.linktype = handle.datalink()
+        self.warning = None if status == 0 else f"{interface}: {ACTIVATE_WARNINGS.get(status, f'warning {status}')}"
 
     def fileno(self) -> int:
         return self._handle.getfd()
