@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,8 @@ from detector.records import Verdict
 from detector.report import ReportError
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
-from detector.sinks.alerts import AlertTable
 from detector.sinks.events import JsonLines
-from detector.sinks.metrics import MetricsError, ReplayExporter, listen_address
-from detector.sinks.summary import Summary
+from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
 from detector.sinks.outputs import OutputError, Outputs
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
@@ -102,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--snaplen", type=int, default=65535, metavar="BYTES")
     live.add_argument("--buffer-mb", type=int, default=32, metavar="MB", help="kernel capture buffer per worker")
     live.add_argument("--user", metavar="USER", help="drop root for this user once the sockets are open")
+    live.add_argument("--metrics-addr", type=listen_address, metavar="HOST:PORT",
+                      help="serve Prometheus metrics on /metrics (counters summed over the workers)")
+    live.add_argument("--web-config", metavar="FILE",
+                      help="with --metrics-addr: TLS and basic auth, in Prometheus's web-config format")
+    live.add_argument("--alertmanager", type=alertmanager_url, metavar="URL",
+                      help="also push each alert to this Alertmanager (API v2) when its window opens")
     live.set_defaults(func=_live)
 
     sigs = sub.add_parser("signatures", help="validate or query the signature set")
@@ -139,59 +144,34 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _open_output(path: str | None) -> JsonLines | None:
-    if path is None:
-        return None
-    if path == "-":
-        return JsonLines(sys.stdout, line_buffered=True)
-    try:
-        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed at the end of the run
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    return JsonLines(stream, line_buffered=False)
-
-
 def _replay(args: argparse.Namespace) -> int:
     if (args.linger or args.web_config) and args.metrics_addr is None:
         raise UsageError("--linger and --web-config need --metrics-addr")
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
-    pusher = None if args.alertmanager is None else AlertmanagerPush(args.alertmanager, policy.dedup_window)
     report = ReplayReport(args)
-    events = _open_output(args.events)
-    alerts_out = _open_output(args.alerts)
+    outputs = Outputs(args.events, args.alerts, policy.dedup_window)
+    pusher = _alertmanager(args.alertmanager, outputs)
     stats: Counter[str] = Counter()
     devices = DeviceTable()
-    summary = Summary()
-    alerts = AlertTable(policy.dedup_window, alerts_out.write if alerts_out else (lambda record: None))
 
     def on_verdict(verdict: Verdict) -> None:
-        if events is not None:
-            events.write_event(verdict)
-        alerts.add(verdict)
-        if pusher is not None:
-            pusher.add(verdict)
-        summary.add(verdict)
+        outputs.verdict(verdict)
         report.add(verdict)
 
     detector = Detector(signatures, policy, devices, on_verdict, stats)
     extractor = Extractor(_settings(args), detector.observe, devices.learn, stats)
     exporter = None if args.metrics_addr is None else ReplayExporter.start(
-        args.metrics_addr, args.web_config, extractor, alerts, devices, policy, signatures, pusher)
-    errors = _run(args, extractor, alerts.tick if exporter is None else exporter.timed(alerts.tick))
+        args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
+    errors = _run(args, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick))
     if exporter is not None:
         exporter.capture_ended()
-    alerts.flush()
+    outputs.close()
     if pusher is not None:
         pusher.close()
-    for out in (events, alerts_out):
-        if out is not None:
-            out.stream.flush()
-            if out.stream is not sys.stdout:
-                out.stream.close()
-    stats["alerts.emitted"] = alerts.emitted
-    stats["alerts.suppressed"] = alerts.suppressed
-    summary.write(sys.stderr, stats, args.pcaps, errors)
+    stats["alerts.emitted"] = outputs.alerts.emitted
+    stats["alerts.suppressed"] = outputs.alerts.suppressed
+    outputs.summary.write(sys.stderr, stats, args.pcaps, errors)
     settings = _settings(args)
     status = report.finish(args.pcaps, signatures, policy, settings.dns_ports, settings.quic_ports)
     if exporter is not None:
@@ -209,28 +189,52 @@ def _live(args: argparse.Namespace) -> int:
         raise UsageError(reason)
     options = live.LiveOptions(tuple(args.interfaces), args.workers, _settings(args), args.snaplen,
                                args.buffer_mb << 20, args.user, args.signatures, args.policy)
+    if args.web_config and args.metrics_addr is None:
+        raise UsageError("--web-config needs --metrics-addr")
     signatures, policy = live.load_config(options)
-    outputs = Outputs(args.events, args.alerts, policy.dedup_window, line_buffered=True)
+    # A sensor restarted by systemd must not erase what it wrote before: append.
+    outputs = Outputs(args.events, args.alerts, policy.dedup_window, line_buffered=True, append=True)
+    pusher = _alertmanager(args.alertmanager, outputs)
     stats: Counter[str] = Counter()
     devices = DeviceTable()
     detector = Detector(signatures, policy, devices, outputs.verdict, stats)
+    run = live.LiveRun(options, signatures, policy, detector.judge, devices.learn, lambda new: None, live.log_line)
+    exporter = None
+    if args.metrics_addr is not None:
+        exporter = ReplayExporter.start(args.metrics_addr, args.web_config, live.LiveCounters(run, stats),
+                                        outputs.alerts, devices, policy, signatures, pusher)
 
-    def on_policy(new: Policy) -> None:
+    def on_reload(new: Policy) -> None:
         detector.policy = new
         outputs.alerts.window = new.dedup_window
+        if exporter is not None:
+            exporter.signatures = SignatureInfo.of(run.signatures, time.time())
 
-    run = live.LiveRun(options, signatures, policy, detector.judge, devices.learn, on_policy, live.log_line)
+    run.on_policy = on_reload
     live.install_signal_handlers(run)
     live.drop_privileges(args.user)
-    status = run.run(outputs.tick, ready=lambda: live.log_line(
+    status = run.run(outputs.tick if exporter is None else exporter.timed(outputs.tick), ready=lambda: live.log_line(
         f"capturing on {', '.join(args.interfaces)} with {args.workers} worker(s)"))
     outputs.close()
+    if pusher is not None:
+        pusher.close()
+    if exporter is not None:
+        exporter.finish(0)
     totals = Counter(run.counters())
     totals.update(stats)
     totals["alerts.emitted"] = outputs.alerts.emitted
     totals["alerts.suppressed"] = outputs.alerts.suppressed
     outputs.summary.write(sys.stderr, totals, [f"live:{i}" for i in args.interfaces], 0)
     return status
+
+
+def _alertmanager(url: str | None, outputs: Outputs) -> AlertmanagerPush | None:
+    """A pusher that posts each alert when its dedup window opens, or None."""
+    if url is None:
+        return None
+    pusher = AlertmanagerPush(url, outputs.alerts.window)
+    outputs.alerts.on_open = pusher.opened
+    return pusher
 
 
 def _names(args: argparse.Namespace) -> int:

@@ -344,6 +344,24 @@ class LiveRun:
                  f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source})")
 
 
+class LiveCounters:
+    """What the metrics exporter reads from a live run: the workers' summed snapshots and
+    the writer's own counters, in the shape of an ``Extractor`` (``stats``, ``snapshot``)."""
+
+    def __init__(self, run: LiveRun, writer_stats: Counter[str]) -> None:
+        self.run = run
+        self.writer_stats = writer_stats
+
+    @property
+    def stats(self) -> Counter[str]:
+        return Counter(self.snapshot())
+
+    def snapshot(self) -> dict[str, float]:
+        total = Counter(self.run.counters())
+        total.update(self.writer_stats)
+        return dict(total)
+
+
 def install_signal_handlers(run: LiveRun) -> None:
     signal.signal(signal.SIGTERM, run.request_stop)
     signal.signal(signal.SIGINT, run.request_stop)

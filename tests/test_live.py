@@ -335,11 +335,19 @@ def test_kernel_drops_are_counted_not_hidden(network, tmp_path):
     flood_pcap = tmp_path / "flood.pcap"
     assert write_pcap(flood_pcap, flood(count)) == count
     with VethPair(ipv6=False) as quiet:
-        live = Live(quiet, tmp_path, "--workers", "1", "--buffer-mb", "1", "--policy", str(POLICY))
+        metrics = f"{quiet.server.ip4}:9464"
+        live = Live(quiet, tmp_path, "--workers", "1", "--buffer-mb", "1", "--policy", str(POLICY),
+                    "--metrics-addr", metrics)
         assert send(quiet, [flood_pcap], "--topspeed") == count
+        time.sleep(2.5)  # a worker snapshot (1 s) and a publication (1 s) after the flood
+        scrape = quiet.run(quiet.server, ["curl", "-sf", f"http://{metrics}/metrics"], timeout=10).stdout.decode()
         log = live.stop()
     received, kernel_drops, interface_drops = capture_counts(log)
     assert kernel_drops > 0 and "THE SENSOR LOST PACKETS" in log, log
+    # On-call sees the same loss in Prometheus (the final snapshot can only have grown).
+    scraped = re.search(r'^tiktok_detector_capture_dropped_packets_total\{stage="kernel"\} (\S+)$', scrape, re.M)
+    assert scraped is not None, scrape[:2000]
+    assert 0 < float(scraped.group(1)) <= kernel_drops
     names = [e["name"] for e in live.events()]
     assert len(names) == len(set(names)) and all(re.fullmatch(r"q\d{6}\.tiktokv\.com", n) for n in names)
     assert received + interface_drops == count

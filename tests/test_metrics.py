@@ -562,12 +562,14 @@ class _Response:
 def test_push_once_per_device_category_and_window():
     fake = FakeAlertmanager()
     push = AlertmanagerPush("http://127.0.0.1:9093", 900, opener=fake)
-    push.add(verdict(1000.0))
-    push.add(verdict(1100.0))  # same window: Alertmanager already has it
-    push.add(verdict(1200.0, category="cdn"))  # another category: its own alert
-    push.add(verdict(1300.0, device="02:00:00:00:00:02"))
-    push.add(verdict(1400.0, device="02:00:00:00:00:03", decision="exempt"))  # never alerted
-    push.add(verdict(1900.0))  # the first window ended at 1900: a new one opens
+    table = AlertTable(900, lambda record: None)
+    table.on_open = push.opened  # as the CLI wires it: one push as each window opens
+    table.add(verdict(1000.0))
+    table.add(verdict(1100.0))  # same window: Alertmanager already has it
+    table.add(verdict(1200.0, category="cdn"))  # another category: its own alert
+    table.add(verdict(1300.0, device="02:00:00:00:00:02"))
+    table.add(verdict(1400.0, device="02:00:00:00:00:03", decision="exempt"))  # never alerted
+    table.add(verdict(1900.0))  # the first window ended at 1900: a new one opens
     push.close()
     sent = fake.alerts()
     assert [(a["labels"]["device"], a["labels"]["category"], a["startsAt"][11:19]) for a in sent] == [
@@ -582,7 +584,7 @@ def test_push_failures_are_retried_counted_and_never_fatal():
     down = ConnectionRefusedError(111, "Connection refused")
     fake = FakeAlertmanager([urllib.error.URLError(down), urllib.error.URLError(down)])
     push = AlertmanagerPush("http://127.0.0.1:9093", 900, retry_delays=(0.01, 0.01), opener=fake)
-    push.add(verdict(0.0))
+    push.opened(verdict(0.0))
     deadline = time.monotonic() + 5
     while push.sent == 0 and time.monotonic() < deadline:  # retried while the run goes on
         time.sleep(0.01)
@@ -592,14 +594,14 @@ def test_push_failures_are_retried_counted_and_never_fatal():
     refused = urllib.error.HTTPError("http://x", 400, "bad alert", {}, None)
     fake = FakeAlertmanager([refused, refused])
     push = AlertmanagerPush("http://127.0.0.1:9093", 900, retry_delays=(0.01, 0.01), opener=fake)
-    push.add(verdict(0.0))
+    push.opened(verdict(0.0))
     push.close()
     assert push.counts() == {"sent": 0, "failed": 1, "dropped": 0}
     assert len(fake.requests) == 1 and push.last_error == "HTTP 400"  # a 4xx is not retried
 
     # Nothing listens: the real urlopen fails, the run goes on; closing does not wait for retries.
     push = AlertmanagerPush(f"http://127.0.0.1:{free_port()}", 900, retry_delays=(0.01,))
-    push.add(verdict(0.0))
+    push.opened(verdict(0.0))
     push.close()
     assert push.counts() == {"sent": 0, "failed": 1, "dropped": 0}
 
@@ -618,7 +620,7 @@ def test_push_queue_full_drops_and_counts(monkeypatch):
 
     push = AlertmanagerPush("http://127.0.0.1:9093", 900, opener=blocked)
     for i in range(10):
-        push.add(verdict(0.0, device=f"02:00:00:00:00:{i:02x}"))
+        push.opened(verdict(0.0, device=f"02:00:00:00:00:{i:02x}"))
     gate.set()
     push.close()
     counts = push.counts()

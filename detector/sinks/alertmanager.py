@@ -37,8 +37,6 @@ ALERT_NAME = "TikTokUse"
 MAX_QUEUED = 4096
 #: Alerts per POST.
 MAX_BATCH = 64
-#: (device, category) windows remembered to avoid posting an alert Alertmanager already has.
-MAX_WINDOWS = 65536
 #: Waits before the retries of a failed POST (seconds).
 RETRY_DELAYS = (1.0, 2.0)
 
@@ -80,10 +78,8 @@ def alert_payload(verdict: Verdict, window: float) -> dict:
 class AlertmanagerPush:
     """Posts one alert per (device, category) and dedup window to Alertmanager.
 
-    ``add`` runs on the packet loop's thread and only appends to a queue; a daemon thread
-    posts. The window bookkeeping mirrors the alert table's rule (a window opens at a
-    device's first violation in a category and lasts ``window`` capture seconds); it only
-    keeps this sender from posting an alert Alertmanager already holds.
+    ``opened`` runs on the packet loop's thread (the alert table calls it when a window
+    opens) and only appends to a queue; a daemon thread posts.
     """
 
     def __init__(self, url: str, window: float, timeout: float = 5.0,
@@ -94,7 +90,6 @@ class AlertmanagerPush:
         self.timeout = timeout
         self.retry_delays = retry_delays
         self._open = opener
-        self._ends: dict[tuple[str, str], float] = {}
         self._queue: queue.Queue[dict | None] = queue.Queue(MAX_QUEUED)
         self.sent = 0
         self.failed = 0
@@ -104,17 +99,8 @@ class AlertmanagerPush:
         self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
         self._thread.start()
 
-    def add(self, verdict: Verdict) -> None:
-        if verdict.decision != "violation":
-            return
-        ts = verdict.observation.ts
-        key = (verdict.device, verdict.signature.category)
-        end = self._ends.get(key)
-        if end is not None and ts < end:
-            return
-        if end is None and len(self._ends) >= MAX_WINDOWS:
-            self._forget(ts)
-        self._ends[key] = ts + self.window
+    def opened(self, verdict: Verdict) -> None:
+        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``)."""
         try:
             self._queue.put_nowait(alert_payload(verdict, self.window))
         except queue.Full:
@@ -140,13 +126,6 @@ class AlertmanagerPush:
                 break
             if item is not None:
                 self.dropped += 1
-
-    def _forget(self, now: float) -> None:
-        """Make room: drop windows that ended, else the oldest (its alert was sent anyway)."""
-        for key in [k for k, end in self._ends.items() if end <= now]:
-            del self._ends[key]
-        if len(self._ends) >= MAX_WINDOWS:
-            del self._ends[next(iter(self._ends))]
 
     def _run(self) -> None:
         while True:

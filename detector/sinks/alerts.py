@@ -36,6 +36,8 @@ class AlertTable:
     def __init__(self, window: float, emit: Callable[[dict], None]) -> None:
         self.window = window
         self.emit = emit
+        #: Called with the first verdict of each new window (an Alertmanager push pages at once).
+        self.on_open: Callable[[Verdict], None] | None = None
         self._open: dict[tuple[str, str], _Window] = {}
         self.emitted = 0
         self.suppressed = 0
@@ -55,6 +57,8 @@ class AlertTable:
                 self._close(next(iter(self._open)))
                 self.closed_early += 1
             win = self._open[key] = _Window(verdict, ts, ts)
+            if self.on_open is not None:
+                self.on_open(verdict)
         else:
             self.suppressed += 1
         win.count += 1

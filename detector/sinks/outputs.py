@@ -19,14 +19,14 @@ class OutputError(Exception):
     """An output file that cannot be opened; the message is one line."""
 
 
-def open_output(path: str | None) -> JsonLines | None:
+def open_output(path: str | None, append: bool = False) -> JsonLines | None:
     """A JSON-lines writer on ``path``, on stdout for ``-``, or None when not asked for."""
     if path is None:
         return None
     if path == "-":
         return JsonLines(sys.stdout, line_buffered=True)
     try:
-        stream: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by Outputs.close
+        stream: TextIO = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed by Outputs.close
     except OSError as exc:
         raise OutputError(f"{path}: {exc.strerror or exc}") from None
     return JsonLines(stream, line_buffered=False)
@@ -34,9 +34,9 @@ def open_output(path: str | None) -> JsonLines | None:
 
 class Outputs:
     def __init__(self, events_path: str | None, alerts_path: str | None, dedup_window: float,
-                 line_buffered: bool = False) -> None:
-        self.events = open_output(events_path)
-        self.alerts_out = open_output(alerts_path)
+                 line_buffered: bool = False, append: bool = False) -> None:
+        self.events = open_output(events_path, append)
+        self.alerts_out = open_output(alerts_path, append)
         for out in (self.events, self.alerts_out):
             if out is not None and line_buffered:
                 out.line_buffered = True  # live: a log shipper sees each record as it happens
