@@ -121,3 +121,14 @@ def test_signatures_check_reports_lines(tmp_path):
     entry = len(good.splitlines()) + 2  # the appended [[entry]] header's line
     assert f"{bad}:{entry + 1}: duplicate" in result.stderr  # the pattern line
     assert f"{bad}:{entry + 3}: unknown category 'games'" in result.stderr
+
+
+def test_sample_events_and_alerts_equal_the_committed_ones(tmp_path):
+    """The demo's output is a reviewed contract: pcaps/expected/sample-office.events.jsonl and
+    .alerts.jsonl were read line by line when committed; any change to them is deliberate."""
+    result = detector("replay", "--policy", str(POLICY), "--events", str(tmp_path / "e.jsonl"),
+                      "--alerts", str(tmp_path / "a.jsonl"), str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    expected = ROOT / "pcaps" / "expected"
+    assert (tmp_path / "e.jsonl").read_text() == (expected / "sample-office.events.jsonl").read_text()
+    assert (tmp_path / "a.jsonl").read_text() == (expected / "sample-office.alerts.jsonl").read_text()
