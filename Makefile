@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay
 
-.PHONY: demo test system-deps clean
+.PHONY: demo test bench system-deps clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ system-deps:
 
 test: $(VENV)/.test system-deps
 	$(BIN)/python -m pytest -q -n 2
+
+# The speed benchmark (issue 7): a seeded 1 M-packet tap corpus, then the detector against
+# tcpdump+BPF, tshark and ndpiReader on the same file, median of 3 rounds. Not a test.
+# (The generator builds its packet templates with the fixture scripts, hence the test extras.)
+BENCH_PACKAGES := tshark tcpdump libndpi-bin
+bench: $(VENV)/.test
+	@$(MAKE) --no-print-directory system-deps TEST_SYSTEM_PACKAGES="$(BENCH_PACKAGES)"
+	test -f benchmarks/corpus/tap-1m.pcap || $(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
