@@ -42,11 +42,13 @@ test: $(VENV)/.test system-deps
 # The speed benchmark (issue 7): a seeded 1 M-packet tap corpus, then the detector against
 # tcpdump+BPF, tshark and ndpiReader on the same file, median of 3 rounds. Not a test.
 # (The generator builds its packet templates with the fixture scripts, hence the test extras.)
-BENCH_PACKAGES := tshark tcpdump libndpi-bin
-bench: $(VENV)/.test
+BENCH_PACKAGES := tshark tcpdump libndpi-bin time
+BENCH_CORPUS := benchmarks/corpus/tap-1m.pcap
+$(BENCH_CORPUS): benchmarks/generate.py pcaps/make_fixtures.py pcaps/make_quic_fixtures.py signatures/tiktok.toml | $(VENV)/.test
+	$(BIN)/python benchmarks/generate.py --out $@
+bench: $(VENV)/.test $(BENCH_CORPUS)
 	@$(MAKE) --no-print-directory system-deps TEST_SYSTEM_PACKAGES="$(BENCH_PACKAGES)"
-	test -f benchmarks/corpus/tap-1m.pcap || $(BIN)/python benchmarks/generate.py
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --corpus $(BENCH_CORPUS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
