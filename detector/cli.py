@@ -22,7 +22,9 @@ from detector.pipeline import Detector, Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.records import Verdict
 from detector.report import ReportError
+from detector.report.captures import capture_info
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
+from detector.report.meta import CaptureInfo
 from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
 from detector.sinks.events import JsonLines
 from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
@@ -163,7 +165,8 @@ def _replay(args: argparse.Namespace) -> int:
     extractor = Extractor(_settings(args), detector.observe, devices.learn, stats)
     exporter = None if args.metrics_addr is None else ReplayExporter.start(
         args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
-    errors = _run(args, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick))
+    described: list[CaptureInfo] | None = [] if report.wants_captures else None
+    errors = _run(args, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick), described)
     if exporter is not None:
         exporter.capture_ended()
     outputs.close()
@@ -173,7 +176,7 @@ def _replay(args: argparse.Namespace) -> int:
     stats["alerts.suppressed"] = outputs.alerts.suppressed
     outputs.summary.write(sys.stderr, stats, args.pcaps, errors)
     settings = _settings(args)
-    status = report.finish(args.pcaps, signatures, policy, settings.dns_ports, settings.quic_ports)
+    status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports)
     if exporter is not None:
         exporter.finish(args.linger)
     return EXIT_INPUT_ERROR if errors else status
@@ -245,18 +248,25 @@ def _names(args: argparse.Namespace) -> int:
     return EXIT_INPUT_ERROR if errors else 0
 
 
-def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float], None]) -> int:
-    """Feed every capture through the extractor; returns how many files had errors."""
+def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float], None],
+         described: list[CaptureInfo] | None = None) -> int:
+    """Feed every capture through the extractor; returns how many files had errors.
+
+    With ``described``, each file is also hashed and spanned as it is read, for the run
+    record and the report (one read of each capture, stdin included)."""
     errors = 0
     stats = extractor.stats
     feed = extractor.feed
     for path in args.pcaps:
         try:
-            capture = CaptureFile(path)
+            capture = CaptureFile(path, digest=described is not None)
         except CaptureError as exc:
             _warn(exc)
             errors += 1
+            if described is not None:
+                described.append(CaptureInfo(Path(path).name, path=path, error=str(exc)))
             continue
+        error = None
         progress = _progress(path, args.no_progress)
         next_tick = 0.0
         try:
@@ -270,10 +280,14 @@ def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float],
         except CaptureError as exc:
             _warn(exc)
             errors += 1
+            error = str(exc)
         finally:
-            capture.close()
             if progress is not None:
                 progress.close()
+        if described is not None:
+            described.append(capture_info(capture, error))
+        else:
+            capture.close()
         for reason, count in capture.skipped.items():
             stats[f"file.{reason}"] += count
             _warn(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")

@@ -132,3 +132,20 @@ def test_sample_events_and_alerts_equal_the_committed_ones(tmp_path):
     expected = ROOT / "pcaps" / "expected"
     assert (tmp_path / "e.jsonl").read_text() == (expected / "sample-office.events.jsonl").read_text()
     assert (tmp_path / "a.jsonl").read_text() == (expected / "sample-office.alerts.jsonl").read_text()
+
+
+def test_run_record_hashes_each_capture_in_the_same_read_stdin_too(tmp_path):
+    """The run record beside the events names each capture by its SHA-256, taken while the
+    replay reads it: a capture piped on stdin, which cannot be read twice, is hashed too."""
+    import hashlib
+
+    gz = ROOT / "pcaps" / "eth-gzip.pcap.gz"
+    events = tmp_path / "events.jsonl"
+    result = detector("replay", "--events", str(events), "-", str(SAMPLE), input=gz.read_text("latin-1"),
+                      encoding="latin-1")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "events.jsonl.meta.json").read_text())
+    captures = {c["name"]: c for c in record["captures"]}
+    assert captures["stdin"]["sha256"] == hashlib.sha256(gz.read_bytes()).hexdigest()
+    assert captures[SAMPLE.name]["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    assert captures[SAMPLE.name]["frames"] == 125 and captures[SAMPLE.name]["first_ts"] < captures[SAMPLE.name]["last_ts"]

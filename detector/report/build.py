@@ -327,23 +327,6 @@ def default_capture_dirs(paths: Iterable[str]) -> list[Path]:
     return list(dict.fromkeys(Path(os.path.abspath(p)).parent for p in paths if p != "-"))
 
 
-def describe_captures(paths: Iterable[str], progress: bool) -> list[CaptureInfo]:
-    """Hash and span each capture a replay read, once, for its run record and its report."""
-    out: list[CaptureInfo] = []
-    for path in paths:
-        if path == "-":
-            out.append(CaptureInfo("stdin", error="read from stdin: not hashed"))
-            continue
-        size = os.path.getsize(path) if os.path.isfile(path) else None
-        bar = _progress_bar(progress and size is not None, size, f"sha256 {Path(path).name}")
-        try:
-            out.append(describe_capture(os.path.abspath(path), bar.update if bar is not None else None))
-        finally:
-            if bar is not None:
-                bar.close()
-    return out
-
-
 def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
              dns_ports: Iterable[int], quic_ports: Iterable[int]) -> RunInfo:
     """The run record of a replay."""

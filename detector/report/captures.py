@@ -7,8 +7,6 @@ and the span is of the packets in it, as the replay saw them.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,73 +14,46 @@ from pathlib import Path
 from detector.report.meta import CaptureInfo
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
-#: Bytes read per call while draining the rest of a file into the hash.
-CHUNK = 1 << 20
-
-
-class _HashingReader(io.RawIOBase):
-    """A raw file whose every byte read also goes into a SHA-256."""
-
-    def __init__(self, raw: io.BufferedReader, on_bytes: Callable[[int], None] | None) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-        self._on_bytes = on_bytes
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # noqa: ANN001 - the RawIOBase signature
-        n = self._raw.readinto(buffer)
-        if n:
-            self.sha256.update(memoryview(buffer)[:n])
-            self.size += n
-            if self._on_bytes is not None:
-                self._on_bytes(n)
-        return n or 0
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+#: Frames between progress updates while hashing.
+PROGRESS_FRAMES = 16384
 
 
 def describe_capture(path: str | os.PathLike[str], on_bytes: Callable[[int], None] | None = None) -> CaptureInfo:
-    """Hash and span one capture in a single read. Never raises for a damaged file: the
-    hash still covers every byte and ``error`` says where reading the packets stopped."""
+    """Hash and span one capture in a single read (the standalone report's case; a replay
+    describes its captures while it reads them). Never raises for a damaged file: the hash
+    still covers every byte and ``error`` says where reading the packets stopped."""
     path = os.fspath(path)
-    name = Path(path).name
     try:
-        raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        return CaptureInfo(name, path=path, error=exc.strerror or str(exc))
-    reader = _HashingReader(raw, on_bytes)
-    first: float | None = None
-    last: float | None = None
-    error: str | None = None
-    frames = 0
-    try:
-        capture = CaptureFile(path, io.BufferedReader(reader, CHUNK))
-        for ts, _linktype, _data, frame in capture:
-            frames = frame
-            if ts > 0:  # pcapng Simple Packet Blocks carry no time and read as 0
-                first = ts if first is None else min(first, ts)
-                last = ts if last is None else max(last, ts)
-        frames = capture.frames
-        if capture.skipped:
-            error = ", ".join(f"{n} record(s) skipped: {r.replace('_', ' ')}" for r, n in sorted(capture.skipped.items()))
+        capture = CaptureFile(path, digest=True)
     except CaptureError as exc:
-        error = str(exc).removeprefix(f"{path}: ")
-    chunk = bytearray(CHUNK)
+        return CaptureInfo(Path(path).name, path=path, error=str(exc).removeprefix(f"{path}: "))
+    error = None
+    reported = 0
     try:
-        while reader.readinto(chunk):
-            pass
+        for _ts, _linktype, _data, frame in capture:
+            if on_bytes is not None and not frame % PROGRESS_FRAMES:
+                on_bytes(capture.bytes_read - reported)
+                reported = capture.bytes_read
+    except CaptureError as exc:
+        error = str(exc)
+    return capture_info(capture, error)
+
+
+def capture_info(capture: CaptureFile, error: str | None) -> CaptureInfo:
+    """What a capture read to its end (opened with ``digest=True``) says of itself; closes it."""
+    path = capture.path
+    try:
+        size, sha256 = capture.digest()
     except OSError as exc:
-        error = error or f"read error: {exc}"
-        return CaptureInfo(name, path=path, error=error, frames=frames or None)
+        return CaptureInfo(capture.name, path=path, error=error or f"read error: {exc}", frames=capture.frames or None)
     finally:
-        reader.close()
-    return CaptureInfo(name, path=path, size=reader.size, sha256=reader.sha256.hexdigest(),
-                       first_ts=first, last_ts=last, frames=frames, error=error)
+        capture.close()
+    if error is not None:
+        error = error.removeprefix(f"{path}: ")
+    elif capture.skipped:
+        error = ", ".join(f"{n} record(s) skipped: {r.replace('_', ' ')}" for r, n in sorted(capture.skipped.items()))
+    return CaptureInfo(capture.name, path=None if path == "-" else os.path.abspath(path), size=size, sha256=sha256,
+                       first_ts=capture.first_ts, last_ts=capture.last_ts, frames=capture.frames, error=error)
 
 
 def locate(name: str, directories: Iterable[Path]) -> Path | None:

@@ -20,10 +20,9 @@ from detector.report.build import (
     ReportError,
     ReportOptions,
     default_capture_dirs,
-    describe_captures,
     run_info,
 )
-from detector.report.meta import write_sidecar
+from detector.report.meta import CaptureInfo, write_sidecar
 from detector.report.model import EVIDENCE_PER_DEVICE
 from detector.report.pseudonym import RECOMMENDED_KEY_BYTES
 from detector.sinks.events import event_record
@@ -117,8 +116,7 @@ class ReplayReport:
         if args.verify and not args.report:
             raise ReportError("--verify needs --report")
         _outputs_not_inputs((args.report,), (*args.pcaps, *([args.events] if args.events else [])))
-        self.progress = not args.no_progress
-        self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify, progress=self.progress)) \
+        self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify, progress=not args.no_progress)) \
             if args.report else None
         self.sidecar = args.events if args.events not in (None, "-") else None
 
@@ -126,13 +124,17 @@ class ReplayReport:
         if self.builder is not None:
             self.builder.add_record(event_record(verdict))
 
-    def finish(self, pcaps: list[str], signatures: SignatureSet, policy: Policy, dns_ports: Iterable[int],
-               quic_ports: Iterable[int]) -> int:
-        """Hash the captures once, write the run record and the report; the exit status
-        is 1 when --verify left an event unconfirmed, else 0."""
-        if self.builder is None and self.sidecar is None:
+    @property
+    def wants_captures(self) -> bool:
+        """Whether the replay should hash and span its captures as it reads them."""
+        return self.builder is not None or self.sidecar is not None
+
+    def finish(self, described: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
+               dns_ports: Iterable[int], quic_ports: Iterable[int]) -> int:
+        """Write the run record and the report from the captures the replay described as
+        it read them; the exit status is 1 when --verify left an event unconfirmed, else 0."""
+        if not self.wants_captures:
             return 0
-        described = describe_captures(pcaps, self.progress)
         run = run_info(described, signatures, policy, dns_ports, quic_ports)
         if self.sidecar is not None:
             try:
@@ -142,4 +144,4 @@ class ReplayReport:
         if self.builder is None:
             return 0
         by_name = {capture.name: capture for capture in described}
-        return self.builder.finish([run], by_name, default_capture_dirs(pcaps))
+        return self.builder.finish([run], by_name, default_capture_dirs(c.path for c in described if c.path))

@@ -13,6 +13,7 @@ hot loop, so no record object per packet.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import struct
 import sys
@@ -47,21 +48,68 @@ class CaptureError(Exception):
     """A capture that cannot be read further; the message is one line for the operator."""
 
 
+class _HashingReader(io.RawIOBase):
+    """A raw file whose every byte read also goes into a SHA-256."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - the RawIOBase signature
+        n = self._raw.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.size += n
+        return n or 0
+
+    def digest(self) -> tuple[int, str]:
+        """Size and SHA-256 of the whole file: reads what the packets left unread."""
+        assert self._hasher is not None, "opened without digest=True"
+        chunk = bytearray(1 << 20)
+        while self._hasher.readinto(chunk):
+            pass
+        return self._hasher.size, self._hasher.sha256.hexdigest()
+
+    def _span(self, ts: float) -> None:
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+
+    def close(self) -> None:
+        if self._raw is not sys.stdin.buffer:
+            self._raw.close()
+        super().close()
+
+
 class CaptureFile:
     """One capture file opened for reading; iterate it for ``(ts, linktype, data, frame)``.
 
     ``skipped`` counts records dropped inside the file (a truncated last record, a packet
     on an interface that was never described) so the caller can report them; a damaged
     file header raises ``CaptureError``. ``bytes_read`` lets a progress bar follow.
+    ``first_ts`` and ``last_ts`` span the packets read. With ``digest``, every byte of
+    the file also goes into a SHA-256 as it is read (``digest()``), so the evidence of an
+    audit is identified without a second read of the file (stdin included).
     """
 
-    def __init__(self, path: str, stream: BinaryIO | None = None) -> None:
+    def __init__(self, path: str, stream: BinaryIO | None = None, digest: bool = False) -> None:
         self.path = path
         self.name = "stdin" if path == "-" else path.rsplit("/", 1)[-1]
         self.skipped: Counter[str] = Counter()
         self.linktypes: set[int] = set()
         self.frames = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
         raw = stream if stream is not None else _open_raw(path)
+        self._hasher: _HashingReader | None = None
+        if digest:
+            self._hasher = _HashingReader(raw)
+            raw = io.BufferedReader(self._hasher, 1 << 20)
         # A buffered reader can peek at the gzip magic without consuming it (stdin cannot seek).
         self._raw = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
         head = self._raw.peek(2)[:2]
@@ -78,6 +126,20 @@ class CaptureFile:
             return self._raw.tell()
         except (OSError, ValueError):
             return 0
+
+    def digest(self) -> tuple[int, str]:
+        """Size and SHA-256 of the whole file: reads what the packets left unread."""
+        assert self._hasher is not None, "opened without digest=True"
+        chunk = bytearray(1 << 20)
+        while self._hasher.readinto(chunk):
+            pass
+        return self._hasher.size, self._hasher.sha256.hexdigest()
+
+    def _span(self, ts: float) -> None:
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
 
     def close(self) -> None:
         if self._raw is not sys.stdin.buffer:
@@ -123,7 +185,9 @@ class CaptureFile:
                 break
             frame += 1
             self.frames = frame
-            yield sec + frac * unit, linktype, data, frame
+            ts = sec + frac * unit
+            self._span(ts)
+            yield ts, linktype, data, frame
 
     def _read_pcapng(self) -> Iterator[tuple[float, int, bytes, int]]:
         read = self._file.read
@@ -177,6 +241,7 @@ class CaptureFile:
                         else:
                             linktype, tick, offset = interfaces[iface]
                             ts = ((ts_high << 32) | ts_low) * tick + offset
+                            self._span(ts)
                             yield ts, linktype, body[20 : 20 + caplen], frame
                 elif block_type == PCAPNG_SPB:
                     frame += 1
