@@ -29,12 +29,11 @@ from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
 from detector.sinks.events import JsonLines
 from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
 from detector.sinks.outputs import OutputError, Outputs
+from detector.skim import DROP_KEYS
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 EXIT_INPUT_ERROR = 2
-#: Frames between progress-bar updates: often enough to move, rarely enough to cost nothing.
-PROGRESS_EVERY = 16384
 
 
 class UsageError(Exception):
@@ -130,6 +129,9 @@ def _capture_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quic-port", type=_port, action="append", metavar="PORT",
                         help="UDP port of QUIC servers (repeatable; default 443)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument("--no-skim", action="store_true",
+                        help="decode every frame in Python instead of dropping bulk in C first (slow; "
+                             "the same results, for cross-checking the skim)")
 
 
 def _port(text: str) -> int:
@@ -143,6 +145,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
         dns_ports=frozenset(args.dns_port or defaults.dns_ports),
         quic_ports=frozenset(args.quic_port or defaults.quic_ports),
+        skim=not getattr(args, "no_skim", False),
     )
 
 
@@ -257,6 +260,7 @@ def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float],
     errors = 0
     stats = extractor.stats
     feed = extractor.feed
+    skimmer = extractor.skimmer
     for path in args.pcaps:
         try:
             capture = CaptureFile(path, digest=described is not None)
@@ -269,13 +273,23 @@ def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float],
         error = None
         progress = _progress(path, args.no_progress)
         next_tick = 0.0
+        skimmer.until = min(extractor.next_housekeeping, next_tick)
         try:
-            for ts, linktype, data, frame in capture:
-                feed(ts, linktype, data, capture.name, frame)
-                if ts >= next_tick:
-                    tick(ts)
-                    next_tick = ts + 1.0
-                if progress is not None and not frame % PROGRESS_EVERY:
+            for frames, last_ts, drops in capture.batches(skimmer):
+                for ts, linktype, data, frame in frames:
+                    feed(ts, linktype, data, capture.name, frame)
+                if drops[0]:
+                    for key, count in zip(DROP_KEYS, drops):
+                        stats[key] += count
+                if last_ts is not None:
+                    # The walk stopped at the first frame at or past a clock (or ended):
+                    # run the clocks as if every frame had been read here.
+                    extractor.clock(last_ts)
+                    if last_ts >= next_tick:
+                        tick(last_ts)
+                        next_tick = last_ts + 1.0
+                    skimmer.until = min(extractor.next_housekeeping, next_tick)
+                if progress is not None:
                     progress.update(capture.bytes_read - progress.n)
         except CaptureError as exc:
             _warn(exc)

@@ -9,7 +9,8 @@ Everything that is dropped is counted in one ``Counter`` under a dotted key, whi
 summary prints and the metrics exporter reads at scrape time. The keys:
 
 - ``packets``, ``bytes``: every frame read;
-- ``skim.udp``, ``skim.tcp``: bulk dropped after a few byte checks;
+- ``skim.udp``, ``skim.tcp``: bulk dropped after a few byte checks (most of it by the C
+  skim before Python sees it, counted there under the same keys);
 - ``skip.<reason>``: frames the decoder could not use; ``file.<reason>``: records a
   capture file could not give;
 - ``parse_error.<proto>``: messages a parser rejected;
@@ -35,6 +36,7 @@ from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import Observation, Signature, Verdict
+from detector.skim import Skimmer, new_skimmer
 
 DHCP_PORTS = frozenset({67, 68})
 TCP_SYN = 0x02
@@ -57,6 +59,7 @@ class Settings:
     max_flight_bytes: int = 65536
     max_quic_flows: int = 16384
     flow_timeout: float = 30.0
+    skim: bool = True  # False: every frame is decoded in Python (the skim's reference)
 
 
 def ip_text(raw: bytes) -> str:
@@ -64,7 +67,13 @@ def ip_text(raw: bytes) -> str:
 
 
 class Extractor:
-    """Decode each frame, run the extractor its transport and ports call for, emit records."""
+    """Decode each frame, run the extractor its transport and ports call for, emit records.
+
+    Frames read from files come through ``skimmer``, which drops the bulk in C; after
+    every TCP frame, and for every flow the flight table forgets, the extractor tells
+    the skimmer whether it still tracks that flow, so the skimmer keeps exactly the later
+    segments a tracked flow needs.
+    """
 
     def __init__(
         self,
@@ -77,9 +86,12 @@ class Extractor:
         self.on_observation = on_observation
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
-        self.flights = FlightTable(settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout)
+        self.skimmer: Skimmer = new_skimmer(
+            settings.dns_ports, settings.quic_ports, settings.max_tcp_flows, keep_all=not settings.skim)
+        self.flights = FlightTable(
+            settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
-        self._next_housekeeping = 0.0
+        self.next_housekeeping = 0.0
         self._pcap = ""
         self._frame = 0
 
@@ -87,7 +99,7 @@ class Extractor:
         stats = self.stats
         stats["packets"] += 1
         stats["bytes"] += len(frame)
-        if ts >= self._next_housekeeping:
+        if ts >= self.next_housekeeping:
             self.housekeeping(ts)
         packet = decode(linktype, frame, stats)
         if packet is None:
@@ -127,10 +139,19 @@ class Extractor:
         snap["quic_initial.connections"] = len(self.initials)
         return snap
 
+    def clock(self, now: float) -> None:
+        """Capture time has reached ``now`` (a frame the skim dropped)."""
+        if now >= self.next_housekeeping:
+            self.housekeeping(now)
+
     def housekeeping(self, now: float) -> None:
         self.flights.expire(now)
         self.initials.expire(now)
-        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+        self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
+
+    def _forgotten(self, key: tuple[bytes, int, bytes, int]) -> None:
+        """The flight table dropped a flow (evicted, expired): the skim may drop it too."""
+        self.skimmer.track(self.skimmer.flow_hash(*key), False)
 
     # -- DNS ---------------------------------------------------------------------------
 
@@ -150,8 +171,12 @@ class Extractor:
     # -- TCP: DNS, TLS and HTTP from the reassembled first flight -----------------------
 
     def _tcp(self, ts: float, packet: Packet) -> None:
-        flags = packet.flags
         key = (packet.src_ip, packet.sport, packet.dst_ip, packet.dport)
+        self._segment(ts, packet, key)
+        self.skimmer.track(self.skimmer.flow_hash(*key), self.flights.tracking(key))
+
+    def _segment(self, ts: float, packet: Packet, key: tuple[bytes, int, bytes, int]) -> None:
+        flags = packet.flags
         flights = self.flights
         if flags & TCP_SYN:
             # A SYN fixes the client's stream start; a SYN-ACK only matters for DNS, the

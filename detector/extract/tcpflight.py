@@ -20,7 +20,7 @@ for the same sequence numbers (Ptacek and Newsham's classic IDS evasion).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 _MASK = 0xFFFFFFFF
@@ -71,9 +71,15 @@ class _Flow:
 class FlightTable:
     """First-flight reassembly for many flows, keyed by the caller (4-tuple + direction)."""
 
-    def __init__(self, max_flows: int = 65536, max_bytes: int = 16384, timeout: float = 30.0) -> None:
+    def __init__(
+        self, max_flows: int = 65536, max_bytes: int = 16384, timeout: float = 30.0,
+        on_forget: Callable[[Hashable], None] | None = None,
+    ) -> None:
+        """``on_forget`` hears of every flow dropped without the caller asking (evicted
+        for room, expired); the caller knows of the rest (``finish``, ``tracking``)."""
         if max_flows < 1 or max_bytes < 1 or timeout <= 0:
             raise ValueError("max_flows, max_bytes and timeout must be positive")
+        self.on_forget = on_forget
         self.max_flows = max_flows
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -196,6 +202,8 @@ class FlightTable:
                 break
             del flows[key]
             self.counters.expired += 1
+            if self.on_forget is not None:
+                self.on_forget(key)
 
     # -- internals -------------------------------------------------------------
 
@@ -228,8 +236,10 @@ class FlightTable:
 
     def _create(self, key: Hashable, start: int, syn: bool, ts: float) -> _Flow:
         if len(self._flows) >= self.max_flows:
-            self._flows.popitem(last=False)
+            evicted, _ = self._flows.popitem(last=False)
             self.counters.evicted_full += 1
+            if self.on_forget is not None:
+                self.on_forget(evicted)
         flow = self._flows[key] = _Flow(start, syn, ts)
         self.counters.flows_created += 1
         return flow

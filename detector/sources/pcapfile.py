@@ -1,13 +1,15 @@
-"""pcap and pcapng files (plain or gzip, a path or ``-`` for stdin) as a stream of frames.
+"""pcap and pcapng files (plain or gzip, a path or ``-`` for stdin), walked by the skim.
 
 Hand-written rather than dpkt's readers because dpkt's pcapng reader applies the first
 interface's link type and timestamp resolution to every packet, and a capture of a tap
-with two interfaces (say an Ethernet SPAN and a raw-IP tunnel) would be misread. The
-format is small (two record layouts), and a reader over a buffered file with
-``struct.unpack_from`` is also faster than building a dpkt object per record.
+with two interfaces (say an Ethernet SPAN and a raw-IP tunnel) would be misread; and
+rather than libpcap's because the frame number of every kept packet must be known for
+the evidence, which a filtered libpcap read does not give.
 
-Frames are yielded as plain tuples ``(ts, linktype, data, frame_number)``: this is the
-hot loop, so no record object per packet.
+The file is read in large buffers; the skim (C) walks the packet records of each buffer
+and hands back only the frames the pipeline must read, with their frame numbers. Python
+handles the file headers and the pcapng blocks that are not plain packets. Frames are
+plain tuples: this is the hot loop, so no record object per packet.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from detector.skim import BLOCK, CORRUPT, DROP_KEYS, END, KEPT, MAX_BLOCK, Skimmer, new_skimmer
+
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
     b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -30,10 +34,8 @@ PCAP_MAGICS = {
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 
-#: Larger records than this are not packets but a corrupt file (Wireshark's limit is 256 KiB).
-MAX_RECORD = 256 * 1024
-#: pcapng blocks other than packets (name resolution, statistics) are rarely big; this bounds memory.
-MAX_BLOCK = 16 * 1024 * 1024
+# Records longer than MAX_RECORD are not packets but a corrupt file (Wireshark's limit is
+# 256 KiB); MAX_BLOCK bounds other pcapng blocks (name resolution, statistics) and memory.
 
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_IDB = 0x00000001
@@ -42,6 +44,17 @@ PCAPNG_SPB = 0x00000003
 PCAPNG_EPB = 0x00000006
 PCAPNG_OPT_TSRESOL = 9
 PCAPNG_OPT_TSOFFSET = 14
+PCAPNG_BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+#: How the skimmer is told about pcapng interfaces: (linktype, seconds per tick, offset).
+INTERFACE = struct.Struct("=I4xdq")
+#: Bytes read from the file at a time; the skim walks all of them in one call.
+CHUNK = 4 << 20
+
+#: One frame for the pipeline: (ts, linktype, data, frame number in its file).
+Frame = tuple[float, int, bytes, int]
+#: What ``CaptureFile.batches`` yields: kept frames, time of the last frame walked, drops.
+Batch = tuple[list[Frame], float | None, tuple[int, ...]]
+_NO_DROPS = (0,) * len(DROP_KEYS)
 
 
 class CaptureError(Exception):
@@ -66,20 +79,6 @@ class _HashingReader(io.RawIOBase):
             self.size += n
         return n or 0
 
-    def digest(self) -> tuple[int, str]:
-        """Size and SHA-256 of the whole file: reads what the packets left unread."""
-        assert self._hasher is not None, "opened without digest=True"
-        chunk = bytearray(1 << 20)
-        while self._hasher.readinto(chunk):
-            pass
-        return self._hasher.size, self._hasher.sha256.hexdigest()
-
-    def _span(self, ts: float) -> None:
-        if self.first_ts is None or ts < self.first_ts:
-            self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
-            self.last_ts = ts
-
     def close(self) -> None:
         if self._raw is not sys.stdin.buffer:
             self._raw.close()
@@ -87,11 +86,13 @@ class _HashingReader(io.RawIOBase):
 
 
 class CaptureFile:
-    """One capture file opened for reading; iterate it for ``(ts, linktype, data, frame)``.
+    """One capture file opened for reading.
 
-    ``skipped`` counts records dropped inside the file (a truncated last record, a packet
-    on an interface that was never described) so the caller can report them; a damaged
-    file header raises ``CaptureError``. ``bytes_read`` lets a progress bar follow.
+    ``batches(skimmer)`` walks it in large buffers through the skim and yields the frames
+    the pipeline must read; iterating it yields every frame as ``(ts, linktype, data,
+    frame)``. ``skipped`` counts records dropped inside the file (a truncated last record,
+    a packet on an interface that was never described) so the caller can report them; a
+    damaged file raises ``CaptureError``. ``bytes_read`` lets a progress bar follow.
     ``first_ts`` and ``last_ts`` span the packets read. With ``digest``, every byte of
     the file also goes into a SHA-256 as it is read (``digest()``), so the evidence of an
     audit is identified without a second read of the file (stdin included).
@@ -114,10 +115,12 @@ class CaptureFile:
         self._raw = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
         head = self._raw.peek(2)[:2]
         self._file: BinaryIO = gzip.GzipFile(fileobj=self._raw) if head == GZIP_MAGIC else self._raw
+        self._buf = _Window(self._file)
         try:
-            self._magic = self._file.read(4)
-        except (OSError, EOFError) as exc:
+            self._buf.need(4)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise CaptureError(f"{self.path}: cannot read: {exc}") from None
+        self._magic = bytes(self._buf.data[:4])
 
     @property
     def bytes_read(self) -> int:
@@ -135,130 +138,199 @@ class CaptureFile:
             pass
         return self._hasher.size, self._hasher.sha256.hexdigest()
 
-    def _span(self, ts: float) -> None:
-        if self.first_ts is None or ts < self.first_ts:
-            self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
-            self.last_ts = ts
-
     def close(self) -> None:
         if self._raw is not sys.stdin.buffer:
             self._raw.close()
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes, int]]:
+        for frames, _, _ in self.batches(new_skimmer(frozenset(), frozenset(), 1, keep_all=True)):
+            yield from frames
+
+    def batches(self, skimmer: Skimmer) -> Iterator[Batch]:
+        """Walk the file through ``skimmer``: each batch holds the kept frames as
+        ``(ts, linktype, data, frame)``, the time of the last frame walked (None
+        if it had none) and the counts of what was dropped (``skim.DROP_KEYS``).
+
+        A walk stops early once a frame reaches ``skimmer.until``; set it before asking
+        for the next batch."""
         try:
             if self._magic in PCAP_MAGICS:
-                yield from self._read_pcap()
+                yield from self._pcap_batches(skimmer)
             elif self._magic == PCAPNG_MAGIC:
-                yield from self._read_pcapng()
-            elif len(self._magic) < 4:
+                yield from self._pcapng_batches(skimmer)
+            elif self._buf.end < 4:
                 raise CaptureError(f"{self.path}: empty file, not a pcap or pcapng capture")
             else:
                 raise CaptureError(f"{self.path}: not a pcap or pcapng capture (magic {self._magic.hex()})")
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise CaptureError(f"{self.path}: read error after frame {self.frames}: {exc}") from None
 
-    def _read_pcap(self) -> Iterator[tuple[float, int, bytes, int]]:
-        order, unit = PCAP_MAGICS[self._magic]
-        rest = self._file.read(20)
-        if len(rest) < 20:
-            raise CaptureError(f"{self.path}: truncated pcap file header")
-        linktype = struct.unpack(order + "I", rest[16:20])[0] & 0x0FFFFFFF
-        self.linktypes.add(linktype)
-        record = struct.Struct(order + "IIII")
-        read = self._file.read
-        frame = 0
-        while True:
-            head = read(16)
-            if len(head) < 16:
-                if head:
-                    self.skipped["truncated_record"] += 1
-                break
-            sec, frac, caplen, _ = record.unpack(head)
-            if caplen > MAX_RECORD:
-                raise CaptureError(
-                    f"{self.path}: corrupt record after frame {frame} (length {caplen}); stopped reading"
-                )
-            data = read(caplen)
-            if len(data) < caplen:
-                self.skipped["truncated_record"] += 1
-                break
-            frame += 1
-            self.frames = frame
-            ts = sec + frac * unit
-            self._span(ts)
-            yield ts, linktype, data, frame
+    def _walked(self, result: tuple, base: int) -> Batch:
+        """Account for one walk of the skimmer; the batch it gives the caller."""
+        _, _, walked, kept, last_ts, ts_min, ts_max, drops = result
+        self.frames += walked
+        if ts_min is not None:
+            self._span(ts_min)
+            self._span(ts_max)
+        data = self._buf.data
+        frames = [
+            (ts, linktype, bytes(data[offset : offset + caplen]), serial - base)
+            for serial, ts, offset, caplen, linktype in KEPT.iter_unpack(kept)
+        ]
+        return frames, last_ts, drops
 
-    def _read_pcapng(self) -> Iterator[tuple[float, int, bytes, int]]:
-        read = self._file.read
-        # Each section has its own byte order and its own interfaces; the magic was consumed.
-        block_type = PCAPNG_SHB
-        head = self._magic + read(4)
-        frame = 0
-        order = "<"
-        interfaces: list[tuple[int, float, int]] = []  # (linktype, seconds per tick, offset)
+    def _span(self, ts: float) -> None:
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+
+    def _end_of_data(self) -> bool:
+        """Read more after a walk that ran out of whole records; True at the end of the
+        file (a partial record left there is counted as truncated)."""
+        buf = self._buf
+        if buf.fill():
+            return False
+        if buf.end > buf.pos:
+            self.skipped["truncated_record"] += 1
+        return True
+
+    def _pcap_batches(self, skimmer: Skimmer) -> Iterator[Batch]:
+        order, unit = PCAP_MAGICS[self._magic]
+        buf = self._buf
+        if not buf.need(24):
+            raise CaptureError(f"{self.path}: truncated pcap file header")
+        linktype = struct.unpack_from(order + "I", buf.data, 20)[0] & 0x0FFFFFFF
+        self.linktypes.add(linktype)
+        buf.pos = 24
+        base = skimmer.serial
         while True:
-            if len(head) < 8:
-                if head:
-                    self.skipped["truncated_record"] += 1
+            result = skimmer.walk_pcap(buf.data, buf.pos, buf.end, order == ">", unit == 1e-9, linktype)
+            status, buf.pos = result[0], result[1]
+            yield self._walked(result, base)
+            if status == CORRUPT:
+                caplen = struct.unpack_from(order + "I", buf.data, buf.pos + 8)[0]
+                raise CaptureError(
+                    f"{self.path}: corrupt record after frame {self.frames} (length {caplen}); stopped reading"
+                )
+            if status == END and self._end_of_data():
                 return
-            if block_type == PCAPNG_SHB:
-                bom = read(4)
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    order = ">"
-                else:
-                    raise CaptureError(f"{self.path}: pcapng section with a bad byte-order magic")
-                total = struct.unpack(order + "I", head[4:8])[0]
-                body_len = total - 12 - 4
-                if total < 28 or total > MAX_BLOCK or total % 4:
-                    raise CaptureError(f"{self.path}: corrupt pcapng section header")
-                read(body_len + 4)
-                interfaces = []
-            else:
-                total = struct.unpack(order + "I", head[4:8])[0]
-                if total < 12 or total % 4 or total > MAX_BLOCK:
-                    raise CaptureError(f"{self.path}: corrupt pcapng block after frame {frame}; stopped reading")
-                body = read(total - 8)
-                if len(body) < total - 8:
-                    self.skipped["truncated_record"] += 1
+
+    def _pcapng_batches(self, skimmer: Skimmer) -> Iterator[Batch]:
+        buf = self._buf
+        order = "<"  # each section has its own byte order and its own interfaces
+        interfaces: list[tuple[int, float, int]] = []  # (linktype, seconds per tick, offset)
+        packed = b""
+        base = skimmer.serial
+        while True:
+            result = skimmer.walk_pcapng(buf.data, buf.pos, buf.end, order == ">", packed)
+            status, buf.pos = result[0], result[1]
+            yield self._walked(result, base)
+            if status == END:
+                if self._end_of_data():
                     return
-                if block_type == PCAPNG_EPB or block_type == PCAPNG_PB:
-                    if len(body) < 24:
-                        self.skipped["bad_block"] += 1
-                    else:
-                        if block_type == PCAPNG_EPB:
-                            iface, ts_high, ts_low, caplen = struct.unpack_from(order + "IIII", body, 0)
-                        else:
-                            iface, _, ts_high, ts_low, caplen = struct.unpack_from(order + "HHIII", body, 0)
-                        frame += 1
-                        self.frames = frame
-                        if iface >= len(interfaces):
-                            self.skipped["unknown_interface"] += 1
-                        elif caplen > len(body) - 24:
-                            self.skipped["bad_block"] += 1
-                        else:
-                            linktype, tick, offset = interfaces[iface]
-                            ts = ((ts_high << 32) | ts_low) * tick + offset
-                            self._span(ts)
-                            yield ts, linktype, body[20 : 20 + caplen], frame
-                elif block_type == PCAPNG_SPB:
-                    frame += 1
-                    self.frames = frame
-                    if not interfaces:
-                        self.skipped["unknown_interface"] += 1
-                    else:
-                        linktype, _, _ = interfaces[0]
-                        orig = struct.unpack_from(order + "I", body, 0)[0] if len(body) >= 4 else 0
-                        # SPBs carry no timestamp; 0 tells the operator it is unknown.
-                        yield 0.0, linktype, body[4 : 4 + min(orig, len(body) - 8)], frame
-                elif block_type == PCAPNG_IDB:
-                    interfaces.append(_interface(body, order))
-                    self.linktypes.add(interfaces[-1][0])
-            head = read(8)
-            if len(head) == 8:
-                block_type = struct.unpack(order + "I", head[:4])[0]
+                continue
+            if status == CORRUPT:
+                raise CaptureError(f"{self.path}: corrupt pcapng block after frame {self.frames}; stopped reading")
+            if status != BLOCK:
+                continue
+            # A block the skimmer leaves to Python: headers, and packets it cannot take whole.
+            if not buf.need(12):
+                self.skipped["truncated_record"] += 1
+                return
+            block_type = struct.unpack_from(order + "I", buf.data, buf.pos)[0]
+            if block_type == PCAPNG_SHB:
+                bom = bytes(buf.data[buf.pos + 8 : buf.pos + 12])
+                if bom not in PCAPNG_BYTE_ORDERS:
+                    raise CaptureError(f"{self.path}: pcapng section with a bad byte-order magic")
+                order = PCAPNG_BYTE_ORDERS[bom]
+            total = struct.unpack_from(order + "I", buf.data, buf.pos + 4)[0]
+            if block_type == PCAPNG_SHB and (total < 28 or total > MAX_BLOCK or total % 4):
+                raise CaptureError(f"{self.path}: corrupt pcapng section header")
+            if total < 12 or total % 4 or total > MAX_BLOCK:
+                raise CaptureError(f"{self.path}: corrupt pcapng block after frame {self.frames}; stopped reading")
+            if not buf.need(total):
+                self.skipped["truncated_record"] += 1
+                return
+            body = bytes(buf.data[buf.pos + 8 : buf.pos + total])
+            buf.pos += total
+            if block_type == PCAPNG_SHB:
+                interfaces = []
+            elif block_type == PCAPNG_IDB:
+                interfaces.append(_interface(body, order))
+                self.linktypes.add(interfaces[-1][0])
+            else:
+                frame = self._odd_packet(block_type, body, order, interfaces, skimmer, base)
+                if frame is not None:
+                    yield [frame], frame[0], _NO_DROPS
+                continue
+            packed = b"".join(INTERFACE.pack(*interface) for interface in interfaces)
+
+    def _odd_packet(
+        self, block_type: int, body: bytes, order: str, interfaces: list[tuple[int, float, int]],
+        skimmer: Skimmer, base: int,
+    ) -> Frame | None:
+        """A packet block the skimmer left to Python (an obsolete Packet Block, a Simple
+        Packet Block, an EPB with an unknown interface or bad lengths), or None."""
+        if block_type == PCAPNG_EPB or block_type == PCAPNG_PB:
+            if len(body) < 24:
+                self.skipped["bad_block"] += 1
+                return None
+            if block_type == PCAPNG_EPB:
+                iface, ts_high, ts_low, caplen = struct.unpack_from(order + "IIII", body, 0)
+            else:
+                iface, _, ts_high, ts_low, caplen = struct.unpack_from(order + "HHIII", body, 0)
+            serial = skimmer.next_serial()
+            self.frames += 1
+            if iface >= len(interfaces):
+                self.skipped["unknown_interface"] += 1
+            elif caplen > len(body) - 24:
+                self.skipped["bad_block"] += 1
+            else:
+                linktype, tick, offset = interfaces[iface]
+                ts = ((ts_high << 32) | ts_low) * tick + offset
+                self._span(ts)
+                return ts, linktype, body[20 : 20 + caplen], serial - base
+        elif block_type == PCAPNG_SPB:
+            serial = skimmer.next_serial()
+            self.frames += 1
+            if not interfaces:
+                self.skipped["unknown_interface"] += 1
+            else:
+                orig = struct.unpack_from(order + "I", body, 0)[0] if len(body) >= 4 else 0
+                # SPBs carry no timestamp; 0 tells the operator it is unknown.
+                return 0.0, interfaces[0][0], body[4 : 4 + min(orig, len(body) - 8)], serial - base
+        return None
+
+
+class _Window:
+    """A growable buffer over a file: the bytes in ``data[pos:end]`` are not walked yet."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.data = bytearray(CHUNK)
+        self.pos = 0
+        self.end = 0
+
+    def fill(self) -> bool:
+        """Move the unwalked bytes to the front and read more; False at the end of the file.
+        A buffer that is all one unwalked record grows (records are bounded by MAX_BLOCK)."""
+        if self.pos:
+            self.data[: self.end - self.pos] = self.data[self.pos : self.end]
+            self.end -= self.pos
+            self.pos = 0
+        if self.end == len(self.data):
+            self.data.extend(bytes(len(self.data)))
+        n = self._file.readinto(memoryview(self.data)[self.end :])
+        self.end += n or 0
+        return bool(n)
+
+    def need(self, n: int) -> bool:
+        """Whether ``n`` unwalked bytes are (or could be read into) the buffer."""
+        while self.end - self.pos < n:
+            if not self.fill():
+                return False
+        return True
 
 
 def _interface(body: bytes, order: str) -> tuple[int, float, int]:

@@ -1,0 +1,36 @@
+"""The skim: keep the few frames worth decoding, drop the bulk after a few byte checks.
+
+The work is in C (``detector/_skim.c``, whose header comment states the contract); this
+module gives it its configuration and names what it hands back. A walk over a capture
+buffer returns the frames the Python pipeline must read, packed as ``KEPT`` records,
+and counts what it dropped under the pipeline's own stats keys (``DROP_KEYS``), so the
+summary and the metrics read the same with the skim as without it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+
+from detector._skim import BLOCK, CORRUPT, END, FULL, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
+from detector.extract.http import METHODS
+
+__all__ = [
+    "BLOCK", "CORRUPT", "DROP_KEYS", "END", "FULL", "KEPT", "MAX_BLOCK", "MAX_RECORD", "TICK",
+    "REQUEST_STARTS", "Skimmer", "new_skimmer",
+]
+
+#: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
+KEPT = struct.Struct("=QdIII4x")
+#: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
+DROP_KEYS = ("packets", "bytes", "skim.udp", "skim.tcp", "skip.quic_server_long_header", "skim.table_full")
+#: How an HTTP request starts (a method and a space): such a segment starts a flight.
+REQUEST_STARTS = tuple(m + b" " for m in METHODS)
+
+
+def new_skimmer(
+    dns_ports: frozenset[int], quic_ports: frozenset[int], max_flows: int, keep_all: bool = False
+) -> Skimmer:
+    """A skimmer for the pipeline's ports and flight-table size; ``keep_all`` walks the
+    records without dropping any (the reference the skim is tested against)."""
+    return Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all)
