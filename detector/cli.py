@@ -165,7 +165,7 @@ def _replay(args: argparse.Namespace) -> int:
         report.add(verdict)
 
     detector = Detector(signatures, policy, devices, on_verdict, stats)
-    extractor = Extractor(_settings(args), detector.observe, devices.learn, stats)
+    extractor = Extractor(_settings(args), detector.observe, devices.learn, stats, wanted=signatures.match)
     exporter = None if args.metrics_addr is None else ReplayExporter.start(
         args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None

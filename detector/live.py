@@ -149,7 +149,8 @@ def worker_main(index: int, parent: int, options: LiveOptions, signatures: Signa
     stats: Counter[str] = Counter()
     packet_ts = [0.0]
     extractor = Extractor(options.settings, on_observation,
-                          lambda binding: out.append(("bind", binding, packet_ts[0])), stats)
+                          lambda binding: out.append(("bind", binding, packet_ts[0])), stats,
+                          wanted=lambda name: current[0].match(name))
     names = [f"live:{capture.interface}" for capture in captures]
 
     def snapshot() -> dict[str, float]:

@@ -81,9 +81,13 @@ class Extractor:
         on_observation: Callable[[Observation], None],
         on_binding: Callable[[Binding], None],
         stats: Counter[str] | None = None,
+        wanted: Callable[[str], object] | None = None,
     ) -> None:
+        """``wanted``, when given, says which names become an ``Observation`` (the others
+        are only counted): building the record costs more than matching the name."""
         self.settings = settings
         self.on_observation = on_observation
+        self.wanted = wanted
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.skimmer: Skimmer = new_skimmer(
@@ -254,11 +258,13 @@ class Extractor:
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (),
     ) -> None:
+        self.stats[f"observations.{proto}"] += 1
+        if self.wanted is not None and not self.wanted(name):
+            return
         if client_is_source:
             client_ip, client_mac, server_ip, server_port = packet.src_ip, packet.src_mac, packet.dst_ip, packet.dport
         else:
             client_ip, client_mac, server_ip, server_port = packet.dst_ip, packet.dst_mac, packet.src_ip, packet.sport
-        self.stats[f"observations.{proto}"] += 1
         self.on_observation(
             Observation(
                 ts=ts,

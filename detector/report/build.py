@@ -29,11 +29,12 @@ from detector.report.meta import (
 )
 from detector.report.model import EVIDENCE_PER_DEVICE, OTHER, Event, ReportModel, parse_event
 from detector.report.pseudonym import Pseudonymizer
-from detector.report.verify import EvidenceStore, Verification, VerifyError, tshark_versions, verify
 
 if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
     from detector.match import SignatureSet
     from detector.policy import Policy
+    # --verify only: pyshark and asyncio are imported when a report is verified.
+    from detector.report.verify import EvidenceStore, Verification
 
 
 class ReportError(Exception):
@@ -113,6 +114,8 @@ class ReportBuilder:
         self.events_dirs: list[Path] = []
         self._store: EvidenceStore | None = None
         if options.verify:
+            from detector.report.verify import EvidenceStore, VerifyError, tshark_versions
+
             try:
                 tshark_versions()  # fail before reading a month of events, not after
             except VerifyError as exc:
@@ -213,6 +216,8 @@ class ReportBuilder:
             self.unknown.append("more captures than a report itemises: the rest are counted under (other)")
         verification = None
         if self._store is not None:
+            from detector.report.verify import verify
+
             self._store.seal()
             bar = _progress_bar(self.options.progress, None, "verify", unit="frame")
             verification = verify(self._store, locations, refused, self._dns_ports(),
