@@ -63,6 +63,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     int keep_all;
+    unsigned worker, workers; /* this process's share of the flows, for replay --workers */
     double until;
     uint64_t serial;
     uint64_t seed;
@@ -95,6 +96,17 @@ static uint64_t flow_hash(const Skimmer *s, const uint8_t *src, const uint8_t *d
     h = (h ^ (sport << 16 | dport)) * 0x100000001b3ULL;
     h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ULL; h ^= h >> 33;
     return h ? h : 1;
+}
+
+/* Which worker reads a flow: the same for both directions, so one worker sees all of it. */
+static int foreign(const Skimmer *s, const uint8_t *src, const uint8_t *dst, int alen, unsigned sport,
+                   unsigned dport) {
+    if (s->workers < 2) return 0;
+    uint64_t h = (uint64_t)alen;
+    for (int i = 0; i < alen; i++) h = (h ^ (uint8_t)(src[i] ^ dst[i])) * 0x100000001b3ULL;
+    h = (h ^ (sport ^ dport)) * 0x100000001b3ULL;
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33;
+    return h % s->workers != s->worker;
 }
 
 /* -- the flow set: open addressing, linear probing, backward-shift deletion ------------ */
@@ -156,7 +168,12 @@ static int starts_message(const Skimmer *s, const uint8_t *p, size_t n) {
     return 0;
 }
 
-/* 1 = keep for Python, 0 = dropped (and counted as Python would count it). */
+enum { FOREIGN = -1, DROPPED = 0, KEEP = 1 };
+
+/* What to do with one frame (dropped frames counted as Python would count them). Frames
+ * of another worker's flows are FOREIGN; frames this walk cannot place (KEEP_HERE) are
+ * the first worker's. */
+#define KEEP_HERE (s->worker == 0 ? KEEP : FOREIGN)
 static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
     size_t pos;
     switch (linktype) {
@@ -164,14 +181,14 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
     case 113: /* Linux SLL: the same ethertype walk, 2 bytes later */
         pos = linktype == 1 ? 12 : 14;
         for (;;) {
-            if (pos + 2 > caplen) return 1;
+            if (pos + 2 > caplen) return KEEP_HERE;
             unsigned et = be16(f + pos);
             if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
-                if (pos + 6 > caplen) return 1;
+                if (pos + 6 > caplen) return KEEP_HERE;
                 pos += 4;
                 continue;
             }
-            if (et != ETH_IPV4 && et != ETH_IPV6) return 1;
+            if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
             pos += 2;
             break;
         }
@@ -180,17 +197,17 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         pos = 0;
         break;
     default:
-        return 1;
+        return KEEP_HERE;
     }
-    if (pos >= caplen) return 1;
+    if (pos >= caplen) return KEEP_HERE;
     const uint8_t *src, *dst;
     int alen;
     unsigned proto;
     size_t end, l4;
     if (f[pos] >> 4 == 4) {
-        if (pos + 20 > caplen) return 1;
+        if (pos + 20 > caplen) return KEEP_HERE;
         size_t ihl = (size_t)(f[pos] & 0x0F) * 4, total = be16(f + pos + 2);
-        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF)) return 1;
+        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF)) return KEEP_HERE;
         proto = f[pos + 9];
         src = f + pos + 12;
         dst = f + pos + 16;
@@ -198,7 +215,7 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         end = pos + total < caplen ? pos + total : caplen;
         l4 = pos + ihl;
     } else if (f[pos] >> 4 == 6) {
-        if (pos + 40 > caplen) return 1;
+        if (pos + 40 > caplen) return KEEP_HERE;
         proto = f[pos + 6];
         src = f + pos + 8;
         dst = f + pos + 24;
@@ -207,46 +224,48 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         if (end > caplen) end = caplen;
         l4 = pos + 40;
     } else {
-        return 1;
+        return KEEP_HERE;
     }
     if (proto == 17) { /* UDP */
-        if (l4 + 8 > end) return 1;
+        if (l4 + 8 > end) return KEEP_HERE;
         unsigned sport = be16(f + l4), dport = be16(f + l4 + 2);
-        if (dport == 4789 || dport == 2152) return 1; /* VXLAN, GTP-U: Python opens them */
-        if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport)) return 1;
+        if (foreign(s, src, dst, alen, sport, dport)) return FOREIGN;
+        if (dport == 4789 || dport == 2152) return KEEP; /* VXLAN, GTP-U: Python opens them */
+        if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport)) return KEEP;
         int long_header = l4 + 8 < end && f[l4 + 8] >= 0x80;
-        if (long_header && has_port(s->quic_port, dport)) return 1;
+        if (long_header && has_port(s->quic_port, dport)) return KEEP;
         if (long_header && has_port(s->quic_port, sport)) {
             s->drops[QUIC_SERVER_LONG]++;
-            return 0;
+            return DROPPED;
         }
-        if ((sport == 67 || sport == 68) && (dport == 67 || dport == 68)) return 1;
+        if ((sport == 67 || sport == 68) && (dport == 67 || dport == 68)) return KEEP;
         s->drops[SKIM_UDP]++;
-        return 0;
+        return DROPPED;
     }
-    if (proto != 6) return 1; /* ICMP, tunnels, extension headers: Python's */
-    if (l4 + 20 > end) return 1;
+    if (proto != 6) return KEEP_HERE; /* ICMP, tunnels, extension headers: Python's */
+    if (l4 + 20 > end) return KEEP_HERE;
     size_t doff = (size_t)(f[l4 + 12] >> 4) * 4;
-    if (doff < 20) return 1;
+    if (doff < 20) return KEEP_HERE;
     unsigned sport = be16(f + l4), dport = be16(f + l4 + 2), flags = f[l4 + 13];
+    if (foreign(s, src, dst, alen, sport, dport)) return FOREIGN;
     int dns = has_port(s->dns_port, sport) || has_port(s->dns_port, dport);
     if (flags & TCP_SYN) {
         if (!(flags & TCP_ACK) || has_port(s->dns_port, sport)) {
             add(s, flow_hash(s, src, dst, alen, sport, dport));
-            return 1;
+            return KEEP;
         }
-        return 0; /* a SYN-ACK: Python only reads those of DNS servers */
+        return DROPPED; /* a SYN-ACK: Python only reads those of DNS servers */
     }
-    if (l4 + doff >= end) return 0; /* no payload */
-    if (dns) return 1;
+    if (l4 + doff >= end) return DROPPED; /* no payload */
+    if (dns) return KEEP;
     uint64_t key = flow_hash(s, src, dst, alen, sport, dport);
     if (starts_message(s, f + l4 + doff, end - l4 - doff)) {
         add(s, key);
-        return 1;
+        return KEEP;
     }
-    if (contains(s, key)) return 1;
+    if (contains(s, key)) return KEEP;
     s->drops[SKIM_TCP]++;
-    return 0;
+    return DROPPED;
 }
 
 /* -- walking a buffer ----------------------------------------------------------------- */
@@ -268,7 +287,8 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         if (isnan(w->ts_min) || ts < w->ts_min) w->ts_min = ts;
         if (isnan(w->ts_max) || ts > w->ts_max) w->ts_max = ts;
     }
-    if (s->keep_all || classify(s, buf + offset, caplen, linktype)) {
+    int verdict = s->keep_all ? KEEP : classify(s, buf + offset, caplen, linktype);
+    if (verdict == KEEP) {
         Kept *k = &w->kept[w->n_kept++];
         k->serial = serial;
         k->ts = ts;
@@ -276,7 +296,7 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         k->caplen = (uint32_t)caplen;
         k->linktype = linktype;
         k->pad = 0;
-    } else {
+    } else if (verdict == DROPPED) {
         s->drops[DROP_PACKETS]++;
         s->drops[DROP_BYTES] += caplen;
     }
@@ -477,14 +497,22 @@ static int set_ports(uint8_t *set, PyObject *ports) {
 }
 
 static int Skimmer_init(Skimmer *s, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"dns_ports", "quic_ports", "request_starts", "max_flows", "seed", "keep_all", NULL};
+    static char *kwlist[] = {"dns_ports", "quic_ports", "request_starts", "max_flows", "seed",
+                             "keep_all", "worker", "workers", NULL};
     PyObject *dns, *quic, *starts;
     Py_ssize_t max_flows;
     unsigned long long seed;
     int keep_all = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnK|p", kwlist, &dns, &quic, &starts, &max_flows, &seed,
-                                     &keep_all))
+    unsigned int worker = 0, workers = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnK|pII", kwlist, &dns, &quic, &starts, &max_flows, &seed,
+                                     &keep_all, &worker, &workers))
         return -1;
+    if (workers < 1 || worker >= workers || (keep_all && workers > 1)) {
+        PyErr_SetString(PyExc_ValueError, "worker must be below workers, and keep_all needs one worker");
+        return -1;
+    }
+    s->worker = worker;
+    s->workers = workers;
     if (max_flows < 1 || max_flows > (1 << 24)) {
         PyErr_SetString(PyExc_ValueError, "max_flows out of range");
         return -1;

@@ -11,26 +11,22 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
-from detector.decode import SUPPORTED_LINKTYPES
 from detector.devices import DeviceTable
 from detector.match import SignatureError, SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Detector, Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.records import Verdict
+from detector.replay import Job, WorkerError, WorkerTotals, read_captures, replay_parallel
 from detector.report import ReportError
-from detector.report.captures import capture_info
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.report.meta import CaptureInfo
 from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
 from detector.sinks.events import JsonLines
 from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
 from detector.sinks.outputs import OutputError, Outputs
-from detector.skim import DROP_KEYS
-from detector.sources.pcapfile import CaptureError, CaptureFile
+from detector.sources.pcapfile import CaptureError
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 EXIT_INPUT_ERROR = 2
@@ -45,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, CaptureError, PolicyError, SignatureError, OutputError, MetricsError, ReportError) as exc:
+    except (UsageError, CaptureError, PolicyError, SignatureError, OutputError, MetricsError, ReportError,
+            WorkerError) as exc:
         print(f"tiktok-detector: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except BrokenPipeError:
@@ -79,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --metrics-addr: TLS and basic auth, in Prometheus's web-config format")
     replay.add_argument("--alertmanager", type=alertmanager_url, metavar="URL",
                         help="also push each alert to this Alertmanager (API v2) when its window opens")
+    replay.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes sharing the work by flow (files only, not stdin; default 1)")
     add_replay_arguments(replay)
     replay.set_defaults(func=_replay)
 
@@ -152,6 +151,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _replay(args: argparse.Namespace) -> int:
     if (args.linger or args.web_config) and args.metrics_addr is None:
         raise UsageError("--linger and --web-config need --metrics-addr")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers > 1 and "-" in args.pcaps:
+        raise UsageError("--workers needs capture files: standard input can be read only once")
+    if args.workers > 1 and args.no_skim:
+        raise UsageError("--no-skim decodes every frame in one process: leave out --workers")
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
     report = ReplayReport(args)
@@ -165,11 +170,22 @@ def _replay(args: argparse.Namespace) -> int:
         report.add(verdict)
 
     detector = Detector(signatures, policy, devices, on_verdict, stats)
-    extractor = Extractor(_settings(args), detector.observe, devices.learn, stats, wanted=signatures.match)
-    exporter = None if args.metrics_addr is None else ReplayExporter.start(
-        args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
+    settings = _settings(args)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
-    errors = _run(args, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick), described)
+    if args.workers > 1:
+        totals = WorkerTotals(stats, args.workers)
+        exporter = None if args.metrics_addr is None else ReplayExporter.start(
+            args.metrics_addr, args.web_config, totals, outputs.alerts, devices, policy, signatures, pusher)
+        job = Job(args.pcaps, settings, signatures.match, described is not None, not args.no_progress)
+        errors = replay_parallel(job, args.workers, detector.observe, devices.learn,
+                                 outputs.tick if exporter is None else exporter.timed(outputs.tick),
+                                 stats, totals, described)
+    else:
+        extractor = Extractor(settings, detector.observe, devices.learn, stats, wanted=signatures.match)
+        exporter = None if args.metrics_addr is None else ReplayExporter.start(
+            args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
+        errors = read_captures(args.pcaps, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick),
+                               described, progress=not args.no_progress)
     if exporter is not None:
         exporter.capture_ended()
     outputs.close()
@@ -178,7 +194,6 @@ def _replay(args: argparse.Namespace) -> int:
     stats["alerts.emitted"] = outputs.alerts.emitted
     stats["alerts.suppressed"] = outputs.alerts.suppressed
     outputs.summary.write(sys.stderr, stats, args.pcaps, errors)
-    settings = _settings(args)
     status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports)
     if exporter is not None:
         exporter.finish(args.linger)
@@ -246,83 +261,9 @@ def _alertmanager(url: str | None, outputs: Outputs) -> AlertmanagerPush | None:
 def _names(args: argparse.Namespace) -> int:
     out = JsonLines(sys.stdout, line_buffered=False)
     extractor = Extractor(_settings(args), out.write_name, lambda binding: None)
-    errors = _run(args, extractor, lambda now: None)
+    errors = read_captures(args.pcaps, extractor, lambda now: None, progress=not args.no_progress)
     sys.stdout.flush()
     return EXIT_INPUT_ERROR if errors else 0
-
-
-def _run(args: argparse.Namespace, extractor: Extractor, tick: Callable[[float], None],
-         described: list[CaptureInfo] | None = None) -> int:
-    """Feed every capture through the extractor; returns how many files had errors.
-
-    With ``described``, each file is also hashed and spanned as it is read, for the run
-    record and the report (one read of each capture, stdin included)."""
-    errors = 0
-    stats = extractor.stats
-    feed = extractor.feed
-    skimmer = extractor.skimmer
-    for path in args.pcaps:
-        try:
-            capture = CaptureFile(path, digest=described is not None)
-        except CaptureError as exc:
-            _warn(exc)
-            errors += 1
-            if described is not None:
-                described.append(CaptureInfo(Path(path).name, path=path, error=str(exc)))
-            continue
-        error = None
-        progress = _progress(path, args.no_progress)
-        next_tick = 0.0
-        skimmer.until = min(extractor.next_housekeeping, next_tick)
-        try:
-            for frames, last_ts, drops in capture.batches(skimmer):
-                for ts, linktype, data, frame in frames:
-                    feed(ts, linktype, data, capture.name, frame)
-                if drops[0]:
-                    for key, count in zip(DROP_KEYS, drops):
-                        stats[key] += count
-                if last_ts is not None:
-                    # The walk stopped at the first frame at or past a clock (or ended):
-                    # run the clocks as if every frame had been read here.
-                    extractor.clock(last_ts)
-                    if last_ts >= next_tick:
-                        tick(last_ts)
-                        next_tick = last_ts + 1.0
-                    skimmer.until = min(extractor.next_housekeeping, next_tick)
-                if progress is not None:
-                    progress.update(capture.bytes_read - progress.n)
-        except CaptureError as exc:
-            _warn(exc)
-            errors += 1
-            error = str(exc)
-        finally:
-            if progress is not None:
-                progress.close()
-        if described is not None:
-            described.append(capture_info(capture, error))
-        else:
-            capture.close()
-        for reason, count in capture.skipped.items():
-            stats[f"file.{reason}"] += count
-            _warn(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")
-        unsupported = capture.linktypes - SUPPORTED_LINKTYPES
-        if unsupported:
-            _warn(f"{path}: frames of unsupported link type(s) {', '.join(map(str, sorted(unsupported)))} skipped")
-    return errors
-
-
-def _progress(path: str, disabled: bool):
-    """A byte-based progress bar, only on a terminal and only for files of known size."""
-    if disabled or path == "-" or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=Path(path).name,
-                file=sys.stderr, leave=False)
-
-
-def _warn(message: object, stream: TextIO | None = None) -> None:
-    print(f"tiktok-detector: {message}", file=stream or sys.stderr)
 
 
 def _signatures_check(args: argparse.Namespace) -> int:

@@ -60,6 +60,8 @@ class Settings:
     max_quic_flows: int = 16384
     flow_timeout: float = 30.0
     skim: bool = True  # False: every frame is decoded in Python (the skim's reference)
+    worker: int = 0  # with workers > 1, this process reads only its share of the flows
+    workers: int = 1
 
 
 def ip_text(raw: bytes) -> str:
@@ -91,7 +93,8 @@ class Extractor:
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self.skimmer: Skimmer = new_skimmer(
-            settings.dns_ports, settings.quic_ports, settings.max_tcp_flows, keep_all=not settings.skim)
+            settings.dns_ports, settings.quic_ports, settings.max_tcp_flows, not settings.skim,
+            settings.worker, settings.workers)
         self.flights = FlightTable(
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
@@ -142,6 +145,11 @@ class Extractor:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
         return snap
+
+    @property
+    def frame(self) -> int | None:
+        """The frame number of the frame being read (what a binding emitted now came from)."""
+        return self._frame
 
     def clock(self, now: float) -> None:
         """Capture time has reached ``now`` (a frame the skim dropped)."""

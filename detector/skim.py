@@ -29,8 +29,11 @@ REQUEST_STARTS = tuple(m + b" " for m in METHODS)
 
 
 def new_skimmer(
-    dns_ports: frozenset[int], quic_ports: frozenset[int], max_flows: int, keep_all: bool = False
+    dns_ports: frozenset[int], quic_ports: frozenset[int], max_flows: int, keep_all: bool = False,
+    worker: int = 0, workers: int = 1,
 ) -> Skimmer:
     """A skimmer for the pipeline's ports and flight-table size; ``keep_all`` walks the
-    records without dropping any (the reference the skim is tested against)."""
-    return Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all)
+    records without dropping any (the reference the skim is tested against). With
+    ``workers`` > 1 it keeps only the frames of worker ``worker``'s share of the flows
+    (both directions of a flow in one share; frames it cannot place in worker 0's)."""
+    return Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all, worker, workers)

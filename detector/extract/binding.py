@@ -10,6 +10,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+import dpkt
 
 DHCP_OPT_HOSTNAME = 12
 DHCP_OPT_REQUESTED_IP = 50
@@ -34,8 +35,6 @@ def format_mac(raw: bytes) -> str:
 
 def parse_dhcp(payload: bytes) -> Binding | None:
     """A DHCP client message (hostname, requested address) or server ACK (assigned address)."""
-    import dpkt  # here, not at the top: most replays see no DHCP, and dpkt takes 50 ms to import
-
     try:
         msg = dpkt.dhcp.DHCP(payload)
     except (dpkt.UnpackError, struct.error, IndexError, ValueError):

@@ -33,6 +33,7 @@ from detector.report.pseudonym import Pseudonymizer
 if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
     from detector.match import SignatureSet
     from detector.policy import Policy
+
     # --verify only: pyshark and asyncio are imported when a report is verified.
     from detector.report.verify import EvidenceStore, Verification
 

@@ -1,0 +1,290 @@
+"""Reading capture files through the pipeline, in one process or in several.
+
+``read_captures`` is the loop of ``replay`` and ``names``: each file is walked through
+the skim in large buffers, the kept frames are fed to the extractor, and the clocks
+(reassembly housekeeping, and the caller's ``tick`` for alert windows and metrics) run
+at the first frame of each capture second, whether the skim kept that frame or not.
+
+``replay --workers N`` runs that loop in N processes over the same files. Each worker's
+skim keeps only its share of the flows (both directions of a flow hash to one worker;
+frames the skim cannot place go to worker 0), so the Python work divides while every
+worker walks every record in C. Workers send what they produce (observations of wanted
+names, address bindings, and worker 0's clock ticks) keyed by (file, frame); the parent
+merges the N ordered streams on that key and runs match -> policy -> sinks as one process
+would. Every worker sees every frame's time and stops at the same clock frames, so its
+reassembly tables expire at the same moments: events, alerts and counts are the same as
+with one process.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from detector.decode import SUPPORTED_LINKTYPES
+from detector.extract.binding import Binding
+from detector.pipeline import Extractor, Settings
+from detector.records import Observation
+from detector.report.captures import capture_info
+from detector.report.meta import CaptureInfo
+from detector.skim import DROP_KEYS
+from detector.sources.pcapfile import CaptureError, CaptureFile
+
+#: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
+SNAPSHOT_INTERVAL = 0.5
+#: Ordered records: observations and bindings of a frame come before that frame's tick.
+_DURING, _AFTER = 0, 1
+
+
+def warn(message: object) -> None:
+    print(f"tiktok-detector: {message}", file=sys.stderr)
+
+
+def read_captures(
+    paths: list[str], extractor: Extractor, tick: Callable[[float], None],
+    described: list[CaptureInfo] | None = None, progress: bool = True,
+    on_file: Callable[[int], None] | None = None, on_batch: Callable[[CaptureFile], None] | None = None,
+    say: Callable[[object], None] = warn,
+) -> int:
+    """Feed every capture through the extractor; returns how many files had errors.
+
+    With ``described``, each file is also hashed and spanned as it is read, for the run
+    record and the report (one read of each capture, stdin included). ``on_file`` is
+    called with each file's index before it is read, ``on_batch`` after each walk."""
+    errors = 0
+    stats = extractor.stats
+    feed = extractor.feed
+    skimmer = extractor.skimmer
+    for index, path in enumerate(paths):
+        if on_file is not None:
+            on_file(index)
+        try:
+            capture = CaptureFile(path, digest=described is not None)
+        except CaptureError as exc:
+            say(exc)
+            errors += 1
+            if described is not None:
+                described.append(CaptureInfo(Path(path).name, path=path, error=str(exc)))
+            continue
+        error = None
+        bar = _progress_bar(path) if progress else None
+        next_tick = 0.0
+        skimmer.until = min(extractor.next_housekeeping, next_tick)
+        try:
+            for frames, last_ts, drops in capture.batches(skimmer):
+                for ts, linktype, data, frame in frames:
+                    feed(ts, linktype, data, capture.name, frame)
+                if drops[0]:
+                    for key, count in zip(DROP_KEYS, drops):
+                        stats[key] += count
+                if last_ts is not None:
+                    # The walk stopped at the first frame at or past a clock (or ended):
+                    # run the clocks as if every frame had been read here.
+                    extractor.clock(last_ts)
+                    if last_ts >= next_tick:
+                        tick(last_ts)
+                        next_tick = last_ts + 1.0
+                    skimmer.until = min(extractor.next_housekeeping, next_tick)
+                if bar is not None:
+                    bar.update(capture.bytes_read - bar.n)
+                if on_batch is not None:
+                    on_batch(capture)
+        except CaptureError as exc:
+            say(exc)
+            errors += 1
+            error = str(exc)
+        finally:
+            if bar is not None:
+                bar.close()
+        if described is not None:
+            described.append(capture_info(capture, error))
+        else:
+            capture.close()
+        for reason, count in capture.skipped.items():
+            stats[f"file.{reason}"] += count
+            say(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")
+        unsupported = capture.linktypes - SUPPORTED_LINKTYPES
+        if unsupported:
+            say(f"{path}: frames of unsupported link type(s) {', '.join(map(str, sorted(unsupported)))} skipped")
+    return errors
+
+
+def _progress_bar(path: str):
+    """A byte-based progress bar, only on a terminal and only for files of known size."""
+    if path == "-" or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=Path(path).name,
+                file=sys.stderr, leave=False)
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker is given (inherited across fork, never pickled)."""
+
+    paths: list[str]
+    settings: Settings
+    wanted: Callable[[str], object]
+    describe: bool
+    progress: bool
+
+
+class WorkerTotals:
+    """The counts of a parallel replay in the shape the metrics exporter reads from an
+    ``Extractor``: ``stats`` (one Counter, updated in place) and ``snapshot()``."""
+
+    def __init__(self, parent_stats: Counter[str], workers: int) -> None:
+        self.parent_stats = parent_stats
+        self.snapshots: list[dict[str, float]] = [{} for _ in range(workers)]
+        self.stats: Counter[str] = Counter()
+
+    def update(self, worker: int, snapshot: dict[str, float]) -> None:
+        self.snapshots[worker] = snapshot
+        self.stats.clear()
+        for snap in self.snapshots:
+            self.stats.update(snap)
+
+    def snapshot(self) -> dict[str, float]:
+        total = Counter(self.stats)
+        total.update(self.parent_stats)
+        return dict(total)
+
+
+def replay_parallel(
+    job: Job, workers: int, on_observation: Callable[[Observation], None],
+    on_binding: Callable[[Binding], None], tick: Callable[[float], None], stats: Counter[str],
+    totals: WorkerTotals, described: list[CaptureInfo] | None,
+) -> int:
+    """Replay ``job`` on ``workers`` processes; returns how many files had errors.
+
+    Records reach the callbacks in the order one process would give them; the workers'
+    extraction counts are added to ``stats`` at the end (and to ``totals`` as they go)."""
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+    processes = [
+        context.Process(target=_worker, args=(job, index, workers, pipes[index][1]), name=f"replay-{index}",
+                        daemon=True)
+        for index in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for _, sender in pipes:
+        sender.close()
+    finals: list[dict[str, Any]] = [{} for _ in range(workers)]
+    try:
+        streams = [_records(index, receiver, totals, finals[index]) for index, (receiver, _) in enumerate(pipes)]
+        for key, record in heapq.merge(*streams, key=lambda item: item[0]):
+            if key[2] == _AFTER:
+                tick(record)
+            elif isinstance(record, Observation):
+                on_observation(record)
+            else:
+                on_binding(record)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [final["error"] for final in finals if "error" in final]
+    if failed:
+        raise WorkerError(failed[0])
+    for final in finals:
+        stats.update(final["stats"])
+    if described is not None:
+        described.extend(finals[0]["described"])
+    return finals[0]["errors"]
+
+
+class WorkerError(Exception):
+    """A worker process failed; the message is its last line of trouble."""
+
+
+def _records(index: int, receiver: Any, totals: WorkerTotals, final: dict[str, Any]) -> Iterator[tuple]:
+    """One worker's ordered records, read from its pipe as the merge asks for them."""
+    while True:
+        try:
+            kind, *body = receiver.recv()
+        except EOFError:
+            final.setdefault("error", f"replay worker {index} ended without its results")
+            return
+        if kind == "records":
+            records, snapshot = body
+            if snapshot is not None:
+                totals.update(index, snapshot)
+            yield from records
+        else:  # "done" or "error"
+            final.update(body[0])
+            if "snapshot" in final:
+                totals.update(index, final["snapshot"])
+            return
+
+
+def _worker(job: Job, index: int, workers: int, sender: Any) -> None:
+    """Replay this worker's share of the flows and send its records, in (file, frame) order."""
+    try:
+        _replay_share(job, index, workers, sender)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits with it
+        lines = traceback.format_exception_only(type(exc), exc)
+        sender.send(("error", {"error": f"replay worker {index}: {lines[-1].strip()}"}))
+    finally:
+        sender.close()
+
+
+def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
+    out: list[tuple] = []
+    sequence = itertools.count()
+    where = [0]  # index of the file being read
+    pending_tick: list[float] = []
+    settings = replace(job.settings, worker=index, workers=workers)
+
+    def observed(obs: Observation) -> None:
+        out.append(((where[0], obs.frame, _DURING, next(sequence)), obs))
+
+    def bound(binding: Binding) -> None:
+        out.append(((where[0], extractor.frame, _DURING, next(sequence)), binding))
+
+    extractor = Extractor(settings, observed, bound, Counter(), wanted=job.wanted)
+    next_snapshot = [0.0]
+
+    def after_batch(capture: CaptureFile) -> None:
+        if pending_tick:
+            out.append(((where[0], capture.frames, _AFTER, next(sequence)), pending_tick.pop()))
+        snapshot = None
+        if time.monotonic() >= next_snapshot[0]:
+            snapshot = extractor.snapshot()
+            next_snapshot[0] = time.monotonic() + SNAPSHOT_INTERVAL
+        if out or snapshot is not None:
+            sender.send(("records", out[:], snapshot))
+            out.clear()
+
+    def file_started(file_index: int) -> None:
+        where[0] = file_index
+
+    first = index == 0
+    described: list[CaptureInfo] | None = [] if first and job.describe else None
+    errors = read_captures(
+        job.paths, extractor, pending_tick.append if first else _ignore, described, progress=first and job.progress,
+        on_file=file_started, on_batch=after_batch, say=warn if first else _ignore,
+    )
+    if out:
+        sender.send(("records", out[:], None))
+    sender.send(("done", {"stats": dict(extractor.stats), "snapshot": extractor.snapshot(),
+                          "errors": errors, "described": described or []}))
+
+
+def _ignore(*_: object) -> None:
+    pass
