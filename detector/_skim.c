@@ -54,11 +54,10 @@ typedef struct {
 typedef struct {
     uint64_t serial;
     double ts;
-    uint32_t offset;
+    uint64_t offset;
     uint32_t caplen;
     uint32_t linktype;
-    uint32_t pad;
-} Kept; /* "=QdIII4x" */
+} Kept; /* "=QdQII" */
 
 typedef struct {
     PyObject_HEAD
@@ -292,10 +291,9 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         Kept *k = &w->kept[w->n_kept++];
         k->serial = serial;
         k->ts = ts;
-        k->offset = (uint32_t)offset;
+        k->offset = offset;
         k->caplen = (uint32_t)caplen;
         k->linktype = linktype;
-        k->pad = 0;
     } else if (verdict == DROPPED) {
         s->drops[DROP_PACKETS]++;
         s->drops[DROP_BYTES] += caplen;
@@ -338,7 +336,7 @@ PyDoc_STRVAR(walk_pcap_doc,
 "Walk classic pcap records in buf[pos:end] until the buffer ends (END), a frame at or\n"
 "past `until` (TICK), MAX_KEPT kept frames (FULL) or a record too long to be a packet\n"
 "(CORRUPT). Returns (status, pos, walked, kept, last_ts, ts_min, ts_max, drops): `kept`\n"
-"packs (serial, ts, offset, caplen, linktype) as \"=QdIII4x\"; `drops` counts, in the\n"
+"packs (serial, ts, offset, caplen, linktype) as \"=QdQII\"; `drops` counts, in the\n"
 "order of DROP_KEYS, what was dropped since the last call.");
 
 static PyObject *walk_pcap(Skimmer *s, PyObject *args) {
@@ -347,7 +345,7 @@ static PyObject *walk_pcap(Skimmer *s, PyObject *args) {
     int big, nanos;
     unsigned int linktype;
     if (!PyArg_ParseTuple(args, "y*nnppI", &view, &pos, &end, &big, &nanos, &linktype)) return NULL;
-    if (pos < 0 || end > view.len || pos > end || end > UINT32_MAX) {
+    if (pos < 0 || end > view.len || pos > end) {
         PyBuffer_Release(&view);
         return PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
     }
@@ -393,7 +391,7 @@ static PyObject *walk_pcapng(Skimmer *s, PyObject *args) {
     Py_ssize_t pos, end;
     int big;
     if (!PyArg_ParseTuple(args, "y*nnpy*", &view, &pos, &end, &big, &ifview)) return NULL;
-    if (pos < 0 || end > view.len || pos > end || end > UINT32_MAX || ifview.len % sizeof(Interface)) {
+    if (pos < 0 || end > view.len || pos > end || ifview.len % sizeof(Interface)) {
         PyBuffer_Release(&view);
         PyBuffer_Release(&ifview);
         return PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
@@ -576,12 +574,14 @@ static int set_until(Skimmer *s, PyObject *value, void *closure) {
 }
 static PyObject *get_serial(Skimmer *s, void *closure) { return PyLong_FromUnsignedLongLong(s->serial); }
 static PyObject *get_keep_all(Skimmer *s, void *closure) { return PyBool_FromLong(s->keep_all); }
+static PyObject *get_worker(Skimmer *s, void *closure) { return PyLong_FromUnsignedLong(s->worker); }
 
 static PyGetSetDef Skimmer_getset[] = {
     {"until", (getter)get_until, (setter)set_until,
      "a walk stops after the first frame at or past this capture time (a clock is due)", NULL},
     {"serial", (getter)get_serial, NULL, "frames walked so far, over every buffer", NULL},
     {"keep_all", (getter)get_keep_all, NULL, "whether every frame is kept (nothing skimmed)", NULL},
+    {"worker", (getter)get_worker, NULL, "which share of the flows is kept; 0 also keeps what no share holds", NULL},
     {NULL},
 };
 

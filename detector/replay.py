@@ -54,13 +54,16 @@ def read_captures(
     paths: list[str], extractor: Extractor, tick: Callable[[float], None],
     described: list[CaptureInfo] | None = None, progress: bool = True,
     on_file: Callable[[int], None] | None = None, on_batch: Callable[[CaptureFile], None] | None = None,
-    say: Callable[[object], None] = warn,
+    speaks: bool = True,
 ) -> int:
     """Feed every capture through the extractor; returns how many files had errors.
 
     With ``described``, each file is also hashed and spanned as it is read, for the run
     record and the report (one read of each capture, stdin included). ``on_file`` is
-    called with each file's index before it is read, ``on_batch`` after each walk."""
+    called with each file's index before it is read, ``on_batch`` after each walk.
+    ``speaks``: this reader warns of damaged files and counts their skipped records
+    (of several workers reading the same files, one does)."""
+    say = warn if speaks else _ignore
     errors = 0
     stats = extractor.stats
     feed = extractor.feed
@@ -86,7 +89,8 @@ def read_captures(
                     feed(ts, linktype, data, capture.name, frame)
                 if drops[0]:
                     for key, count in zip(DROP_KEYS, drops):
-                        stats[key] += count
+                        if count:
+                            stats[key] += count
                 if last_ts is not None:
                     # The walk stopped at the first frame at or past a clock (or ended):
                     # run the clocks as if every frame had been read here.
@@ -110,7 +114,7 @@ def read_captures(
             described.append(capture_info(capture, error))
         else:
             capture.close()
-        for reason, count in capture.skipped.items():
+        for reason, count in capture.skipped.items() if speaks else ():
             stats[f"file.{reason}"] += count
             say(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")
         unsupported = capture.linktypes - SUPPORTED_LINKTYPES
@@ -278,7 +282,7 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
     described: list[CaptureInfo] | None = [] if first and job.describe else None
     errors = read_captures(
         job.paths, extractor, pending_tick.append if first else _ignore, described, progress=first and job.progress,
-        on_file=file_started, on_batch=after_batch, say=warn if first else _ignore,
+        on_file=file_started, on_batch=after_batch, speaks=first,
     )
     if out:
         sender.send(("records", out[:], None))

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 #: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
-KEPT = struct.Struct("=QdIII4x")
+KEPT = struct.Struct("=QdQII")
 #: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
 DROP_KEYS = ("packets", "bytes", "skim.udp", "skim.tcp", "skip.quic_server_long_header", "skim.table_full")
 #: How an HTTP request starts (a method and a space): such a segment starts a flight.
