@@ -14,6 +14,7 @@ and skipped; first fragments are decoded with the bytes they carry.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from typing import NamedTuple
 
@@ -68,6 +69,10 @@ GTP_U_PORT = 2152
 GTP_G_PDU = 0xFF
 #: Tunnels inside tunnels are legal but rare; this bounds the work a crafted frame can cause.
 MAX_ENCAPSULATION = 3
+# One unpack per header instead of a slice and int.from_bytes per field.
+_IPV4 = struct.Struct("!BxHxxHxB")  # version/IHL, total length, flags/fragment offset, protocol
+_PORTS = struct.Struct("!HH")
+_TCP = struct.Struct("!HHIxxxxBB")  # ports, sequence number, data offset, flags
 
 
 class Packet(NamedTuple):
@@ -188,12 +193,12 @@ def _ethernet_payload(
         if pos + 2 > end:
             stats["skip.short_frame"] += 1
             return None
-        ethertype = int.from_bytes(frame[pos : pos + 2], "big")
+        ethertype = frame[pos] << 8 | frame[pos + 1]
         if ethertype in ETH_VLAN_TAGS:
             if pos + 6 > end:
                 stats["skip.short_frame"] += 1
                 return None
-            vlan = int.from_bytes(frame[pos + 2 : pos + 4], "big") & 0x0FFF
+            vlan = (frame[pos + 2] & 0x0F) << 8 | frame[pos + 3]
             pos += 4
             continue
         return _ethertype(frame, ethertype, pos + 2, src_mac, dst_mac, vlan, stats, depth)
@@ -234,15 +239,14 @@ def _ip(
         if pos + 20 > len(frame):
             stats["skip.short_frame"] += 1
             return None
-        ihl = (frame[pos] & 0x0F) * 4
-        total = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        version_ihl, total, fragment, proto = _IPV4.unpack_from(frame, pos)
+        ihl = (version_ihl & 0x0F) * 4
         if ihl < 20 or total < ihl:
             stats["skip.bad_ip"] += 1
             return None
-        if int.from_bytes(frame[pos + 6 : pos + 8], "big") & 0x1FFF:
+        if fragment & 0x1FFF:
             stats["skip.non_first_fragment"] += 1
             return None
-        proto = frame[pos + 9]
         src, dst = frame[pos + 12 : pos + 16], frame[pos + 16 : pos + 20]
         end = min(len(frame), pos + total)  # drops Ethernet padding
         pos += ihl
@@ -277,8 +281,7 @@ def _ip(
         if pos + 8 > end:
             stats["skip.short_frame"] += 1
             return None
-        sport = int.from_bytes(frame[pos : pos + 2], "big")
-        dport = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        sport, dport = _PORTS.unpack_from(frame, pos)
         if dport == VXLAN_PORT and depth < MAX_ENCAPSULATION and pos + 16 + 14 <= end:
             inner = pos + 16
             return _ethernet_payload(
@@ -294,18 +297,12 @@ def _ip(
         if pos + 20 > end:
             stats["skip.short_frame"] += 1
             return None
-        offset = (frame[pos + 12] >> 4) * 4
+        sport, dport, seq, offset, flags = _TCP.unpack_from(frame, pos)
+        offset = (offset >> 4) * 4
         if offset < 20:
             stats["skip.bad_tcp"] += 1
             return None
-        return Packet(
-            src_mac, dst_mac, vlan, src, dst, IPPROTO_TCP,
-            int.from_bytes(frame[pos : pos + 2], "big"),
-            int.from_bytes(frame[pos + 2 : pos + 4], "big"),
-            int.from_bytes(frame[pos + 4 : pos + 8], "big"),
-            frame[pos + 13],
-            frame[pos + offset : end],
-        )
+        return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_TCP, sport, dport, seq, flags, frame[pos + offset : end])
     if depth < MAX_ENCAPSULATION:
         if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
             return _ip(frame[:end], pos, src_mac, dst_mac, vlan, stats, depth + 1)
