@@ -20,7 +20,9 @@
  * table forgets (Skimmer.track). Walks and Python's reading alternate: every frame kept by
  * one walk is read before the next walk, and every start is a kept frame, so when a walk
  * begins the set is exactly Python's flows. Within a walk it only grows, by the starts the
- * walk sees; at worst a segment is kept that Python then drops (and counts, as here).
+ * walk sees; at worst a segment is kept that Python then drops (and counts, as here). A
+ * start the walk cannot see (inside a tunnel, say) is in a frame it cannot read through,
+ * and such a frame ends the walk.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -167,12 +169,14 @@ static int starts_message(const Skimmer *s, const uint8_t *p, size_t n) {
     return 0;
 }
 
-enum { FOREIGN = -1, DROPPED = 0, KEEP = 1 };
+enum { FOREIGN = -1, DROPPED = 0, KEEP = 1, KEEP_UNREAD = 2 };
 
 /* What to do with one frame (dropped frames counted as Python would count them). Frames
- * of another worker's flows are FOREIGN; frames this walk cannot place (KEEP_HERE) are
- * the first worker's. */
-#define KEEP_HERE (s->worker == 0 ? KEEP : FOREIGN)
+ * of another worker's flows are FOREIGN. A frame this walk cannot read through (a tunnel,
+ * an IPv6 extension header, another link type) is the first worker's, and ends the walk
+ * (KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
+ * must not be judged before Python has read it and reported the flow. */
+#define KEEP_HERE (s->worker == 0 ? KEEP_UNREAD : FOREIGN)
 static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
     size_t pos;
     switch (linktype) {
@@ -229,7 +233,7 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         if (l4 + 8 > end) return KEEP_HERE;
         unsigned sport = be16(f + l4), dport = be16(f + l4 + 2);
         if (foreign(s, src, dst, alen, sport, dport)) return FOREIGN;
-        if (dport == 4789 || dport == 2152) return KEEP; /* VXLAN, GTP-U: Python opens them */
+        if (dport == 4789 || dport == 2152) return KEEP_UNREAD; /* VXLAN, GTP-U: Python opens them */
         if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport)) return KEEP;
         int long_header = l4 + 8 < end && f[l4 + 8] >= 0x80;
         if (long_header && has_port(s->quic_port, dport)) return KEEP;
@@ -287,7 +291,7 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         if (isnan(w->ts_max) || ts > w->ts_max) w->ts_max = ts;
     }
     int verdict = s->keep_all ? KEEP : classify(s, buf + offset, caplen, linktype);
-    if (verdict == KEEP) {
+    if (verdict >= KEEP) {
         Kept *k = &w->kept[w->n_kept++];
         k->serial = serial;
         k->ts = ts;
@@ -299,7 +303,7 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         s->drops[DROP_BYTES] += caplen;
     }
     if (has_ts && ts >= s->until) return TICK;
-    if (w->n_kept == MAX_KEPT) return FULL;
+    if (w->n_kept == MAX_KEPT || verdict == KEEP_UNREAD) return FULL;
     return -1;
 }
 
@@ -334,8 +338,8 @@ static int walk_start(Walk *w) {
 PyDoc_STRVAR(walk_pcap_doc,
 "walk_pcap(buf, pos, end, big_endian, nanoseconds, linktype)\n--\n\n"
 "Walk classic pcap records in buf[pos:end] until the buffer ends (END), a frame at or\n"
-"past `until` (TICK), MAX_KEPT kept frames (FULL) or a record too long to be a packet\n"
-"(CORRUPT). Returns (status, pos, walked, kept, last_ts, ts_min, ts_max, drops): `kept`\n"
+"past `until` (TICK), MAX_KEPT kept frames or a kept frame it could not read through\n"
+"(FULL: Python reads them, then walks on) or a record too long to be a packet (CORRUPT). Returns (status, pos, walked, kept, last_ts, ts_min, ts_max, drops): `kept`\n"
 "packs (serial, ts, offset, caplen, linktype) as \"=QdQII\"; `drops` counts, in the\n"
 "order of DROP_KEYS, what was dropped since the last call.");
 

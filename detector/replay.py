@@ -87,10 +87,9 @@ def read_captures(
             for frames, last_ts, drops in capture.batches(skimmer):
                 for ts, linktype, data, frame in frames:
                     feed(ts, linktype, data, capture.name, frame)
-                if drops[0]:
-                    for key, count in zip(DROP_KEYS, drops):
-                        if count:
-                            stats[key] += count
+                for key, count in zip(DROP_KEYS, drops):
+                    if count:
+                        stats[key] += count
                 if last_ts is not None:
                     # The walk stopped at the first frame at or past a clock (or ended):
                     # run the clocks as if every frame had been read here.
