@@ -9,7 +9,8 @@ TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium pr
 
 .PHONY: demo test bench system-deps clean
 
-$(VENV)/.runtime: pyproject.toml
+# The skim is compiled by pip install: a change to its C source rebuilds it.
+$(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .

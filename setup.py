@@ -1,0 +1,15 @@
+"""The one compiled part, the skim (detector/_skim.c): the record walk and the byte checks
+that drop the bulk before Python. Everything else is declared in pyproject.toml; setup.py
+is setuptools' stable way to declare a C extension."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "detector._skim",
+            ["detector/_skim.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+        )
+    ]
+)
