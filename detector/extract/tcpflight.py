@@ -10,8 +10,7 @@ calls ``finish`` and every later segment of that flow is dropped after a dict lo
 Everything is bounded and counted: at most ``max_flows`` flows (least recently used
 evicted), at most ``max_bytes`` buffered per flow (more ends the flow), at most
 ``MAX_PENDING`` out-of-order pieces per flow, ``timeout`` seconds of idleness, and a
-remembered set of finished keys no larger than ``max_flows`` and none idle for longer than
-``timeout`` (so memory levels off however long the capture).
+remembered set of finished keys no larger than ``max_flows``.
 
 Overlapping bytes keep the first copy that arrived, as most stacks do, so a client
 cannot show the sensor one name and the server another by re-sending different bytes
@@ -88,11 +87,9 @@ class FlightTable:
         # Both in least-recently-used order, so eviction and expiry pop from the front.
         self._flows: OrderedDict[Hashable, _Flow] = OrderedDict()
         # Finished key -> (its stream start if a SYN fixed it, else None; the sequence
-        # number just past the bytes it held; when it was last seen). The start tells a
-        # retransmitted SYN from a new connection reusing the 4-tuple; the end, a later
-        # message from a retransmission.
-        self._finished: OrderedDict[Hashable, tuple[int | None, int | None, float]] = OrderedDict()
-        self._now = 0.0  # the latest time fed, for a key finished without a flow
+        # number just past the bytes it held). The start tells a retransmitted SYN from a
+        # new connection reusing the 4-tuple; the end, a later message from a retransmission.
+        self._finished: OrderedDict[Hashable, tuple[int | None, int | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -118,7 +115,6 @@ class FlightTable:
         numbers wrap at 2**32. When the stream needs more than max_bytes past the head
         the flow ends as an overflow; the bytes this segment completed are still returned.
         """
-        self._now = ts
         flow = self._flows.get(key)
         if flow is not None and not syn:
             self._flows.move_to_end(key)
@@ -144,7 +140,8 @@ class FlightTable:
         if not len(payload):
             return None
         if key in self._finished:
-            self._seen_finished(key, ts)
+            self._finished.move_to_end(key)
+            self.counters.ignored_finished += 1
             return None
         flow = self._create(key, seq & _MASK, False, ts)
         return self._data(key, flow, 0, payload)
@@ -168,9 +165,8 @@ class FlightTable:
         """Stop tracking a flow; later segments of that key are ignored cheaply.
 
         Finished keys are remembered in least-recently-seen order, at most max_flows of
-        them and for timeout seconds since last seen (a forgotten one is tracked afresh,
-        mid-stream, if it sends again). A SYN with a different ISN on a remembered key is
-        a new connection and is tracked.
+        them (a forgotten one is tracked afresh, mid-stream, if it sends again). A SYN
+        with a different ISN on a remembered key is a new connection and is tracked.
         """
         flow = self._flows.pop(key, None)
         if flow is not None:
@@ -192,7 +188,7 @@ class FlightTable:
         return True
 
     def expire(self, now: float) -> None:
-        """Drop flows, and forget finished keys, idle for more than timeout seconds.
+        """Drop flows idle for more than timeout seconds.
 
         Flows are kept in the order they were last fed, which is time order as long as
         timestamps are; with out-of-order timestamps (merged captures) a stale flow
@@ -208,12 +204,6 @@ class FlightTable:
             self.counters.expired += 1
             if self.on_forget is not None:
                 self.on_forget(key)
-        finished = self._finished
-        while finished:
-            key = next(iter(finished))
-            if finished[key][2] >= limit:
-                break
-            del finished[key]
 
     # -- internals -------------------------------------------------------------
 
@@ -224,7 +214,8 @@ class FlightTable:
         if flow is None:
             if key in self._finished:
                 if self._finished[key][0] == start:  # retransmitted SYN of a finished flow
-                    self._seen_finished(key, ts)
+                    self._finished.move_to_end(key)
+                    self.counters.ignored_finished += 1
                     return None
                 del self._finished[key]
             flow = self._create(key, start, True, ts)
@@ -258,18 +249,10 @@ class FlightTable:
         if key not in finished and len(finished) >= self.max_flows:
             finished.popitem(last=False)
         if flow is not None:
-            end = (flow.start + flow.head + len(flow.buf)) & _MASK
-            finished[key] = (flow.start if flow.syn else None, end, flow.ts)
-        else:
-            start, end, _ = finished.get(key, (None, None, 0.0))
-            finished[key] = (start, end, self._now)
+            finished[key] = (flow.start if flow.syn else None, (flow.start + flow.head + len(flow.buf)) & _MASK)
+        elif key not in finished:
+            finished[key] = (None, None)
         finished.move_to_end(key)
-
-    def _seen_finished(self, key: Hashable, ts: float) -> None:
-        start, end, _ = self._finished[key]
-        self._finished[key] = (start, end, ts)
-        self._finished.move_to_end(key)
-        self.counters.ignored_finished += 1
 
     def _data(self, key: Hashable, flow: _Flow, off: int, data: bytes | memoryview) -> bytes | None:
         """Place a segment at stream offset ``off``; count; end the flow if it overflowed."""
