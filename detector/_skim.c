@@ -60,6 +60,8 @@ typedef struct {
     uint32_t caplen;
     uint32_t linktype;
 } Kept; /* "=QdQII" */
+_Static_assert(sizeof(Kept) == 32, "skim.KEPT unpacks 32 bytes");
+_Static_assert(sizeof(Interface) == 24, "pcapfile.INTERFACE packs 24 bytes");
 
 typedef struct {
     PyObject_HEAD
@@ -75,6 +77,7 @@ typedef struct {
     uint8_t method_len[MAX_METHODS];
     int n_methods;
     uint64_t *slots; /* flow keys, 0 = empty */
+    int saturated;
     uint64_t mask;
     uint64_t used;
     uint64_t drops[N_DROPS];
@@ -118,8 +121,10 @@ static uint64_t *find(Skimmer *s, uint64_t key) {
     }
 }
 
+/* A set too full to add to keeps every segment from then on (it cannot know which flows
+ * it missed). Never reached while Python reports: the set is sized for its flow table. */
 static int contains(Skimmer *s, uint64_t key) {
-    if (s->used * 2 > s->mask) { /* never reached while Python reports; keep everything */
+    if (s->saturated) {
         s->drops[TABLE_FULL]++;
         return 1;
     }
@@ -127,7 +132,10 @@ static int contains(Skimmer *s, uint64_t key) {
 }
 
 static void add(Skimmer *s, uint64_t key) {
-    if (s->used * 2 > s->mask) return; /* full: contains() keeps every segment meanwhile */
+    if (s->used * 2 > s->mask) {
+        s->saturated = 1;
+        return;
+    }
     uint64_t *slot = find(s, key);
     if (*slot == 0) {
         *slot = key;
@@ -177,6 +185,21 @@ enum { FOREIGN = -1, DROPPED = 0, KEEP = 1, KEEP_UNREAD = 2 };
  * (KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
  * must not be judged before Python has read it and reported the flow. */
 #define KEEP_HERE (s->worker == 0 ? KEEP_UNREAD : FOREIGN)
+/* ARP, ICMP and the like: the first worker's too, but they cannot start a TCP flow. */
+#define KEEP_FIRST (s->worker == 0 ? KEEP : FOREIGN)
+#define ETH_ARP 0x0806
+
+/* IP protocols that may carry a TCP segment further in: IP-in-IP, IPv6-in-IP, GRE, and
+ * the IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options,
+ * mobility, HIP, shim6), which decode.py walks. */
+static int may_carry_tcp(unsigned proto) {
+    switch (proto) {
+    case 4: case 41: case 47: case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+        return 1;
+    default:
+        return 0;
+    }
+}
 static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
     size_t pos;
     switch (linktype) {
@@ -191,11 +214,20 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
                 pos += 4;
                 continue;
             }
+            if (et == ETH_ARP) return KEEP_FIRST;
             if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
             pos += 2;
             break;
         }
         break;
+    case 276: { /* Linux SLL2 (tcpdump -i any): the protocol first, the packet at 20 */
+        if (caplen < 20) return KEEP_HERE;
+        unsigned et = be16(f);
+        if (et == ETH_ARP) return KEEP_FIRST;
+        if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
+        pos = 20;
+        break;
+    }
     case 101: case 228: case 229: case 14: /* raw IP */
         pos = 0;
         break;
@@ -245,7 +277,7 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         s->drops[SKIM_UDP]++;
         return DROPPED;
     }
-    if (proto != 6) return KEEP_HERE; /* ICMP, tunnels, extension headers: Python's */
+    if (proto != 6) return may_carry_tcp(proto) ? KEEP_HERE : KEEP_FIRST;
     if (l4 + 20 > end) return KEEP_HERE;
     size_t doff = (size_t)(f[l4 + 12] >> 4) * 4;
     if (doff < 20) return KEEP_HERE;
@@ -282,14 +314,12 @@ typedef struct {
 
 /* One frame at buf[offset:offset+caplen]; returns the status that ends the walk, or -1. */
 static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t caplen, uint32_t linktype,
-                 double ts, int has_ts) {
+                 double ts) {
     uint64_t serial = ++s->serial;
     w->walked++;
-    if (has_ts) {
-        w->last_ts = ts;
-        if (isnan(w->ts_min) || ts < w->ts_min) w->ts_min = ts;
-        if (isnan(w->ts_max) || ts > w->ts_max) w->ts_max = ts;
-    }
+    w->last_ts = ts;
+    if (isnan(w->ts_min) || ts < w->ts_min) w->ts_min = ts;
+    if (isnan(w->ts_max) || ts > w->ts_max) w->ts_max = ts;
     int verdict = s->keep_all ? KEEP : classify(s, buf + offset, caplen, linktype);
     if (verdict >= KEEP) {
         Kept *k = &w->kept[w->n_kept++];
@@ -302,7 +332,7 @@ static int frame(Skimmer *s, Walk *w, const uint8_t *buf, size_t offset, size_t 
         s->drops[DROP_PACKETS]++;
         s->drops[DROP_BYTES] += caplen;
     }
-    if (has_ts && ts >= s->until) return TICK;
+    if (ts >= s->until) return TICK;
     if (w->n_kept == MAX_KEPT || verdict == KEEP_UNREAD) return FULL;
     return -1;
 }
@@ -343,7 +373,14 @@ PyDoc_STRVAR(walk_pcap_doc,
 "packs (serial, ts, offset, caplen, linktype) as \"=QdQII\"; `drops` counts, in the\n"
 "order of DROP_KEYS, what was dropped since the last call.");
 
+static int ready(Skimmer *s) {
+    if (s->slots) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "Skimmer.__init__ was not called");
+    return 0;
+}
+
 static PyObject *walk_pcap(Skimmer *s, PyObject *args) {
+    if (!ready(s)) return NULL;
     Py_buffer view;
     Py_ssize_t pos, end;
     int big, nanos;
@@ -371,7 +408,7 @@ static PyObject *walk_pcap(Skimmer *s, PyObject *args) {
         }
         if (pos + 16 + (Py_ssize_t)caplen > end) break;
         double ts = (double)rd32(h, big) + (double)rd32(h + 4, big) * unit;
-        int stop = frame(s, &w, buf, (size_t)pos + 16, caplen, linktype, ts, 1);
+        int stop = frame(s, &w, buf, (size_t)pos + 16, caplen, linktype, ts);
         pos += 16 + caplen;
         if (stop >= 0) {
             status = stop;
@@ -391,14 +428,19 @@ PyDoc_STRVAR(walk_pcapng_doc,
 "Python reader to handle.");
 
 static PyObject *walk_pcapng(Skimmer *s, PyObject *args) {
+    if (!ready(s)) return NULL;
     Py_buffer view, ifview;
     Py_ssize_t pos, end;
     int big;
     if (!PyArg_ParseTuple(args, "y*nnpy*", &view, &pos, &end, &big, &ifview)) return NULL;
     if (pos < 0 || end > view.len || pos > end || ifview.len % sizeof(Interface)) {
+        PyObject *err = ifview.len % sizeof(Interface)
+            ? PyErr_Format(PyExc_ValueError, "interface table of %zd bytes: not whole %zu-byte entries",
+                           ifview.len, sizeof(Interface))
+            : PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
         PyBuffer_Release(&view);
         PyBuffer_Release(&ifview);
-        return PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
+        return err;
     }
     const uint8_t *buf = view.buf;
     Interface ifaces[64];
@@ -425,14 +467,18 @@ static PyObject *walk_pcapng(Skimmer *s, PyObject *args) {
             break;
         }
         if (pos + (Py_ssize_t)total > end) break;
+        if (total < 8 + 24) { /* too short for an EPB's fields: Python counts it */
+            status = BLOCK;
+            break;
+        }
         uint32_t iface = rd32(b + 8, big), caplen = rd32(b + 20, big);
-        if (total < 8 + 24 || iface >= n_if || caplen > total - 8 - 24) {
+        if (iface >= n_if || caplen > total - 8 - 24) {
             status = BLOCK;
             break;
         }
         uint64_t ticks = (uint64_t)rd32(b + 12, big) << 32 | rd32(b + 16, big);
         double ts = (double)ticks * ifaces[iface].tick + (double)ifaces[iface].offset;
-        int stop = frame(s, &w, buf, (size_t)pos + 28, caplen, ifaces[iface].linktype, ts, 1);
+        int stop = frame(s, &w, buf, (size_t)pos + 28, caplen, ifaces[iface].linktype, ts);
         pos += total;
         if (stop >= 0) {
             status = stop;
@@ -471,6 +517,7 @@ PyDoc_STRVAR(track_doc,
 "Whether Python tracks this flow (a flow_hash) now that it has read a frame of it.");
 
 static PyObject *track(Skimmer *s, PyObject *args) {
+    if (!ready(s)) return NULL;
     unsigned long long key;
     int tracked;
     if (!PyArg_ParseTuple(args, "Kp", &key, &tracked)) return NULL;
@@ -550,6 +597,7 @@ static int Skimmer_init(Skimmer *s, PyObject *args, PyObject *kwds) {
     }
     s->mask = slots - 1;
     s->used = 0;
+    s->saturated = 0;
     s->keep_all = keep_all;
     s->seed = seed;
     s->serial = 0;

@@ -13,7 +13,10 @@ names, address bindings, and worker 0's clock ticks) keyed by (file, frame); the
 merges the N ordered streams on that key and runs match -> policy -> sinks as one process
 would. Every worker sees every frame's time and stops at the same clock frames, so its
 reassembly tables expire at the same moments: events, alerts and counts are the same as
-with one process.
+with one process, with two exceptions. A flow seen both inside a tunnel the skim cannot
+open (read by worker 0) and outside it (read by its own worker) is split between two
+workers; and each worker has reassembly tables of the full size, so when they overflow,
+fewer flows are evicted than in one process.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +46,9 @@ from detector.sources.pcapfile import CaptureError, CaptureFile
 
 #: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
 SNAPSHOT_INTERVAL = 0.5
-#: Ordered records: observations and bindings of a frame come before that frame's tick.
-_DURING, _AFTER = 0, 1
+#: Ordered records: observations and bindings of a frame come before that frame's tick,
+#: and a worker's mark of how far it has read after both.
+_DURING, _AFTER, _MARK = 0, 1, 2
 
 
 def warn(message: object) -> None:
@@ -179,8 +184,7 @@ def replay_parallel(
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     processes = [
-        context.Process(target=_worker, args=(job, index, workers, pipes[index][1]), name=f"replay-{index}",
-                        daemon=True)
+        context.Process(target=_worker, args=(job, index, workers, pipes), name=f"replay-{index}", daemon=True)
         for index in range(workers)
     ]
     for process in processes:
@@ -189,24 +193,26 @@ def replay_parallel(
         sender.close()
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
-        streams = [_records(index, receiver, totals, finals[index]) for index, (receiver, _) in enumerate(pipes)]
+        streams = [_records(index, receiver, process.sentinel, totals, finals[index])
+                   for index, ((receiver, _), process) in enumerate(zip(pipes, processes))]
         for key, record in heapq.merge(*streams, key=lambda item: item[0]):
-            if key[2] == _AFTER:
+            kind = key[2]
+            if kind == _AFTER:
                 tick(record)
-            elif isinstance(record, Observation):
-                on_observation(record)
-            else:
-                on_binding(record)
+            elif kind == _DURING:
+                if isinstance(record, Observation):
+                    on_observation(record)
+                else:
+                    on_binding(record)
     finally:
-        for process in processes:
+        for process in processes:  # a failed worker's siblings are stopped, not waited for
             if process.is_alive():
                 process.terminate()
             process.join()
-    failed = [final["error"] for final in finals if "error" in final]
-    if failed:
-        raise WorkerError(failed[0])
-    for final in finals:
+    for index, final in enumerate(finals):
         stats.update(final["stats"])
+        # The counts are in ``stats`` now; the exporter keeps only the tables' own.
+        totals.update(index, {k: v for k, v in final["snapshot"].items() if k not in final["stats"]})
     if described is not None:
         described.extend(finals[0]["described"])
     return finals[0]["errors"]
@@ -216,28 +222,42 @@ class WorkerError(Exception):
     """A worker process failed; the message is its last line of trouble."""
 
 
-def _records(index: int, receiver: Any, totals: WorkerTotals, final: dict[str, Any]) -> Iterator[tuple]:
-    """One worker's ordered records, read from its pipe as the merge asks for them."""
+def _records(
+    index: int, receiver: Any, sentinel: int, totals: WorkerTotals, final: dict[str, Any]
+) -> Iterator[tuple]:
+    """One worker's ordered records, read from its pipe as the merge asks for them.
+
+    Waits on the worker's pipe and on its process, so a worker that dies without a word
+    (killed, out of memory) ends the replay with an error instead of a hang."""
     while True:
+        if not receiver.poll() and receiver not in wait([receiver, sentinel]) and not receiver.poll():
+            raise WorkerError(f"replay worker {index} ended without its results")
         try:
             kind, *body = receiver.recv()
         except EOFError:
-            final.setdefault("error", f"replay worker {index} ended without its results")
-            return
+            raise WorkerError(f"replay worker {index} ended without its results") from None
         if kind == "records":
             records, snapshot = body
             if snapshot is not None:
                 totals.update(index, snapshot)
             yield from records
-        else:  # "done" or "error"
+        elif kind == "error":
+            raise WorkerError(body[0]["error"])
+        else:  # "done"
             final.update(body[0])
-            if "snapshot" in final:
-                totals.update(index, final["snapshot"])
+            totals.update(index, final["snapshot"])
             return
 
 
-def _worker(job: Job, index: int, workers: int, sender: Any) -> None:
+def _worker(job: Job, index: int, workers: int, pipes: list[tuple[Any, Any]]) -> None:
     """Replay this worker's share of the flows and send its records, in (file, frame) order."""
+    # Only the parent reads, and only this worker writes to its pipe: with no other copy
+    # of the ends open, a write to a parent that died fails instead of blocking forever.
+    for other, (receiver, sender) in enumerate(pipes):
+        receiver.close()
+        if other != index:
+            sender.close()
+    sender = pipes[index][1]
     try:
         _replay_share(job, index, workers, sender)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits with it
@@ -266,13 +286,14 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
     def after_batch(capture: CaptureFile) -> None:
         if pending_tick:
             out.append(((where[0], capture.frames, _AFTER, next(sequence)), pending_tick.pop()))
+        # How far this worker has read: lets the merge pass it even when it found nothing.
+        out.append(((where[0], capture.frames, _MARK, next(sequence)), None))
         snapshot = None
         if time.monotonic() >= next_snapshot[0]:
             snapshot = extractor.snapshot()
             next_snapshot[0] = time.monotonic() + SNAPSHOT_INTERVAL
-        if out or snapshot is not None:
-            sender.send(("records", out[:], snapshot))
-            out.clear()
+        sender.send(("records", out[:], snapshot))
+        out.clear()
 
     def file_started(file_index: int) -> None:
         where[0] = file_index

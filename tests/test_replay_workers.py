@@ -102,3 +102,42 @@ def test_impossible_worker_requests_are_one_line_and_exit_2(args, message):
                             text=True, timeout=60, cwd=ROOT, input="")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+
+
+def _die_in_worker_0(name: str) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    if multiprocessing.current_process().name == "replay-0":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
+    """Worker 0 is killed at its first name while worker 1 goes on sending: the parent
+    notices the death (it waits on the process too, not only its pipe) and stops."""
+    from collections import Counter
+
+    from detector.pipeline import Settings
+    from detector.replay import Job, WorkerError, WorkerTotals, replay_parallel
+
+    stats: Counter = Counter()
+    job = Job([str(tap)], Settings(), _die_in_worker_0, describe=False, progress=False)
+    with pytest.raises(WorkerError, match="worker 0 ended without its results"):
+        replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, stats,
+                        WorkerTotals(stats, 2), None)
+
+
+def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
+    from collections import Counter
+
+    from detector.pipeline import Settings
+    from detector.replay import Job, WorkerTotals, replay_parallel
+
+    stats: Counter = Counter()
+    totals = WorkerTotals(stats, 2)
+    job = Job([str(tap)], Settings(), lambda name: True, describe=False, progress=False)
+    replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, stats, totals, None)
+    snapshot = totals.snapshot()
+    assert stats["packets"] == 20000 == snapshot["packets"]
+    assert snapshot["tcp_flight.flows_created"] > 0  # the tables' own counts stay

@@ -904,3 +904,36 @@ def test_pcapng_block_with_a_bad_length_is_one_line(bad, message):
             for batch, _, _ in capture.batches(sk):
                 frames += [n for *_, n in batch]
         assert frames == [1] and "\n" not in str(info.value) and str(info.value).startswith("x.pcapng: ")
+
+
+# -- found in review --------------------------------------------------------------------------
+
+
+def test_a_block_larger_than_the_read_buffer_is_read_whole(tmp_path):
+    """A 5 MB block (a Decryption Secrets Block, say) between packets: the buffer grows to
+    hold it, with no hang and no frame lost (a file, so read as users read it)."""
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(shb() + idb(1) + epb(0, T0, DNS) + block(0x0000000A, bytes(5 << 20))
+                     + epb(0, T0 + 1, dns_frame("after.example")))
+    capture = CaptureFile(str(path))
+    frames = [(n, data) for batch, _, _ in capture.batches(skimmer()) for _, _, data, n in batch]
+    assert [n for n, _ in frames] == [1, 2] and not capture.skipped
+
+
+@pytest.mark.parametrize("total", [12, 16, 20, 24, 28])
+def test_an_epb_too_short_for_its_fields_is_counted_not_read_past(total):
+    """The walk reads an EPB's fields only once its length says they are there (ASan
+    found the caplen read past the buffer for these lengths)."""
+    short = struct.pack("<II", 6, total) + bytes(total - 12) + struct.pack("<I", total)
+    data = shb() + idb(1) + epb(0, T0, DNS) + short
+    capture = CaptureFile("x.pcapng", io.BytesIO(data))
+    frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n in batch]
+    assert frames == [1] and capture.skipped["bad_block"] == 1
+
+
+def test_a_skimmer_not_initialised_refuses_instead_of_crashing():
+    bare = Skimmer.__new__(Skimmer)
+    for call in (lambda: bare.track(5, True), lambda: bare.walk_pcap(b"", 0, 0, False, False, 1),
+                 lambda: bare.walk_pcapng(b"", 0, 0, False, b"")):
+        with pytest.raises(RuntimeError, match="__init__"):
+            call()

@@ -17,10 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import mmap
-import os
 import queue
-import stat
 import struct
 import sys
 import threading
@@ -52,10 +49,10 @@ PCAPNG_OPT_TSOFFSET = 14
 PCAPNG_BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
 #: How the skimmer is told about pcapng interfaces: (linktype, seconds per tick, offset).
 INTERFACE = struct.Struct("=I4xdq")
-#: Bytes read from a stream at a time; the skim walks all of them in one call.
+#: Bytes read at a time; the skim walks all of them in one call.
 CHUNK = 4 << 20
-#: Smaller plain files are read, not mapped: mapping pays off on the large ones.
-MIN_MAPPED = 1 << 20
+#: The SHA-256 thread's buffers: how many, and their size.
+HASH_BUFFERS, HASH_BUFFER = 4, 1 << 20
 
 #: One frame for the pipeline: (ts, linktype, data, frame number in its file).
 Frame = tuple[float, int, bytes, int]
@@ -73,30 +70,41 @@ class _HashingReader(io.RawIOBase):
 
     The hash runs in a thread (hashlib lets go of the GIL), so on a second core it costs
     the replay nothing but a copy: SHA-256 alone takes ~0.6 s a gigabyte here, as long as
-    the rest of a replay. At most two chunks wait for it.
+    the rest of a replay. The copies go into a few reused buffers (a fresh 4 MB object per
+    read cost more in page faults than the copy itself), which also bounds what waits.
     """
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._sha256 = hashlib.sha256()
         self.size = 0
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(HASH_BUFFERS):
+            self._free.put(bytearray(HASH_BUFFER))
+        self._chunks: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
         self._thread.start()
 
     def _hash(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._sha256.update(chunk)
+        while (item := self._chunks.get()) is not None:
+            piece, n = item
+            with memoryview(piece) as view:
+                self._sha256.update(view[:n])
+            self._free.put(piece)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # noqa: ANN001 - the RawIOBase signature
-        n = self._raw.readinto(buffer)
-        if n:
-            self._chunks.put(bytes(memoryview(buffer)[:n]))
-            self.size += n
-        return n or 0
+        n = self._raw.readinto(buffer) or 0
+        with memoryview(buffer) as view:
+            for start in range(0, n, HASH_BUFFER):
+                piece = self._free.get()
+                size = min(HASH_BUFFER, n - start)
+                piece[:size] = view[start : start + size]
+                self._chunks.put((piece, size))
+        self.size += n
+        return n
 
     def hexdigest(self) -> str:
         """The SHA-256 of everything read (ends the hashing thread)."""
@@ -136,12 +144,6 @@ class CaptureFile:
         self.last_ts: float | None = None
         raw = stream if stream is not None else _open_raw(path)
         self._hasher: _HashingReader | None = None
-        self._mapped = _Mapped.of(raw, digest) if stream is None and path != "-" else None
-        if self._mapped is not None:
-            self._raw = self._file = raw
-            self._buf: _Window | _Mapped = self._mapped
-            self._magic = bytes(self._mapped.data[:4])
-            return
         if digest:
             self._hasher = _HashingReader(raw)
             raw = io.BufferedReader(self._hasher, 1 << 20)
@@ -159,8 +161,6 @@ class CaptureFile:
     @property
     def bytes_read(self) -> int:
         """Position in the underlying (possibly compressed) file, for progress bars."""
-        if self._mapped is not None:
-            return self._mapped.pos
         try:
             return self._raw.tell()
         except (OSError, ValueError):
@@ -168,8 +168,6 @@ class CaptureFile:
 
     def digest(self) -> tuple[int, str]:
         """Size and SHA-256 of the whole file: reads what the packets left unread."""
-        if self._mapped is not None:
-            return self._mapped.digest()
         assert self._hasher is not None, "opened without digest=True"
         chunk = bytearray(1 << 20)
         while self._hasher.readinto(chunk):
@@ -177,8 +175,6 @@ class CaptureFile:
         return self._hasher.size, self._hasher.hexdigest()
 
     def close(self) -> None:
-        if self._mapped is not None:
-            self._mapped.close()
         if self._raw is not sys.stdin.buffer:
             self._raw.close()
 
@@ -217,7 +213,6 @@ class CaptureFile:
             (ts, linktype, bytes(data[offset : offset + caplen]), serial - base)
             for serial, ts, offset, caplen, linktype in KEPT.iter_unpack(kept)
         ]
-        self._buf.release()  # after the copies: touching a page given back maps it again
         return frames, last_ts, drops
 
     def _span(self, ts: float) -> None:
@@ -372,89 +367,6 @@ class _Window:
             if not self.fill():
                 return False
         return True
-
-    def release(self) -> None:
-        """Nothing to give back: the buffer is reused."""
-
-
-class _Mapped:
-    """A whole plain capture file mapped into memory, walked in place.
-
-    No copy from the page cache into a buffer (a fifth of a replay's time on a large
-    file), and the SHA-256 thread reads the same pages. Each reader hands the pages it has
-    passed back to the page cache (MADV_DONTNEED), so resident memory stays a few
-    megabytes whatever the file's size; a page the other reader still needs comes back
-    from the page cache on its next touch.
-    """
-
-    def __init__(self, data: mmap.mmap, digest: bool) -> None:
-        self.data = data
-        self.size = len(data)
-        self.pos = 0
-        self.end = min(self.size, CHUNK)  # how far the next walk may go: bounds what it maps
-        self._released = 0
-        self._sha256 = hashlib.sha256() if digest else None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if digest:
-            self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
-            self._thread.start()
-
-    @classmethod
-    def of(cls, file: BinaryIO, digest: bool) -> _Mapped | None:
-        """The file mapped, if it is a plain (not gzip) regular file of some size; else None."""
-        try:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode) or os.fstat(file.fileno()).st_size < MIN_MAPPED:
-                return None
-            data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            return None
-        if data[:2] == GZIP_MAGIC:
-            data.close()
-            return None
-        data.madvise(mmap.MADV_SEQUENTIAL)
-        return cls(data, digest)
-
-    def fill(self) -> bool:
-        """Let the next walk go one chunk further; False at the end of the file."""
-        if self.end == self.size:
-            return False
-        self.end = min(self.size, max(self.end, self.pos + CHUNK))
-        return True
-
-    def need(self, n: int) -> bool:
-        while self.end - self.pos < n:
-            if not self.fill():
-                return False
-        return True
-
-    def release(self) -> None:
-        """Give back the pages the walk has passed."""
-        upto = self.pos - self.pos % mmap.PAGESIZE
-        if upto > self._released:
-            self.data.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
-            self._released = upto
-
-    def _hash(self) -> None:
-        assert self._sha256 is not None
-        with memoryview(self.data) as view:
-            for start in range(0, self.size, CHUNK):
-                if self._stop.is_set():
-                    return
-                with view[start : start + CHUNK] as piece:
-                    self._sha256.update(piece)
-                self.data.madvise(mmap.MADV_DONTNEED, start, min(CHUNK, self.size - start))
-
-    def digest(self) -> tuple[int, str]:
-        assert self._sha256 is not None and self._thread is not None, "opened without digest=True"
-        self._thread.join()
-        return self.size, self._sha256.hexdigest()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-        self.data.close()
 
 
 def _interface(body: bytes, order: str) -> tuple[int, float, int]:
