@@ -651,7 +651,8 @@ static PySequenceMethods Skimmer_as_sequence = {.sq_length = (lenfunc)Skimmer_le
 static PyTypeObject SkimmerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "detector._skim.Skimmer",
-    .tp_doc = PyDoc_STR("Walks capture buffers, keeping the frames the Python pipeline reads."),
+    .tp_doc = PyDoc_STR("Walks capture buffers, keeping the frames the Python pipeline reads. "
+                        "One per thread: a walk runs without the GIL."),
     .tp_basicsize = sizeof(Skimmer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
