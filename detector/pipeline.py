@@ -74,7 +74,8 @@ class Extractor:
     Frames read from files come through ``skimmer``, which drops the bulk in C; after
     every TCP frame, and for every flow the flight table forgets, the extractor tells
     the skimmer whether it still tracks that flow, so the skimmer keeps exactly the later
-    segments a tracked flow needs.
+    segments a tracked flow needs. Live capture feeds frames directly (the kernel's BPF
+    is its skim) and pays for none of this.
     """
 
     def __init__(
@@ -92,9 +93,8 @@ class Extractor:
         self.wanted = wanted
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
-        self.skimmer: Skimmer = new_skimmer(
-            settings.dns_ports, settings.quic_ports, settings.max_tcp_flows, not settings.skim,
-            settings.worker, settings.workers)
+        self._skimmer: Skimmer | None = None
+        self._skim_flows: Skimmer | None = None  # the skimmer told of flows: only one that skims
         self.flights = FlightTable(
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
@@ -161,9 +161,21 @@ class Extractor:
         self.initials.expire(now)
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
 
+    @property
+    def skimmer(self) -> Skimmer:
+        """The skim for frames read from files, made on first use."""
+        if self._skimmer is None:
+            settings = self.settings
+            self._skimmer = new_skimmer(settings.dns_ports, settings.quic_ports, settings.max_tcp_flows,
+                                        not settings.skim, settings.worker, settings.workers)
+            if settings.skim:
+                self._skim_flows = self._skimmer
+        return self._skimmer
+
     def _forgotten(self, key: tuple[bytes, int, bytes, int]) -> None:
         """The flight table dropped a flow (evicted, expired): the skim may drop it too."""
-        self.skimmer.track(self.skimmer.flow_hash(*key), False)
+        if self._skim_flows is not None:
+            self._skim_flows.track(self._skim_flows.flow_hash(*key), False)
 
     # -- DNS ---------------------------------------------------------------------------
 
@@ -185,7 +197,9 @@ class Extractor:
     def _tcp(self, ts: float, packet: Packet) -> None:
         key = (packet.src_ip, packet.sport, packet.dst_ip, packet.dport)
         self._segment(ts, packet, key)
-        self.skimmer.track(self.skimmer.flow_hash(*key), self.flights.tracking(key))
+        skim = self._skim_flows
+        if skim is not None:
+            skim.track(skim.flow_hash(*key), self.flights.tracking(key))
 
     def _segment(self, ts: float, packet: Packet, key: tuple[bytes, int, bytes, int]) -> None:
         flags = packet.flags
