@@ -354,10 +354,18 @@ static PyObject *walk_result(Skimmer *s, Walk *w, int status, Py_ssize_t pos) {
     return Py_BuildValue("(innNNNNN)", status, pos, w->walked, kept, last, lo, hi, drops);
 }
 
-static int walk_start(Walk *w) {
+/* Check the span a walk is asked for and set the walk up; on failure the error is set and
+ * the buffer released. */
+static int walk_start(Walk *w, Py_buffer *view, Py_ssize_t pos, Py_ssize_t end) {
+    if (pos < 0 || end > view->len || pos > end) {
+        PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
     w->kept = PyMem_Malloc(MAX_KEPT * sizeof(Kept));
     if (!w->kept) {
         PyErr_NoMemory();
+        PyBuffer_Release(view);
         return -1;
     }
     w->n_kept = w->walked = 0;
@@ -386,17 +394,10 @@ static PyObject *walk_pcap(Skimmer *s, PyObject *args) {
     int big, nanos;
     unsigned int linktype;
     if (!PyArg_ParseTuple(args, "y*nnppI", &view, &pos, &end, &big, &nanos, &linktype)) return NULL;
-    if (pos < 0 || end > view.len || pos > end) {
-        PyBuffer_Release(&view);
-        return PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
-    }
+    Walk w;
+    if (walk_start(&w, &view, pos, end) < 0) return NULL;
     const uint8_t *buf = view.buf;
     double unit = nanos ? 1e-9 : 1e-6;
-    Walk w;
-    if (walk_start(&w) < 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     int status = END;
     Py_BEGIN_ALLOW_THREADS
     while (pos + 16 <= end) {
@@ -433,26 +434,19 @@ static PyObject *walk_pcapng(Skimmer *s, PyObject *args) {
     Py_ssize_t pos, end;
     int big;
     if (!PyArg_ParseTuple(args, "y*nnpy*", &view, &pos, &end, &big, &ifview)) return NULL;
-    if (pos < 0 || end > view.len || pos > end || ifview.len % sizeof(Interface)) {
-        PyObject *err = ifview.len % sizeof(Interface)
-            ? PyErr_Format(PyExc_ValueError, "interface table of %zd bytes: not whole %zu-byte entries",
-                           ifview.len, sizeof(Interface))
-            : PyErr_Format(PyExc_ValueError, "bad span %zd:%zd of %zd bytes", pos, end, view.len);
-        PyBuffer_Release(&view);
-        PyBuffer_Release(&ifview);
-        return err;
-    }
-    const uint8_t *buf = view.buf;
     Interface ifaces[64];
     size_t n_if = (size_t)ifview.len / sizeof(Interface);
+    int whole = ifview.len % sizeof(Interface) == 0;
     if (n_if > 64) n_if = 64; /* more: Python takes the packets of the others */
     memcpy(ifaces, ifview.buf, n_if * sizeof(Interface));
     PyBuffer_Release(&ifview);
-    Walk w;
-    if (walk_start(&w) < 0) {
+    if (!whole) {
         PyBuffer_Release(&view);
-        return NULL;
+        return PyErr_Format(PyExc_ValueError, "interface table not in whole %zu-byte entries", sizeof(Interface));
     }
+    Walk w;
+    if (walk_start(&w, &view, pos, end) < 0) return NULL;
+    const uint8_t *buf = view.buf;
     int status = END;
     Py_BEGIN_ALLOW_THREADS
     while (pos + 8 <= end) {
