@@ -10,7 +10,7 @@
  * The contract, tested frame by frame against the Python pipeline with nothing skimmed
  * (tests/test_skim.py): a frame is dropped here only when detector/pipeline.py would
  * read nothing from it, and the counters it would have bumped are bumped here instead.
- * Everything this file does not fully understand (other link types, tunnels, ARP, ICMP,
+ * Everything this file does not fully understand (other link types, tunnels, ARP,
  * IP fragments, IPv6 extension headers, truncated headers) is kept for Python.
  *
  * The one piece of state is the set of TCP flows (one direction) whose later segments
@@ -37,7 +37,7 @@
 #define MAX_METHOD_LEN 16
 
 enum { END = 0, TICK = 1, FULL = 2, BLOCK = 3, CORRUPT = 4 };
-enum { DROP_PACKETS, DROP_BYTES, SKIM_UDP, SKIM_TCP, QUIC_SERVER_LONG, TABLE_FULL, N_DROPS };
+enum { DROP_PACKETS, DROP_BYTES, SKIM_UDP, SKIM_TCP, QUIC_SERVER_LONG, TABLE_FULL, OTHER_TRANSPORT, N_DROPS };
 
 #define ETH_IPV4 0x0800
 #define ETH_IPV6 0x86DD
@@ -185,7 +185,7 @@ enum { FOREIGN = -1, DROPPED = 0, KEEP = 1, KEEP_UNREAD = 2 };
  * (KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
  * must not be judged before Python has read it and reported the flow. */
 #define KEEP_HERE (s->worker == 0 ? KEEP_UNREAD : FOREIGN)
-/* ARP, ICMP and the like: the first worker's too, but they cannot start a TCP flow. */
+/* ARP: the first worker's too, but it cannot start a TCP flow. */
 #define KEEP_FIRST (s->worker == 0 ? KEEP : FOREIGN)
 #define ETH_ARP 0x0806
 
@@ -277,7 +277,12 @@ static int classify(Skimmer *s, const uint8_t *f, size_t caplen, uint32_t linkty
         s->drops[SKIM_UDP]++;
         return DROPPED;
     }
-    if (proto != 6) return may_carry_tcp(proto) ? KEEP_HERE : KEEP_FIRST;
+    if (proto != 6) {
+        if (may_carry_tcp(proto)) return KEEP_HERE;
+        if (s->worker != 0) return FOREIGN; /* ICMP and the like: no flow, the first worker counts it */
+        s->drops[OTHER_TRANSPORT]++;
+        return DROPPED;
+    }
     if (l4 + 20 > end) return KEEP_HERE;
     size_t doff = (size_t)(f[l4 + 12] >> 4) * 4;
     if (doff < 20) return KEEP_HERE;
@@ -341,8 +346,12 @@ static PyObject *walk_result(Skimmer *s, Walk *w, int status, Py_ssize_t pos) {
     PyObject *kept = PyBytes_FromStringAndSize((const char *)w->kept, w->n_kept * (Py_ssize_t)sizeof(Kept));
     PyMem_Free(w->kept);
     if (!kept) return NULL;
-    PyObject *drops = Py_BuildValue("(KKKKKK)", s->drops[0], s->drops[1], s->drops[2], s->drops[3], s->drops[4],
-                                    s->drops[5]);
+    PyObject *drops = PyTuple_New(N_DROPS);
+    for (int i = 0; drops && i < N_DROPS; i++) {
+        PyObject *count = PyLong_FromUnsignedLongLong(s->drops[i]);
+        if (!count) Py_CLEAR(drops);
+        else PyTuple_SET_ITEM(drops, i, count);
+    }
     memset(s->drops, 0, sizeof s->drops);
     if (!drops) {
         Py_DECREF(kept);

@@ -23,7 +23,8 @@ __all__ = [
 #: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
 KEPT = struct.Struct("=QdQII")
 #: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
-DROP_KEYS = ("packets", "bytes", "skim.udp", "skim.tcp", "skip.quic_server_long_header", "skim.table_full")
+DROP_KEYS = ("packets", "bytes", "skim.udp", "skim.tcp", "skip.quic_server_long_header", "skim.table_full",
+             "skip.other_transport")
 #: How an HTTP request starts (a method and a space): such a segment starts a flight.
 REQUEST_STARTS = tuple(m + b" " for m in METHODS)
 
