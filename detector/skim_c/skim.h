@@ -1,0 +1,106 @@
+/* The skim's C core, apart from Python so that it can be fuzzed and tested on its own
+ * (fuzz/fuzz_skim.c) and wrapped by the extension (detector/_skim.c).
+ *
+ * triage.c decides what to do with one frame (keep it for Python, drop it and count the
+ * drop, or leave it to another worker) and holds the set of TCP flows Python still reads;
+ * walk.c walks the records of a pcap or pcapng buffer and hands each frame to triage.
+ *
+ * The contract, tested frame by frame against the Python pipeline with nothing skimmed
+ * (tests/test_skim.py): a frame is dropped here only when detector/pipeline.py would
+ * read nothing from it, and the counters it would have bumped are bumped here instead.
+ * Everything the core does not fully understand (other link types, tunnels, ARP, IP
+ * fragments, IPv6 extension headers, truncated headers) is kept for Python.
+ *
+ * Bounds: every read of a frame is checked against its caplen, every read of a record
+ * against the span the caller gives; the flow set is allocated once at its full size.
+ * Nothing here allocates during a walk, takes a lock or calls Python, so a walk runs
+ * without the GIL. A skim is not to be shared between threads.
+ */
+#ifndef DETECTOR_SKIM_H
+#define DETECTOR_SKIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SKIM_MAX_RECORD (256 * 1024)      /* sources/pcapfile.py MAX_RECORD */
+#define SKIM_MAX_BLOCK (16 * 1024 * 1024) /* sources/pcapfile.py MAX_BLOCK */
+#define SKIM_MAX_KEPT 4096                /* kept frames handed to Python per walk */
+#define SKIM_MAX_METHODS 32
+#define SKIM_MAX_METHOD_LEN 16
+#define SKIM_MAX_FLOWS (1 << 24)
+#define SKIM_MAX_INTERFACES 64
+
+/* Why a walk stopped. */
+enum { SKIM_END = 0, SKIM_TICK = 1, SKIM_FULL = 2, SKIM_BLOCK = 3, SKIM_CORRUPT = 4 };
+/* What a walk counts, in the order of skim.DROP_KEYS. */
+enum {
+    DROP_PACKETS, DROP_BYTES, DROP_UDP, DROP_TCP, DROP_QUIC_SERVER_LONG, DROP_TABLE_FULL, DROP_OTHER_TRANSPORT, N_DROPS
+};
+/* What triage makes of one frame. */
+enum { SKIM_FOREIGN = -1, SKIM_DROPPED = 0, SKIM_KEEP = 1, SKIM_KEEP_UNREAD = 2 };
+
+typedef struct {
+    int keep_all;
+    unsigned worker, workers; /* this process's share of the flows, for replay --workers */
+    double until;             /* a walk stops after the first frame at or past this time */
+    uint64_t serial;          /* frames walked so far */
+    uint64_t seed;
+    uint8_t dns_port[8192];
+    uint8_t quic_port[8192];
+    uint8_t method_first[256];
+    uint8_t methods[SKIM_MAX_METHODS][SKIM_MAX_METHOD_LEN];
+    uint8_t method_len[SKIM_MAX_METHODS];
+    int n_methods;
+    uint64_t *slots; /* flow keys, 0 = empty */
+    int saturated;
+    uint64_t mask;
+    uint64_t used;
+    uint64_t drops[N_DROPS];
+} Skim;
+
+typedef struct {
+    uint32_t linktype;
+    uint32_t pad;
+    double tick;
+    int64_t offset;
+} SkimInterface; /* packed by sources/pcapfile.py, one per pcapng interface */
+
+typedef struct {
+    uint64_t serial;
+    double ts;
+    uint64_t offset;
+    uint32_t caplen;
+    uint32_t linktype;
+} SkimKept; /* "=QdQII" */
+_Static_assert(sizeof(SkimKept) == 32, "skim.KEPT unpacks 32 bytes");
+_Static_assert(sizeof(SkimInterface) == 24, "pcapfile.INTERFACE packs 24 bytes");
+
+typedef struct {
+    SkimKept *kept; /* room for SKIM_MAX_KEPT, the caller's */
+    size_t n_kept;
+    size_t walked;
+    double last_ts, ts_min, ts_max; /* NAN until a frame is walked */
+} SkimWalk;
+
+/* triage.c */
+/* Set up a skim for up to max_flows Python flows (1..SKIM_MAX_FLOWS): 0, or -1 when out of
+ * memory or out of range. Ports and request starts are set afterwards with the setters. */
+int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned worker, unsigned workers);
+void skim_free(Skim *s);
+void skim_add_port(uint8_t *set, unsigned port);
+/* Add a request start (an HTTP method and its space): 0, or -1 when it does not fit. */
+int skim_add_method(Skim *s, const uint8_t *method, size_t len);
+uint64_t skim_flow_hash(const Skim *s, const uint8_t *src, const uint8_t *dst, int alen, unsigned sport,
+                        unsigned dport);
+/* Python tracks this flow (tracked) or has forgotten it. */
+void skim_track(Skim *s, uint64_t key, int tracked);
+int skim_classify(Skim *s, const uint8_t *frame, size_t caplen, uint32_t linktype);
+
+/* walk.c: walk buf[*pos:end]; *pos moves past every record walked. Returns why it stopped. */
+void skim_walk_start(SkimWalk *w, SkimKept *kept);
+int skim_walk_pcap(Skim *s, SkimWalk *w, const uint8_t *buf, size_t *pos, size_t end, int big, int nanos,
+                   uint32_t linktype);
+int skim_walk_pcapng(Skim *s, SkimWalk *w, const uint8_t *buf, size_t *pos, size_t end, int big,
+                     const SkimInterface *ifaces, size_t n_ifaces);
+
+#endif

@@ -1,0 +1,286 @@
+/* Triage: what to do with one frame, and the set of TCP flows Python still reads.
+ *
+ * The one piece of state is the set of TCP flows (one direction) whose later segments
+ * Python may still need: a flow enters it at a SYN or at a segment that starts a TLS
+ * ClientHello or an HTTP request, as the Python flight table's flows start, and Python
+ * reports after each TCP frame it reads whether it tracks that flow, and each flow its
+ * table forgets (skim_track). Walks and Python's reading alternate: every frame kept by
+ * one walk is read before the next walk, and every start is a kept frame, so when a walk
+ * begins the set is exactly Python's flows. Within a walk it only grows, by the starts the
+ * walk sees; at worst a segment is kept that Python then drops (and counts, as here). A
+ * start the walk cannot see (inside a tunnel, say) is in a frame it cannot read through,
+ * and such a frame ends the walk.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "skim.h"
+
+#define ETH_IPV4 0x0800
+#define ETH_IPV6 0x86DD
+#define ETH_ARP 0x0806
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+#define TLS_HANDSHAKE 0x16
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline int has_port(const uint8_t *set, unsigned port) { return set[port >> 3] >> (port & 7) & 1; }
+
+/* Seeded, so nobody outside can make two flows collide (a collision could only make a
+ * report drop the other flow's later segments). */
+uint64_t skim_flow_hash(const Skim *s, const uint8_t *src, const uint8_t *dst, int alen,
+                          unsigned sport, unsigned dport) {
+    uint64_t h = s->seed ^ (uint64_t)alen;
+    for (int i = 0; i < alen; i++) h = (h ^ src[i]) * 0x100000001b3ULL;
+    for (int i = 0; i < alen; i++) h = (h ^ dst[i]) * 0x100000001b3ULL;
+    h = (h ^ (sport << 16 | dport)) * 0x100000001b3ULL;
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ULL; h ^= h >> 33;
+    return h ? h : 1;
+}
+
+/* Which worker reads a flow: the same for both directions, so one worker sees all of it. */
+static int foreign(const Skim *s, const uint8_t *src, const uint8_t *dst, int alen, unsigned sport,
+                   unsigned dport) {
+    if (s->workers < 2) return 0;
+    uint64_t h = (uint64_t)alen;
+    for (int i = 0; i < alen; i++) h = (h ^ (uint8_t)(src[i] ^ dst[i])) * 0x100000001b3ULL;
+    h = (h ^ (sport ^ dport)) * 0x100000001b3ULL;
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33;
+    return h % s->workers != s->worker;
+}
+
+/* -- the flow set: open addressing, linear probing, backward-shift deletion ------------ */
+
+static uint64_t *find(Skim *s, uint64_t key) {
+    for (uint64_t i = key & s->mask;; i = (i + 1) & s->mask) {
+        if (s->slots[i] == key || s->slots[i] == 0) return &s->slots[i];
+    }
+}
+
+/* A set too full to add to keeps every segment from then on (it cannot know which flows
+ * it missed). Never reached while Python reports: the set is sized for its flow table. */
+static int contains(Skim *s, uint64_t key) {
+    if (s->saturated) {
+        s->drops[DROP_TABLE_FULL]++;
+        return 1;
+    }
+    return *find(s, key) == key;
+}
+
+static void add(Skim *s, uint64_t key) {
+    if (s->used * 2 > s->mask) {
+        s->saturated = 1;
+        return;
+    }
+    uint64_t *slot = find(s, key);
+    if (*slot == 0) {
+        *slot = key;
+        s->used++;
+    }
+}
+
+static void discard(Skim *s, uint64_t key) {
+    uint64_t *slot = find(s, key);
+    if (*slot != key) return;
+    uint64_t i = (uint64_t)(slot - s->slots);
+    for (uint64_t j = (i + 1) & s->mask; s->slots[j]; j = (j + 1) & s->mask) {
+        uint64_t home = s->slots[j] & s->mask;
+        /* move j back into the hole at i unless its home lies cyclically in (i, j] */
+        if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i] = 0;
+    s->used--;
+}
+
+/* -- what Python would do with one frame -------------------------------------------- */
+
+/* pipeline._starts_message: can this segment be the first of a ClientHello or request? */
+static int starts_message(const Skim *s, const uint8_t *p, size_t n) {
+    static const uint8_t ccs[6] = {0x14, 0x03, 0x03, 0x00, 0x01, 0x01};
+    if (n >= 6 && memcmp(p, ccs, 6) == 0) {
+        p += 6;
+        n -= 6;
+        if (n == 0) return 0;
+    }
+    if (p[0] == TLS_HANDSHAKE) return n < 6 || (p[1] == 3 && p[5] == 1);
+    if (!s->method_first[p[0]]) return 0;
+    for (int i = 0; i < s->n_methods; i++) {
+        if (n >= s->method_len[i] && memcmp(p, s->methods[i], s->method_len[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+/* What to do with one frame (dropped frames counted as Python would count them). Frames
+ * of another worker's flows are SKIM_FOREIGN. A frame this walk cannot read through (a tunnel,
+ * an IPv6 extension header, another link type) is the first worker's, and ends the walk
+ * (SKIM_KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
+ * must not be judged before Python has read it and reported the flow. */
+#define KEEP_HERE (s->worker == 0 ? SKIM_KEEP_UNREAD : SKIM_FOREIGN)
+/* ARP: the first worker's too, but it cannot start a TCP flow. */
+#define KEEP_FIRST (s->worker == 0 ? SKIM_KEEP : SKIM_FOREIGN)
+
+/* IP protocols that may carry a TCP segment further in: IP-in-IP, IPv6-in-IP, GRE, and
+ * the IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options,
+ * mobility, HIP, shim6), which decode.py walks. */
+static int may_carry_tcp(unsigned proto) {
+    switch (proto) {
+    case 4: case 41: case 47: case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+        return 1;
+    default:
+        return 0;
+    }
+}
+int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
+    size_t pos;
+    switch (linktype) {
+    case 1:   /* Ethernet */
+    case 113: /* Linux SLL: the same ethertype walk, 2 bytes later */
+        pos = linktype == 1 ? 12 : 14;
+        for (;;) {
+            if (pos + 2 > caplen) return KEEP_HERE;
+            unsigned et = be16(f + pos);
+            if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
+                if (pos + 6 > caplen) return KEEP_HERE;
+                pos += 4;
+                continue;
+            }
+            if (et == ETH_ARP) return KEEP_FIRST;
+            if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
+            pos += 2;
+            break;
+        }
+        break;
+    case 276: { /* Linux SLL2 (tcpdump -i any): the protocol first, the packet at 20 */
+        if (caplen < 20) return KEEP_HERE;
+        unsigned et = be16(f);
+        if (et == ETH_ARP) return KEEP_FIRST;
+        if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
+        pos = 20;
+        break;
+    }
+    case 101: case 228: case 229: case 14: /* raw IP */
+        pos = 0;
+        break;
+    default:
+        return KEEP_HERE;
+    }
+    if (pos >= caplen) return KEEP_HERE;
+    const uint8_t *src, *dst;
+    int alen;
+    unsigned proto;
+    size_t end, l4;
+    if (f[pos] >> 4 == 4) {
+        if (pos + 20 > caplen) return KEEP_HERE;
+        size_t ihl = (size_t)(f[pos] & 0x0F) * 4, total = be16(f + pos + 2);
+        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF)) return KEEP_HERE;
+        proto = f[pos + 9];
+        src = f + pos + 12;
+        dst = f + pos + 16;
+        alen = 4;
+        end = pos + total < caplen ? pos + total : caplen;
+        l4 = pos + ihl;
+    } else if (f[pos] >> 4 == 6) {
+        if (pos + 40 > caplen) return KEEP_HERE;
+        proto = f[pos + 6];
+        src = f + pos + 8;
+        dst = f + pos + 24;
+        alen = 16;
+        end = pos + 40 + be16(f + pos + 4);
+        if (end > caplen) end = caplen;
+        l4 = pos + 40;
+    } else {
+        return KEEP_HERE;
+    }
+    if (proto == 17) { /* UDP */
+        if (l4 + 8 > end) return KEEP_HERE;
+        unsigned sport = be16(f + l4), dport = be16(f + l4 + 2);
+        if (foreign(s, src, dst, alen, sport, dport)) return SKIM_FOREIGN;
+        if (dport == 4789 || dport == 2152) return SKIM_KEEP_UNREAD; /* VXLAN, GTP-U: Python opens them */
+        if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport)) return SKIM_KEEP;
+        int long_header = l4 + 8 < end && f[l4 + 8] >= 0x80;
+        if (long_header && has_port(s->quic_port, dport)) return SKIM_KEEP;
+        if (long_header && has_port(s->quic_port, sport)) {
+            s->drops[DROP_QUIC_SERVER_LONG]++;
+            return SKIM_DROPPED;
+        }
+        if ((sport == 67 || sport == 68) && (dport == 67 || dport == 68)) return SKIM_KEEP;
+        s->drops[DROP_UDP]++;
+        return SKIM_DROPPED;
+    }
+    if (proto != 6) {
+        if (may_carry_tcp(proto)) return KEEP_HERE;
+        if (s->worker != 0) return SKIM_FOREIGN; /* ICMP and the like: no flow, the first worker counts it */
+        s->drops[DROP_OTHER_TRANSPORT]++;
+        return SKIM_DROPPED;
+    }
+    if (l4 + 20 > end) return KEEP_HERE;
+    size_t doff = (size_t)(f[l4 + 12] >> 4) * 4;
+    if (doff < 20) return KEEP_HERE;
+    unsigned sport = be16(f + l4), dport = be16(f + l4 + 2), flags = f[l4 + 13];
+    if (foreign(s, src, dst, alen, sport, dport)) return SKIM_FOREIGN;
+    int dns = has_port(s->dns_port, sport) || has_port(s->dns_port, dport);
+    if (flags & TCP_SYN) {
+        if (!(flags & TCP_ACK) || has_port(s->dns_port, sport)) {
+            add(s, skim_flow_hash(s, src, dst, alen, sport, dport));
+            return SKIM_KEEP;
+        }
+        return SKIM_DROPPED; /* a SYN-ACK: Python only reads those of DNS servers */
+    }
+    if (l4 + doff >= end) return SKIM_DROPPED; /* no payload */
+    if (dns) return SKIM_KEEP;
+    uint64_t key = skim_flow_hash(s, src, dst, alen, sport, dport);
+    if (starts_message(s, f + l4 + doff, end - l4 - doff)) {
+        add(s, key);
+        return SKIM_KEEP;
+    }
+    if (contains(s, key)) return SKIM_KEEP;
+    s->drops[DROP_TCP]++;
+    return SKIM_DROPPED;
+}
+
+/* -- set-up ---------------------------------------------------------------------------- */
+
+int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned worker, unsigned workers) {
+    if (max_flows < 1 || max_flows > SKIM_MAX_FLOWS || workers < 1 || worker >= workers ||
+        (keep_all && workers > 1))
+        return -1;
+    memset(s, 0, sizeof *s);
+    /* Python's flows plus the triggers of one walk, at most a quarter full. */
+    uint64_t want = 4 * (max_flows + SKIM_MAX_KEPT), slots = 1024;
+    while (slots < want) slots <<= 1;
+    s->slots = calloc(slots, sizeof(uint64_t));
+    if (!s->slots) return -1;
+    s->mask = slots - 1;
+    s->keep_all = keep_all;
+    s->worker = worker;
+    s->workers = workers;
+    s->seed = seed;
+    s->until = INFINITY;
+    return 0;
+}
+
+void skim_free(Skim *s) {
+    free(s->slots);
+    s->slots = NULL;
+}
+
+void skim_add_port(uint8_t *set, unsigned port) { set[(port & 0xFFFF) >> 3] |= (uint8_t)(1 << (port & 7)); }
+
+int skim_add_method(Skim *s, const uint8_t *method, size_t len) {
+    if (len < 1 || len > SKIM_MAX_METHOD_LEN || s->n_methods == SKIM_MAX_METHODS) return -1;
+    memcpy(s->methods[s->n_methods], method, len);
+    s->method_len[s->n_methods++] = (uint8_t)len;
+    s->method_first[method[0]] = 1;
+    return 0;
+}
+
+void skim_track(Skim *s, uint64_t key, int tracked) {
+    if (key && tracked)
+        add(s, key);
+    else if (key)
+        discard(s, key);
+}
