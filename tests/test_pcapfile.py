@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import struct
+import subprocess
+import sys
+import zlib
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -125,3 +129,52 @@ def test_random_bytes_after_a_valid_header_never_raise_anything_else(tail):
             read(head + tail)
         except CaptureError:
             pass
+
+
+def corrupt_gzip(head: bytes, tail: bytes) -> bytes:
+    """A gzip file of two members: ``head`` intact, then ``tail`` with one byte of its
+    deflate stream flipped so that zlib itself rejects it (an invalid block, code or
+    distance), not just the CRC or the length."""
+    packed = gzip.compress(tail, mtime=0)
+    for at in range(10, len(packed) - 8):
+        damaged = bytearray(packed)
+        damaged[at] ^= 0xFF
+        try:
+            zlib.decompress(bytes(damaged), wbits=31)
+        except zlib.error as exc:
+            if "invalid" in str(exc):
+                return (gzip.compress(head, mtime=0) if head else b"") + bytes(damaged)
+    raise AssertionError("no single flipped byte breaks this deflate stream")
+
+
+def frames_of(count: int) -> bytes:
+    """``count`` pcap records of varied, compressible frames."""
+    rng = random.Random(1)
+    return b"".join(struct.pack("<IIII", i, 0, 1600, 1600) + bytes(rng.choices(b"abcdefgh", k=8)) * 200
+                    for i in range(count))
+
+
+def test_corrupt_gzip_data_is_a_capture_error():
+    with pytest.raises(CaptureError, match="corrupt gzip data") as info:
+        read(corrupt_gzip(b"", pcap([]) + frames_of(10)))
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_gzip_data_after_the_first_read_is_a_capture_error():
+    """Damage past the first read (4 MiB), met in the walk after frames were given."""
+    cap = CaptureFile("t.pcap.gz", io.BytesIO(corrupt_gzip(pcap([]) + frames_of(4000), frames_of(10))))
+    with pytest.raises(CaptureError, match="read error after frame [1-9].*corrupt gzip data") as info:
+        list(cap)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["replay", "names"])
+def test_corrupt_gzip_capture_is_one_line_and_exit_2(tmp_path, command):
+    path = tmp_path / "damaged.pcap.gz"
+    path.write_bytes(corrupt_gzip(b"", pcap([]) + frames_of(10)))
+    result = subprocess.run([sys.executable, "-m", "detector", command, str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "corrupt gzip data" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"tiktok-detector: {path}: cannot read: corrupt gzip data (")

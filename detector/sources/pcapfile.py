@@ -21,6 +21,7 @@ import queue
 import struct
 import sys
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -357,7 +358,12 @@ class _Window:
             self.pos = 0
         if self.end == len(self.data):
             self.data.extend(bytes(len(self.data)))
-        n = self._file.readinto(memoryview(self.data)[self.end :])
+        try:
+            n = self._file.readinto(memoryview(self.data)[self.end :])
+        except zlib.error as exc:
+            # GzipFile reports damaged deflate data with the decompressor's own exception,
+            # not an OSError like every other bad gzip file: the callers catch only those.
+            raise gzip.BadGzipFile(f"corrupt gzip data ({exc})") from None
         self.end += n or 0
         return bool(n)
 
