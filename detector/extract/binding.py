@@ -45,7 +45,7 @@ def parse_dhcp(payload: bytes) -> Binding | None:
     hostname = None
     raw_name = options.get(DHCP_OPT_HOSTNAME, b"")
     if 0 < len(raw_name) <= MAX_HOSTNAME:
-        hostname = raw_name.rstrip(b"\x00").decode("ascii", "backslashreplace").lower() or None
+        hostname = _hostname(raw_name)
     ip = None
     msg_type = options.get(DHCP_OPT_MESSAGE_TYPE, b"")
     if msg.op == dpkt.dhcp.DHCP_OP_REPLY:
@@ -58,6 +58,16 @@ def parse_dhcp(payload: bytes) -> Binding | None:
     if ip is None and hostname is None:
         return None
     return Binding(format_mac(msg.chaddr[:6]), ip, hostname)
+
+
+def _hostname(raw: bytes) -> str | None:
+    """The name a client gave itself, as one printable line: every byte that is not
+    printable ASCII is written ``\\xNN``, so a name with control bytes cannot break the
+    summary table or a report row (and cannot pass for another name there)."""
+    text = raw.rstrip(b"\x00").decode("ascii", "backslashreplace")
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return text.lower() or None
 
 
 def parse_arp(body: bytes) -> Binding | None:
