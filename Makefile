@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
 # ethtool, openssl, curl and chromium for captures made by real clients in network namespaces;
-# prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing.
-TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay
+# prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
+# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
+TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay \
+	clang libclang-rt-14-dev llvm
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test bench fuzz fuzz-smoke system-deps clean
 
 # The skim is compiled by pip install: a change to its C source rebuilds it.
 $(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c
@@ -40,6 +42,15 @@ system-deps:
 test: $(VENV)/.test system-deps
 	$(BIN)/python -m pytest -q -n 2
 
+# Fuzz every parser (fuzz/README.md): FUZZ_SECONDS each, two at a time; the results table
+# in fuzz/README.md is rewritten. fuzz-smoke runs each briefly and records nothing (make test
+# runs the same through tests/test_fuzz.py).
+FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.test system-deps
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+fuzz-smoke: $(VENV)/.test system-deps
+	$(BIN)/python fuzz/run.py --smoke
+
 # The speed benchmark (issue 7): a seeded 1 M-packet tap corpus, then the detector against
 # tcpdump+BPF, tshark and ndpiReader on the same file, median of 3 rounds. Not a test.
 # (The generator builds its packet templates with the fixture scripts, hence the test extras.)
@@ -52,4 +63,4 @@ bench: $(VENV)/.test $(BENCH_CORPUS)
 	$(BIN)/python benchmarks/run.py --corpus $(BENCH_CORPUS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis fuzz/build fuzz/findings

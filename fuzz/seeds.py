@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".cap", ".pcapng.gz")
 #: Seeds a target keeps at most: a corpus too large to start from slows every run.
 MAX_SEEDS = 2000
+#: Frames read from one capture, so that the seeds come from many captures, not the first.
+MAX_FRAMES_PER_CAPTURE = 200
 
 
 def capture_paths() -> list[Path]:
@@ -29,14 +31,16 @@ def capture_paths() -> list[Path]:
 
 
 def frames() -> Iterator[tuple[int, bytes]]:
-    """Every frame of every seed capture, as (linktype, bytes); damaged captures end early."""
+    """The first frames of every seed capture, as (linktype, bytes); damaged captures end early."""
     for path in capture_paths():
         try:
             capture = CaptureFile(str(path))
         except CaptureError:
             continue
         try:
-            for _, linktype, data, _ in capture:
+            for _, linktype, data, number in capture:
+                if number > MAX_FRAMES_PER_CAPTURE:
+                    break
                 yield linktype, data
         except CaptureError:
             pass
@@ -62,3 +66,32 @@ def unique(inputs: Iterator[bytes], limit: int = MAX_SEEDS) -> list[bytes]:
             if len(seen) >= limit:
                 break
     return list(seen)
+
+
+#: fuzz_skim.c's link types, by the index its set-up bytes give.
+SKIM_LINKTYPES = (1, 113, 276, 101, 228, 229, 14, 147)
+
+
+def skim_inputs() -> Iterator[bytes]:
+    """Inputs of fuzz_skim.c: its 8 set-up bytes, then the records of a seed capture (a
+    pcap's after its file header; a pcapng whole, since the walk leaves the blocks that are
+    not packets to its caller). Each capture goes in alone and as worker 1 of 2."""
+    for path in capture_paths():
+        if path.name.endswith(".gz"):
+            continue
+        data = path.read_bytes()
+        mode, linktype, records = 0, 1, b""
+        if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+            big = data[:4] in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d")
+            mode = 2 * big + 4 * (data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
+            linktype = int.from_bytes(data[20:24], "big" if big else "little")
+            records = data[24:]
+        elif data[:4] == b"\x0a\x0d\x0d\x0a" and len(data) >= 12:
+            big = data[8:12] == b"\x1a\x2b\x3c\x4d"
+            mode = 1 + 2 * big
+            records = data
+        else:
+            continue
+        kind = SKIM_LINKTYPES.index(linktype) if linktype in SKIM_LINKTYPES else 0
+        for workers_byte in (0, 1 << 2 | 1):
+            yield bytes((mode, workers_byte, kind, kind, kind, kind, 63, 1)) + records[:4096]

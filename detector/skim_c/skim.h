@@ -24,7 +24,14 @@
 
 #define SKIM_MAX_RECORD (256 * 1024)      /* sources/pcapfile.py MAX_RECORD */
 #define SKIM_MAX_BLOCK (16 * 1024 * 1024) /* sources/pcapfile.py MAX_BLOCK */
-#define SKIM_MAX_KEPT 4096                /* kept frames handed to Python per walk */
+/* Kept frames handed to Python per walk, and the least flow-set size. The fuzz target
+ * makes both small so that full walks and a saturated set are within its reach. */
+#ifndef SKIM_MAX_KEPT
+#define SKIM_MAX_KEPT 4096
+#endif
+#ifndef SKIM_MIN_SLOTS
+#define SKIM_MIN_SLOTS 1024
+#endif
 #define SKIM_MAX_METHODS 32
 #define SKIM_MAX_METHOD_LEN 16
 #define SKIM_MAX_FLOWS (1 << 24)

@@ -250,7 +250,7 @@ int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned
         return -1;
     memset(s, 0, sizeof *s);
     /* Python's flows plus the triggers of one walk, at most a quarter full. */
-    uint64_t want = 4 * (max_flows + SKIM_MAX_KEPT), slots = 1024;
+    uint64_t want = 4 * (max_flows + SKIM_MAX_KEPT), slots = SKIM_MIN_SLOTS;
     while (slots < want) slots <<= 1;
     s->slots = calloc(slots, sizeof(uint64_t));
     if (!s->slots) return -1;

@@ -1,0 +1,180 @@
+/* Fuzz the skim's C core (detector/skim_c/) under AddressSanitizer and
+ * UndefinedBehaviorSanitizer: the pcap and pcapng record walks, the triage of every frame,
+ * the flow set, and the split of flows among replay --workers.
+ *
+ * Build and run alone (what fuzz/run.py does):
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+ *       -Idetector/skim_c fuzz/fuzz_skim.c -o fuzz/build/fuzz_skim
+ *   fuzz/build/fuzz_skim -dict=fuzz/dicts/skim.dict fuzz/corpus/skim
+ *
+ * The core's sources are included, not linked, so that the target can also check the
+ * flow set's private state against a model. SKIM_MAX_KEPT and SKIM_MIN_SLOTS are made
+ * small so that full walks and a saturated flow set are within the fuzzer's reach.
+ *
+ * Input: 8 bytes of set-up, then the records of a capture (no file header):
+ *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all
+ *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits)
+ *   [2] linktype of the pcap, or of each pcapng interface (with [3..5]), from LINKTYPES
+ *   [6] max_flows - 1 (low 6 bits)
+ *   [7] seconds between clock ticks (0: none), which stop a walk as the pipeline's
+ *       housekeeping does
+ * What counts as a finding, besides a sanitizer report: a walk that does not account for
+ * every record, a kept frame outside the buffer, a flow set that disagrees with its model,
+ * and a frame that no worker or two workers take.
+ */
+#define SKIM_MAX_KEPT 16
+#define SKIM_MIN_SLOTS 16
+#include "../detector/skim_c/triage.c"
+#include "../detector/skim_c/walk.c"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "fuzz_skim: %s:%d: %s does not hold\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                  \
+        }                                                                             \
+    } while (0)
+
+#define SETUP 8
+#define MAX_WORKERS 4
+#define MODEL_FLOWS 256
+static const uint32_t LINKTYPES[8] = {1, 113, 276, 101, 228, 229, 14, 147};
+static const uint8_t *REQUEST_STARTS[] = {(const uint8_t *)"GET ", (const uint8_t *)"POST ",
+                                          (const uint8_t *)"CONNECT "};
+
+/* What Python last reported of each flow: after the reports, a tracked flow is in the set
+ * (unless the set is saturated) and a forgotten one is not. */
+typedef struct {
+    uint64_t keys[MODEL_FLOWS];
+    uint8_t tracked[MODEL_FLOWS];
+    size_t n;
+} Model;
+
+static void model_track(Model *m, uint64_t key, int tracked) {
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->keys[i] == key) {
+            m->tracked[i] = (uint8_t)tracked;
+            return;
+        }
+    }
+    if (m->n < MODEL_FLOWS) {
+        m->keys[m->n] = key;
+        m->tracked[m->n++] = (uint8_t)tracked;
+    }
+}
+
+static void model_check(Skim *s, const Model *m) {
+    uint64_t used = 0;
+    for (uint64_t i = 0; i <= s->mask; i++) used += s->slots[i] != 0;
+    CHECK(used == s->used);
+    for (size_t i = 0; i < m->n; i++) {
+        int held = *find(s, m->keys[i]) == m->keys[i];
+        CHECK(m->tracked[i] ? held || s->saturated : !held);
+    }
+}
+
+static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, int keep_all) {
+    if (skim_init(s, 1 + (in[6] & 63), 0x9e3779b97f4a7c15ULL, keep_all, worker, workers) < 0) return -1;
+    skim_add_port(s->dns_port, 53);
+    skim_add_port(s->dns_port, 5353);
+    skim_add_port(s->quic_port, 443);
+    for (size_t i = 0; i < sizeof REQUEST_STARTS / sizeof *REQUEST_STARTS; i++)
+        CHECK(skim_add_method(s, REQUEST_STARTS[i], strlen((const char *)REQUEST_STARTS[i])) == 0);
+    return 0;
+}
+
+/* The key Python would report for an Ethernet IPv4 TCP frame (others: 0, none). */
+static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n) {
+    if (n < 54 || be16(f + 12) != 0x0800 || (f[14] & 0x0F) != 5 || f[23] != 6) return 0;
+    return skim_flow_hash(s, f + 26, f + 30, 4, be16(f + 34), be16(f + 36));
+}
+
+/* Walk the whole buffer as the reader does: on after each stop, over blocks it skips. With
+ * `frames`, collect every kept frame (a keep_all walk: all of them). */
+static size_t walk_all(Skim *s, const uint8_t *in, const uint8_t *buf, size_t size, SkimKept *frames,
+                       size_t max_frames, Model *model) {
+    static SkimKept kept[SKIM_MAX_KEPT];
+    int pcapng = in[0] & 1, big = in[0] >> 1 & 1, nanos = in[0] >> 2 & 1;
+    SkimInterface ifaces[4];
+    for (int i = 0; i < 4; i++)
+        ifaces[i] = (SkimInterface){.linktype = LINKTYPES[in[2 + i] & 7], .tick = nanos ? 1e-9 : 1e-6};
+    size_t pos = 0, n_frames = 0, n_ifaces = 1 + (in[2] >> 6);
+    for (;;) {
+        SkimWalk w;
+        skim_walk_start(&w, kept);
+        size_t before = pos;
+        uint64_t serial = s->serial;
+        int status = pcapng ? skim_walk_pcapng(s, &w, buf, &pos, size, big, ifaces, n_ifaces)
+                            : skim_walk_pcap(s, &w, buf, &pos, size, big, nanos, ifaces[0].linktype);
+        CHECK(before <= pos && pos <= size);
+        CHECK(w.n_kept <= SKIM_MAX_KEPT && w.n_kept <= w.walked);
+        CHECK(s->serial == serial + w.walked);
+        CHECK(w.walked > 0 || status == SKIM_END || status == SKIM_BLOCK || status == SKIM_CORRUPT);
+        for (size_t i = 0; i < w.n_kept; i++) {
+            const SkimKept *k = &w.kept[i];
+            CHECK(k->offset >= before && k->offset <= pos && k->caplen <= pos - k->offset);
+            CHECK(k->serial > serial && k->serial <= s->serial);
+            if (frames && n_frames < max_frames) frames[n_frames++] = *k;
+            /* Python reads the frame and reports its flow: tracked unless it is a FIN/RST. */
+            uint64_t key = tcp_key(s, buf + k->offset, k->caplen);
+            if (key && model) {
+                int tracked = !(buf[k->offset + 47] & 0x05);
+                skim_track(s, key, tracked);
+                model_track(model, key, tracked);
+            }
+        }
+        if (model) model_check(s, model);
+        if (in[7] && !isnan(w.last_ts) && status == SKIM_TICK) s->until = floor(w.last_ts) + in[7];
+        if (status == SKIM_TICK || status == SKIM_FULL) continue;
+        if (status != SKIM_BLOCK || size - pos < 12) break;
+        uint32_t total = rd32(buf + pos + 4, big); /* Python reads the block and walks on */
+        if (total < 12 || total % 4 || total > size - pos) break;
+        pos += total;
+    }
+    return n_frames;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < SETUP) return 0;
+    const uint8_t *in = data;
+    /* A copy of exactly the records' size, so that a read past them is a heap overflow. */
+    size_t n = size - SETUP;
+    uint8_t *buf = malloc(n ? n : 1);
+    memcpy(buf, data + SETUP, n);
+#ifdef FUZZ_PLANTED_OVERREAD
+    n += 1; /* the sanitizer self-test: the walk is told the buffer is one byte longer */
+#endif
+    unsigned workers = 1 + (in[1] & 3), worker = (in[1] >> 2 & 3) % workers;
+    int keep_all = in[0] >> 3 & 1 && workers == 1;
+
+    /* Every frame, from a keep_all walk; then each must belong to exactly one worker. */
+    static SkimKept frames[1024];
+    Skim all;
+    if (setup(&all, in, 0, 1, 1) < 0) abort();
+    size_t n_frames = walk_all(&all, in, buf, n, frames, 1024, NULL);
+    skim_free(&all);
+    Skim shares[MAX_WORKERS];
+    for (unsigned i = 0; i < workers; i++)
+        if (setup(&shares[i], in, i, workers, 0) < 0) abort();
+    for (size_t i = 0; i < n_frames; i++) {
+        int takers = 0;
+        for (unsigned j = 0; j < workers; j++)
+            takers += skim_classify(&shares[j], buf + frames[i].offset, frames[i].caplen, frames[i].linktype) !=
+                      SKIM_FOREIGN;
+        CHECK(takers == 1);
+    }
+    for (unsigned i = 0; i < workers; i++) skim_free(&shares[i]);
+
+    /* The walk a replay makes, with Python's reports of the flows it tracks. */
+    Skim s;
+    Model model = {.n = 0};
+    if (setup(&s, in, worker, workers, keep_all) < 0) abort();
+    if (in[7]) s.until = in[7];
+    walk_all(&s, in, buf, n, NULL, 0, &model);
+    skim_free(&s);
+    free(buf);
+    return 0;
+}
