@@ -193,7 +193,9 @@ def _replay(args: argparse.Namespace) -> int:
         pusher.close()
     stats["alerts.emitted"] = outputs.alerts.emitted
     stats["alerts.suppressed"] = outputs.alerts.suppressed
-    outputs.summary.write(sys.stderr, stats, args.pcaps, errors)
+    counts = Counter(totals.snapshot() if args.workers > 1 else extractor.snapshot())
+    counts.update({"devices.evicted": devices.evicted, "alerts.closed_early": outputs.alerts.closed_early})
+    outputs.summary.write(sys.stderr, counts, args.pcaps, errors)
     status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports)
     if exporter is not None:
         exporter.finish(args.linger)
@@ -245,6 +247,7 @@ def _live(args: argparse.Namespace) -> int:
     totals.update(stats)
     totals["alerts.emitted"] = outputs.alerts.emitted
     totals["alerts.suppressed"] = outputs.alerts.suppressed
+    totals.update({"devices.evicted": devices.evicted, "alerts.closed_early": outputs.alerts.closed_early})
     outputs.summary.write(sys.stderr, totals, [f"live:{i}" for i in args.interfaces], 0)
     return status
 

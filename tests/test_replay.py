@@ -149,3 +149,33 @@ def test_run_record_hashes_each_capture_in_the_same_read_stdin_too(tmp_path):
     assert captures["stdin"]["sha256"] == hashlib.sha256(gz.read_bytes()).hexdigest()
     assert captures[SAMPLE.name]["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
     assert captures[SAMPLE.name]["frames"] == 125 and captures[SAMPLE.name]["first_ts"] < captures[SAMPLE.name]["last_ts"]
+
+
+def _incomplete_client_hellos(path: Path, flows: int) -> None:
+    """A pcap of ``flows`` TCP flows that each send only the first segment of a ClientHello
+    (a record header announcing more than arrives), so each holds a first-flight slot."""
+    import struct
+
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    hello = b"\x16\x03\x01\x02\x00" + b"\x01\x00\x01\xfc\x03\x03" + bytes(32)
+    for i in range(flows):
+        src = bytes((198, 18, i >> 8 & 0xFF, i & 0xFF))
+        tcp = struct.pack("!HHIIBBHHH", 1024 + (i >> 16), 443, 1, 0, 0x50, 0x18, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(hello), 0, 0, 64, 6, 0, src,
+                         bytes((198, 19, 0, 1)))
+        frame = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + tcp + hello
+        out += struct.pack("<IIII", 1_700_000_000, i % 1_000_000, len(frame), len(frame)) + frame
+    path.write_bytes(out)
+
+
+def test_summary_states_table_evictions(tmp_path):
+    """A replay that overflows the TCP first-flight table (65,536 flows) says so at the end,
+    with the count, not only on /metrics."""
+    capture = tmp_path / "flood.pcap"
+    _incomplete_client_hellos(capture, 65_536 + 300)
+    result = detector("replay", "--no-progress", str(capture))
+    assert result.returncode == 0, result.stderr
+    assert "LOST STATE: 300 TCP flows evicted from the full first-flight table (tcp_flight.evicted_full)" in result.stderr
+    quiet = tmp_path / "few.pcap"
+    _incomplete_client_hellos(quiet, 100)
+    assert "LOST STATE" not in detector("replay", "--no-progress", str(quiet)).stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -13,6 +14,18 @@ MAX_DEVICES_SHOWN = 50
 MAX_NAMES_SHOWN = 4
 #: Devices remembered for the summary; beyond it the rest are counted, not listed.
 MAX_DEVICES = 100_000
+#: Counters of state the sensor had to let go of before it was done with it: each may have
+#: cost a name, so an auditor must read them beside the findings. Key -> what it means.
+LOSSES = {
+    "tcp_flight.evicted_full": "TCP flows evicted from the full first-flight table",
+    "tcp_flight.overflow": "TCP flows given up past the first-flight byte budget",
+    "quic_initial.evicted": "QUIC connections evicted from the full Initial table",
+    "quic_initial.over_budget": "QUIC connections given up past the table's CRYPTO budget",
+    "quic_initial.crypto_overflow": "QUIC connections given up past a connection's CRYPTO budget",
+    "skim.table_full": "TCP segments kept by the skim after its flow set filled",
+    "devices.evicted": "address bindings evicted from the full device table",
+    "alerts.closed_early": "alert windows closed early because the alert table was full",
+}
 
 
 @dataclass(slots=True)
@@ -48,7 +61,10 @@ class Summary:
         if len(device.names) < 256 or verdict.observation.name in device.names:
             device.names[verdict.observation.name] += 1
 
-    def write(self, out: TextIO, stats: Counter[str], files: list[str], errors: int) -> None:
+    def write(self, out: TextIO, stats: Mapping[str, float], files: list[str], errors: int) -> None:
+        """``stats``: every counter of the run, the tables' own included (an extractor's
+        ``snapshot()``), so that what was lost is stated whenever it is not zero."""
+        stats = Counter(stats)
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
         out.write(
@@ -79,6 +95,9 @@ class Summary:
                 + (" - THE SENSOR LOST PACKETS: raise --buffer-mb or --workers" if stats["capture.kernel_drops"] else "")
                 + "\n"
             )
-        drops = {k: v for k, v in stats.items() if k.startswith(("skip.", "parse_error.", "evicted.", "file."))}
+        drops = {k: v for k, v in stats.items() if k.startswith(("skip.", "parse_error.", "file.")) and v}
         if drops:
             out.write("not decoded: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) + "\n")
+        for key, meaning in LOSSES.items():
+            if stats.get(key):
+                out.write(f"LOST STATE: {int(stats[key])} {meaning} ({key})\n")
