@@ -25,7 +25,7 @@ from detector.report.meta import CaptureInfo
 from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
 from detector.sinks.events import JsonLines
 from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
-from detector.sinks.outputs import OutputError, Outputs
+from detector.sinks.outputs import OutputError, Outputs, check_outputs
 from detector.sources.pcapfile import CaptureError
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
@@ -157,6 +157,8 @@ def _replay(args: argparse.Namespace) -> int:
         raise UsageError("--workers needs capture files: standard input can be read only once")
     if args.workers > 1 and args.no_skim:
         raise UsageError("--no-skim decodes every frame in one process: leave out --workers")
+    run_record = f"{args.events}.meta.json" if args.events not in (None, "-") else None
+    check_outputs((args.events, args.alerts, args.report, run_record), (*args.pcaps, args.policy, args.signatures))
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
     report = ReplayReport(args)
@@ -214,6 +216,7 @@ def _live(args: argparse.Namespace) -> int:
                                args.buffer_mb << 20, args.user, args.signatures, args.policy)
     if args.web_config and args.metrics_addr is None:
         raise UsageError("--web-config needs --metrics-addr")
+    check_outputs((args.events, args.alerts), (args.policy, args.signatures))
     signatures, policy = live.load_config(options)
     # A sensor restarted by systemd must not erase what it wrote before: append.
     outputs = Outputs(args.events, args.alerts, policy.dedup_window, line_buffered=True, append=True)

@@ -179,3 +179,27 @@ def test_summary_states_table_evictions(tmp_path):
     quiet = tmp_path / "few.pcap"
     _incomplete_client_hellos(quiet, 100)
     assert "LOST STATE" not in detector("replay", "--no-progress", str(quiet)).stderr
+
+
+@pytest.mark.parametrize("option", ["--events", "--alerts", "--report"])
+def test_an_output_that_is_an_input_is_refused_before_it_is_opened(tmp_path, option):
+    """`replay --events X.pcapng X.pcapng` used to truncate the evidence before reading it."""
+    capture = tmp_path / "audit.pcapng"
+    capture.write_bytes(SAMPLE.read_bytes())
+    link = tmp_path / "link.pcapng"
+    link.hardlink_to(capture)
+    for output in (capture, link):
+        result = detector("replay", option, str(output), str(capture))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [f"tiktok-detector: {output}: is also an input; refusing to overwrite it"]
+    assert capture.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_an_unwritable_output_is_refused_before_a_frame_is_read(tmp_path):
+    """A report path in a missing directory fails at once, not after hours of replay."""
+    events = tmp_path / "events.jsonl"
+    result = detector("replay", "--events", str(events), "--report", str(tmp_path / "missing" / "r.html"), str(SAMPLE))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tiktok-detector: {tmp_path / 'missing' / 'r.html'}: no such directory {tmp_path / 'missing'}"]
+    assert not events.exists()

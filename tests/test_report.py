@@ -601,3 +601,28 @@ def test_read_events_handles_plain_gzip_and_long_lines(tmp_path):
             path.write_bytes(data)
         stats = InputFile(str(path))
         assert len(list(read_events(str(path), stats))) == 3 and stats.skipped == 0
+
+
+def test_a_capture_given_as_events_is_bad_input(tmp_path):
+    """`report some.pcap -o r.html` used to write an empty report and exit 0."""
+    capture = ROOT / "pcaps" / "dns-tcp.pcap"
+    result = detector("report", str(capture), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tiktok-detector: {capture}: not an events file:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_no_events_and_no_run_record_is_bad_input(tmp_path):
+    """An empty events file with no run record beside it proves nothing; one with its run
+    record is a clean replay and gets its report."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = detector("report", str(empty), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 2 and "nothing to report" in result.stderr
+    clean = tmp_path / "clean.jsonl"
+    run = detector("replay", "--events", str(clean), str(ROOT / "pcaps" / "dns-innocent.pcap"))
+    assert run.returncode == 0 and clean.read_text() == ""
+    result = detector("report", str(clean), "-o", str(tmp_path / "clean.html"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "clean.html").exists()

@@ -156,6 +156,9 @@ class ReportBuilder:
         finally:
             if bar is not None:
                 bar.close()
+        if not stats.events and stats.skipped:
+            raise ReportError(f"{path}: not an events file: {stats.lines} line(s), none an event "
+                              f"({stats.examples[0]})")
         self.inputs.append(stats)
         if path != "-":
             self.events_dirs.append(Path(os.path.abspath(path)).parent)

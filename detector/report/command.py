@@ -8,7 +8,6 @@ with the report.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,7 @@ from detector.report.meta import CaptureInfo, write_sidecar
 from detector.report.model import EVIDENCE_PER_DEVICE
 from detector.report.pseudonym import RECOMMENDED_KEY_BYTES
 from detector.sinks.events import event_record
+from detector.sinks.outputs import check_outputs
 
 if TYPE_CHECKING:
     from detector.match import SignatureSet
@@ -86,25 +86,23 @@ def _key(text: str | None) -> bytes | None:
     return key
 
 
-def _outputs_not_inputs(outputs: Iterable[str | None], inputs: Iterable[str]) -> None:
-    sources = {os.path.realpath(p) for p in inputs if p != "-"}
-    for output in outputs:
-        if output and os.path.realpath(output) in sources:
-            raise ReportError(f"{output}: is also an input; refusing to overwrite it")
-
-
 def run_report(args: argparse.Namespace) -> int:
     dirs = tuple(Path(d) for d in args.pcap_dir or ())
     for directory in dirs:
         if not directory.is_dir():
             raise ReportError(f"{directory}: not a directory")
-    _outputs_not_inputs((args.output, args.csv, args.json), args.events)
+    check_outputs((args.output, args.csv, args.json), args.events)
     builder = ReportBuilder(ReportOptions(
         html=args.output, csv=args.csv, json=args.json, key=_key(args.pseudonymize), verify=args.verify,
         pcap_dirs=dirs, evidence_per_device=args.evidence_per_device, progress=not args.no_progress,
     ))
     for path in args.events:
         builder.add_file(path)
+    if not any(stats.events for stats in builder.inputs) and not builder.runs:
+        # A clean replay leaves an empty events file beside its run record; with neither,
+        # a report would claim a clean network on the strength of nothing.
+        raise ReportError("nothing to report: no events and no run record (.meta.json) in "
+                          + ", ".join(args.events))
     return builder.finish()
 
 
@@ -115,7 +113,6 @@ class ReplayReport:
     def __init__(self, args: argparse.Namespace) -> None:
         if args.verify and not args.report:
             raise ReportError("--verify needs --report")
-        _outputs_not_inputs((args.report,), (*args.pcaps, *([args.events] if args.events else [])))
         self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify, progress=not args.no_progress)) \
             if args.report else None
         self.sidecar = args.events if args.events not in (None, "-") else None

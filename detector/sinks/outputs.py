@@ -6,7 +6,9 @@ the same way.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterable
 from typing import TextIO
 
 from detector.records import Verdict
@@ -17,6 +19,41 @@ from detector.sinks.summary import Summary
 
 class OutputError(Exception):
     """An output file that cannot be opened; the message is one line."""
+
+
+def check_outputs(outputs: Iterable[str | None], inputs: Iterable[str | None]) -> None:
+    """Refuse, before anything is read or written, an output that is also an input (an
+    events file named like the capture would truncate the evidence) or that cannot be
+    written (a missing or read-only directory found only after hours of replay)."""
+    sources = [p for p in inputs if p and p != "-"]
+    seen = {os.path.realpath(p) for p in sources}
+    stats = []
+    for path in sources:
+        try:
+            stats.append(os.stat(path))
+        except OSError:
+            pass
+    for output in outputs:
+        if not output or output == "-":
+            continue
+        if os.path.realpath(output) in seen or any(_same_file(output, st) for st in stats):
+            raise OutputError(f"{output}: is also an input; refusing to overwrite it")
+        if os.path.isdir(output):
+            raise OutputError(f"{output}: is a directory")
+        directory = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(directory):
+            raise OutputError(f"{output}: no such directory {directory}")
+        if not os.access(output if os.path.exists(output) else directory, os.W_OK):
+            raise OutputError(f"{output}: not writable")
+
+
+def _same_file(path: str, st: os.stat_result) -> bool:
+    """Whether ``path`` is the file ``st`` describes (a hard link has another real path)."""
+    try:
+        mine = os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
 
 
 def open_output(path: str | None, append: bool = False) -> JsonLines | None:
