@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeGuard
 
 from detector.records import Observation, Signature, Verdict
 
@@ -22,6 +25,11 @@ DEFAULT_SEGMENT = "default"
 DEFAULT_DEDUP_WINDOW = 900.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Six octets with colons or hyphens, three groups of four with dots (Cisco), or bare hex.
+_MAC_FORMS = re.compile(
+    r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}|[0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5}"
+    r"|[0-9a-fA-F]{4}(?:\.[0-9a-fA-F]{4}){2}|[0-9a-fA-F]{12}"
+)
 
 
 class PolicyError(ValueError):
@@ -105,6 +113,8 @@ def default_policy() -> Policy:
 
 
 def load_policy(path: str | Path) -> Policy:
+    """Read and check a policy file; every problem is a PolicyError of one line that
+    names the file, the table (``segment #2``) and the key."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -112,54 +122,64 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError(f"{path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise PolicyError(f"{path}: arrays or inline tables nested too deeply") from None
     try:
         return _build(doc, str(path))
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise PolicyError(f"{path}: {exc}") from None
 
 
-def _build(doc: dict, source: str) -> Policy:
+def _build(doc: dict[str, Any], source: str) -> Policy:
+    """The policy a parsed file describes. Every value is checked for type and range
+    here, so a mistyped value is refused with its table and key named instead of
+    failing later (or, worse, matching nothing in silence)."""
     _only(doc, {"dedup_window", "violations", "segment", "exemption"}, "top level")
     violations = _categories(doc.get("violations", list(DEFAULT_VIOLATIONS)), "top level")
     window = doc.get("dedup_window", DEFAULT_DEDUP_WINDOW)
-    if not isinstance(window, int | float) or isinstance(window, bool) or window <= 0:
-        raise ValueError("dedup_window must be a positive number of seconds")
-    segments = []
-    for i, raw in enumerate(doc.get("segment", []), 1):
+    if not _is_number(window) or not math.isfinite(window) or window <= 0:
+        raise ValueError("top level: dedup_window must be a positive number of seconds")
+    segments: list[Segment] = []
+    for i, raw in enumerate(_tables(doc, "segment"), 1):
         where = f"segment #{i}"
         _only(raw, {"name", "cidrs", "vlans", "violations"}, where)
         name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{where}: needs a name")
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise ValueError(f"{where}: name must be a non-empty string of printable characters")
         if name in {s.name for s in segments} or name == DEFAULT_SEGMENT:
             raise ValueError(f"{where}: segment name {name!r} is used twice or reserved")
-        networks = tuple(ipaddress.ip_network(c, strict=False) for c in _strings(raw.get("cidrs", []), where))
+        networks = tuple(_network(c, where, "cidrs") for c in _strings(raw.get("cidrs", []), where, "cidrs"))
         vlans = raw.get("vlans", [])
-        if not isinstance(vlans, list) or not all(isinstance(v, int) and 0 <= v < 4096 for v in vlans):
+        # bool is an int in Python, and TOML's true would otherwise read as VLAN 1.
+        if not isinstance(vlans, list) or not all(type(v) is int and 0 <= v < 4096 for v in vlans):
             raise ValueError(f"{where}: vlans must be a list of VLAN ids 0-4095")
         if not networks and not vlans:
             raise ValueError(f"{where}: give cidrs, vlans or both")
         segment_violations = _categories(raw.get("violations", sorted(violations)), where)
         segments.append(Segment(name, networks, frozenset(vlans), segment_violations))
+    segment_names = {s.name for s in segments} | {DEFAULT_SEGMENT}
     exemptions = []
-    for i, raw in enumerate(doc.get("exemption", []), 1):
+    for i, raw in enumerate(_tables(doc, "exemption"), 1):
         where = f"exemption #{i}"
         _only(raw, {"mac", "ip", "cidr", "hostname", "segment", "reason"}, where)
         reason = raw.get("reason")
         if not isinstance(reason, str) or not reason:
             raise ValueError(f"{where}: needs a reason (auditors ask why)")
+        if "ip" in raw and "cidr" in raw:
+            raise ValueError(f"{where}: give ip or cidr, not both")
         network = None
-        if "ip" in raw or "cidr" in raw:
-            network = ipaddress.ip_network(raw.get("ip") or raw.get("cidr"), strict=False)
-        mac = raw.get("mac")
-        if mac is not None:
-            mac = str(mac).lower().replace("-", ":")
-            if len(bytes.fromhex(mac.replace(":", ""))) != 6:
-                raise ValueError(f"{where}: {raw['mac']!r} is not a MAC address")
+        for key in ("ip", "cidr"):
+            if key in raw:
+                if not isinstance(raw[key], str):
+                    raise ValueError(f"{where}: {key} must be a string")
+                network = _network(raw[key], where, key)
+        mac = _mac(raw["mac"], where) if "mac" in raw else None
         hostname = raw.get("hostname")
+        if hostname is not None and (not isinstance(hostname, str) or not hostname):
+            raise ValueError(f"{where}: hostname must be a non-empty string (a shell-style pattern)")
         segment = raw.get("segment")
-        if segment is not None and segment not in {s.name for s in segments} | {DEFAULT_SEGMENT}:
-            raise ValueError(f"{where}: unknown segment {segment!r}")
+        if segment is not None and (not isinstance(segment, str) or segment not in segment_names):
+            raise ValueError(f"{where}: segment {segment!r} is not a segment name")
         if mac is None and network is None and hostname is None:
             raise ValueError(f"{where}: give mac, ip, cidr or hostname")
         exemptions.append(Exemption(reason, mac, network, hostname.lower() if hostname else None, segment))
@@ -167,23 +187,55 @@ def _build(doc: dict, source: str) -> Policy:
     return Policy(tuple(segments), default, tuple(exemptions), float(window), source)
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _only(table: object, allowed: set[str], where: str) -> None:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: expected a table")
     unknown = set(table) - allowed
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, sorted(unknown)))}")
 
 
-def _strings(value: object, where: str) -> list[str]:
+def _tables(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The ``[[key]]`` tables of the file (also written ``key = [{...}, ...]``)."""
+    tables = doc.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"top level: {key} must be [[{key}]] tables")
+    return tables
+
+
+def _strings(value: object, where: str, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{where}: expected a list of strings")
+        raise ValueError(f"{where}: {key} must be a list of strings")
     return value
 
 
+def _network(text: str, where: str, key: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{where}: {key} {text!r} is not an IP address or network") from None
+
+
+def _mac(value: object, where: str) -> str:
+    """A MAC written with colons, hyphens, Cisco dots or nothing, in the colon form
+    observations carry (a MAC written any other way would never match one)."""
+    if not isinstance(value, str) or not _MAC_FORMS.fullmatch(value):
+        raise ValueError(
+            f"{where}: mac {value!r} is not a MAC address (write it like 02:00:5e:10:00:01)"
+        )
+    return bytes.fromhex(re.sub(r"[:.-]", "", value)).hex(":")
+
+
 def _categories(value: object, where: str) -> frozenset[str]:
-    names = _strings(value, where)
+    names = _strings(value, where, "violations")
     unknown = set(names) - set(CATEGORIES)
     if unknown:
-        raise ValueError(f"{where}: unknown categor(ies) {', '.join(sorted(unknown))}; known: {', '.join(CATEGORIES)}")
+        raise ValueError(
+            f"{where}: violations has unknown categor(ies) {', '.join(map(repr, sorted(unknown)))}; "
+            f"known: {', '.join(CATEGORIES)}"
+        )
     return frozenset(names)

@@ -75,6 +75,20 @@ def test_bad_policy_files_give_one_line(tmp_path, text, message):
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    # Each of these once ended in a traceback, a Python-internal message or a silent misreading.
+    ("[[exemption]]\nhostname = 5\nreason = 'x'", "exemption #1: hostname must be a non-empty string"),
+    ("[[exemption]]\nmac = 'zz'\nreason = 'x'", "exemption #1: mac 'zz' is not a MAC address"),
+    ("[[segment]]\nname = 's'\nvlans = [true]", "segment #1: vlans must be a list of VLAN ids 0-4095"),
+])
+def test_known_bad_values_name_their_table_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
+
+
 def test_device_table_follows_rebinding_and_is_bounded():
     table = DeviceTable(max_entries=2)
     table.learn(Binding("02:00:00:00:00:01", "198.18.10.1", "alice-phone"))

@@ -1,0 +1,110 @@
+"""Fuzz the policy loader: the input is the bytes of a policy TOML file.
+
+``load_policy`` reads a path, so each input is written over one temporary file made once
+per process. A policy that loads is then asked to decide about a few observations.
+
+Run alone: ``.venv/bin/python fuzz/fuzz_policy.py fuzz/corpus/policy -dict=fuzz/dicts/policy.dict``
+(seed it first with ``.venv/bin/python fuzz/run.py --seeds-only policy``).
+
+What counts as a finding: any exception other than PolicyError (the one the command line
+prints as one line and exit status 2); a PolicyError message that is not one printable
+line starting with the file's path; a loaded policy holding a value the loader should
+have refused (a VLAN that is a bool or out of 0-4095, a MAC not in colon form, a
+non-positive or non-finite dedup window); and ``decide`` raising on a loaded policy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports():
+    from detector.policy import CATEGORIES, PolicyError, load_policy
+    from detector.records import Observation, Signature
+
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+_SIGNATURES = tuple(Signature(f"{c}.example", "suffix", c, "fuzz") for c in CATEGORIES)
+_CLIENTS = (
+    ("198.18.10.5", "02:00:00:00:10:05", 10, "comms-office-mac"),
+    ("fd00:10::5", None, None, None),
+    ("203.0.113.9", "02:00:00:00:00:01", 4095, "alice-phone"),
+)
+_path: Path | None = None
+
+
+def policy_file() -> Path:
+    """The one temporary file every input is written to (made on first use)."""
+    global _path
+    if _path is None:
+        # A file in memory: on a disk, writing it would take most of each run.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, name = tempfile.mkstemp(prefix="fuzz-policy-", suffix=".toml", dir=shm)
+        os.close(fd)
+        _path = Path(name)
+        atexit.register(_path.unlink, missing_ok=True)
+    return _path
+
+
+def TestOneInput(data: bytes) -> None:
+    path = policy_file()
+    path.write_bytes(data)
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and message.isprintable(), message
+        return
+    assert math.isfinite(policy.dedup_window) and policy.dedup_window > 0, policy.dedup_window
+    for segment in (*policy.segments, policy.default):
+        assert all(type(v) is int and 0 <= v < 4096 for v in segment.vlans), segment.vlans
+        assert segment.violations <= set(CATEGORIES), segment.violations
+    for exemption in policy.exemptions:
+        assert exemption.mac is None or _MAC.match(exemption.mac), exemption.mac
+        assert exemption.hostname is None or isinstance(exemption.hostname, str), exemption.hostname
+        assert exemption.mac or exemption.network or exemption.hostname is not None, exemption
+    for ip, mac, vlan, hostname in _CLIENTS:
+        obs = Observation(0.0, "dns-query", "a.example", ip, mac, vlan, "198.19.0.53", 53, "fuzz", 1)
+        for signature in _SIGNATURES:
+            verdict = policy.decide(obs, signature, hostname)
+            assert verdict.decision in ("violation", "exempt", "allowed"), verdict.decision
+
+
+#: Policies as the tests write them, and small variations that reach every check.
+_VARIANTS = (
+    '[[exemption]]\nmac = "02-00-00-00-10-05"\nreason = "lab"\n'
+    '[[exemption]]\ncidr = "198.18.30.0/24"\nreason = "press room"\n',
+    "dedup_window = -1",
+    "dedup_window = 60.5\nviolations = []",
+    "violations = ['games']",
+    "colour = 1",
+    "[[segment]]\nname = 's'",
+    "[[segment]]\nname = 's'\ncidrs = ['10.0.0.0/33']",
+    "[[segment]]\nname = 'x'\ncidrs = ['not-a-cidr']\n",
+    "[[segment]]\nname = 'v'\nvlans = [1, 4095]\nviolations = ['app']\n",
+    "[[exemption]]\nmac = '02:00'\nreason = 'x'",
+    "[[exemption]]\nip = '198.18.0.1'",
+    "[[exemption]]\nip = '198.18.0.1'\nreason = 'r'\nsegment = 'default'\n",
+    "[[exemption]]\nhostname = 'Printer-*'\nreason = 'r'\n",
+    "[[segment]\n",
+)
+
+
+def seeds() -> Iterator[bytes]:
+    """The example policy and the policies the tests load."""
+    root = Path(__file__).resolve().parent.parent
+    yield (root / "examples" / "policy.toml").read_bytes()
+    for text in _VARIANTS:
+        yield text.encode()
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
