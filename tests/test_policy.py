@@ -80,6 +80,11 @@ def test_bad_policy_files_give_one_line(tmp_path, text, message):
     ("[[exemption]]\nhostname = 5\nreason = 'x'", "exemption #1: hostname must be a non-empty string"),
     ("[[exemption]]\nmac = 'zz'\nreason = 'x'", "exemption #1: mac 'zz' is not a MAC address"),
     ("[[segment]]\nname = 's'\nvlans = [true]", "segment #1: vlans must be a list of VLAN ids 0-4095"),
+    ("[[exemption]]\nmac = '02-000-0-00-10-05'\nreason = 'x'", "exemption #1: mac '02-000-0-00-10-05' is not"),
+    ("[[exemption]]\nip = 5\nreason = 'x'", "exemption #1: ip must be a string"),
+    ("[[exemption]]\nhostname = 'h'\nsegment = ['s']\nreason = 'x'", "exemption #1: segment ['s'] is not"),
+    ("segment = {name = 's'}", "top level: segment must be [[segment]] tables"),
+    ("violations = " + "[" * 2000 + "]" * 2000, "arrays or inline tables nested too deeply"),
 ])
 def test_known_bad_values_name_their_table_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -87,6 +92,13 @@ def test_known_bad_values_name_their_table_and_key(tmp_path, text, message):
     with pytest.raises(PolicyError) as info:
         load_policy(path)
     assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
+
+
+def test_exemption_macs_are_kept_in_the_colon_form_observations_carry(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("".join(f"[[exemption]]\nmac = '{mac}'\nreason = 'r'\n"
+                            for mac in ("0200.0000.1005", "020000001005", "02:00:00:00:10:05")))
+    assert {e.mac for e in load_policy(path).exemptions} == {"02:00:00:00:10:05"}
 
 
 def test_device_table_follows_rebinding_and_is_bounded():
