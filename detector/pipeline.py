@@ -37,6 +37,7 @@ from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import Observation, Signature, Verdict
 from detector.skim import Skimmer, new_skimmer
+from detector.timing import BatchTimer
 
 DHCP_PORTS = frozenset({67, 68})
 TCP_SYN = 0x02
@@ -99,6 +100,7 @@ class Extractor:
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
         self.next_housekeeping = 0.0
+        self.timer = BatchTimer()
         self._pcap = ""
         self._frame = 0
 
@@ -144,6 +146,8 @@ class Extractor:
         for name in self.initials.COUNTERS:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
+        self.timer.batch(self.stats["packets"])
+        snap.update(self.timer.snapshot())
         return snap
 
     @property
@@ -157,6 +161,7 @@ class Extractor:
             self.housekeeping(now)
 
     def housekeeping(self, now: float) -> None:
+        self.timer.batch(self.stats["packets"])
         self.flights.expire(now)
         self.initials.expire(now)
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL

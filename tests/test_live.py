@@ -41,6 +41,7 @@ from detector.sources.pcapfile import CaptureError, CaptureFile
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
 POLICY = ROOT / "examples" / "policy.toml"
+SAMPLE = ROOT / "pcaps" / "sample-office.pcapng"
 #: Bounds: the sensor's start (its "capturing on" line), its stop after SIGTERM (drain,
 #: reorder delay, writer), a log line after a signal, one tcpreplay run, one replay run.
 START_TIMEOUT = 20.0
@@ -353,6 +354,25 @@ def test_kernel_drops_are_counted_not_hidden(network, tmp_path):
     assert received + interface_drops == count
     assert packets_processed(log) + kernel_drops == received
     assert len(names) + kernel_drops + interface_drops == count
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_processing_time_is_measured_in_the_workers(pair, tmp_path, workers):
+    """The packet_processing_seconds histogram counts the packets the capture workers
+    processed, timed where they were processed: it used to stay empty live (the exporter
+    read a copy of the counters) and, with workers, timed the parent that only merges."""
+    metrics = f"{pair.server.ip4}:9465"
+    live = Live(pair, tmp_path, "--workers", str(workers), "--metrics-addr", metrics)
+    sent = send(pair, [SAMPLE], "--pps", "5000")
+    time.sleep(2.5)  # a worker snapshot (1 s) and a publication (1 s) after the traffic
+    scrape = pair.run(pair.server, ["curl", "-sf", f"http://{metrics}/metrics"], timeout=10).stdout.decode()
+    log = live.stop()
+    count = re.search(r"^tiktok_detector_packet_processing_seconds_count (\S+)$", scrape, re.M)
+    assert count is not None, scrape[:2000]
+    received, _, _ = capture_counts(log)
+    assert 0 < float(count.group(1)) <= received <= sent
+    seconds = re.search(r"^tiktok_detector_packet_processing_seconds_sum (\S+)$", scrape, re.M)
+    assert float(seconds.group(1)) > 0
 
 
 def test_sighup_reloads_during_traffic_without_losing_a_packet(pair, tmp_path):

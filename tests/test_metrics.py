@@ -33,8 +33,8 @@ from detector.records import Observation, Signature, Verdict
 from detector.sinks import metrics
 from detector.sinks.alertmanager import AlertmanagerPush, _endpoint, alert_payload
 from detector.sinks.alerts import AlertTable
+from detector.timing import BatchTimer
 from detector.sinks.metrics import (
-    BatchTimer,
     DetectorCollector,
     MetricsError,
     MetricsServer,

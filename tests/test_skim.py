@@ -76,7 +76,7 @@ class Run:
     observations: list[Observation]
     bindings: list[tuple[int | None, Binding]]  # (frame it came from, binding)
     ticks: list[float]
-    counters: dict[str, float]  # Extractor.snapshot(): the stats read_captures filled, and the tables'
+    counters: dict[str, float]  # Extractor.snapshot() but its timings: the stats read_captures filled, and the tables'
     errors: int
     kept: int  # frames the Python pipeline decoded
 
@@ -98,7 +98,8 @@ def replay(paths: list[Path | str], skim: bool, base: Settings | None = None) ->
 
     extractor.feed = counted  # read_captures takes extractor.feed once, per call
     errors = read_captures([str(p) for p in paths], extractor, ticks.append, progress=False)
-    return Run(observations, bindings, ticks, extractor.snapshot(), errors, kept)
+    counters = {k: v for k, v in extractor.snapshot().items() if not k.startswith("processing.")}
+    return Run(observations, bindings, ticks, counters, errors, kept)
 
 
 def assert_same(paths: list[Path | str], base: Settings | None = None) -> tuple[Run, Run]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import bisect
 import hashlib
 import hmac
 import platform
@@ -60,12 +59,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from detector import __version__
 from detector.records import PROTOS
+from detector.timing import PROCESSING_BUCKETS
 
 PREFIX = "tiktok_detector_"
 
-#: Upper bounds (seconds) of the processing-time buckets: from a skimmed bulk packet (about
-#: a microsecond) to a QUIC Initial decryption (tens of microseconds) and beyond.
-PROCESSING_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2)
 
 # Label values known before any traffic, exported as 0 from the first scrape so that rate()
 # and increase() see a series start at 0 (and dashboards show 0, not "no data"). Each list
@@ -353,43 +350,6 @@ def _split_right(rest: str, parts: int) -> list[str]:
 # -- processing time ---------------------------------------------------------------------
 
 
-class BatchTimer:
-    """The processing-time histogram, kept in plain integers and read through ``snapshot``.
-
-    Timing each packet would cost more than some packets take to process, so the timer is
-    read once per batch (the packets between two housekeeping ticks, about one per capture
-    second) and every packet of the batch is counted at the batch's mean. It is the calling
-    thread's CPU time, not wall time, so that time spent waiting for input (a slow stdin, a
-    quiet network) is not counted as processing.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.thread_time) -> None:
-        self.clock = clock
-        self.buckets = [0] * (len(PROCESSING_BUCKETS) + 1)
-        self.seconds = 0.0
-        self.packets = 0
-        self._start: tuple[float, int] | None = None
-
-    def batch(self, packets: int) -> None:
-        """Close the batch that ends after ``packets`` packets in all (a running total)."""
-        now = self.clock()
-        if self._start is not None:
-            started, before = self._start
-            count = packets - before
-            if count > 0:
-                spent = max(now - started, 0.0)
-                self.buckets[bisect.bisect_left(PROCESSING_BUCKETS, spent / count)] += count
-                self.seconds += spent
-                self.packets += count
-        self._start = (now, packets)
-
-    def snapshot(self) -> dict[str, float]:
-        snap: dict[str, float] = {f"processing.bucket.{i}": n for i, n in enumerate(self.buckets)}
-        snap["processing.seconds"] = self.seconds
-        snap["processing.packets"] = self.packets
-        return snap
-
-
 # -- the replay's exporter ---------------------------------------------------------------
 
 
@@ -451,7 +411,6 @@ class ReplayExporter:
         self.alerts = alerts
         self.devices = devices
         self.pusher = pusher
-        self.timer = BatchTimer()
         self.segments = (*(segment.name for segment in policy.segments), policy.default.name)
         self.signatures = signatures
         self._open: dict[str, float] | None = None
@@ -471,11 +430,9 @@ class ReplayExporter:
         return exporter
 
     def timed(self, tick: Callable[[float], None]) -> Callable[[float], None]:
-        """Wrap the replay's housekeeping tick: close a timing batch, then publish when due."""
-        stats = self.extractor.stats
+        """Wrap the run's housekeeping tick: publish a snapshot when one is due."""
 
         def timed_tick(now: float) -> None:
-            self.timer.batch(stats["packets"])
             tick(now)
             if time.monotonic() >= self._next_publish:
                 self.publish()
@@ -489,7 +446,6 @@ class ReplayExporter:
         windows still open are open: the devices-in-violation gauge keeps that value while
         the run lingers, though the flush writes those alerts out.
         """
-        self.timer.batch(self.extractor.stats["packets"])
         self._open = self._open_devices()
 
     def finish(self, linger: float) -> None:
@@ -504,7 +460,6 @@ class ReplayExporter:
 
     def publish(self) -> None:
         snap = self.extractor.snapshot()
-        snap.update(self.timer.snapshot())
         alerts, devices = self.alerts, self.devices
         snap["alerts.emitted"] = alerts.emitted
         snap["alerts.suppressed"] = alerts.suppressed
