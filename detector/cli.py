@@ -9,23 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-from detector.devices import DeviceTable
 from detector.match import SignatureError, SignatureSet, check_signatures, load_signatures
-from detector.pipeline import Detector, Extractor, Settings
+from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
-from detector.records import Verdict
 from detector.replay import Job, WorkerError, WorkerTotals, read_captures, replay_parallel
 from detector.report import ReportError
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.report.meta import CaptureInfo
-from detector.sinks.alertmanager import AlertmanagerPush, alertmanager_url
+from detector.session import Session
+from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
-from detector.sinks.metrics import MetricsError, ReplayExporter, SignatureInfo, listen_address
-from detector.sinks.outputs import OutputError, Outputs, check_outputs
+from detector.sinks.metrics import MetricsError, listen_address
+from detector.sinks.outputs import OutputError, check_outputs
 from detector.sources.pcapfile import CaptureError
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
@@ -162,45 +159,24 @@ def _replay(args: argparse.Namespace) -> int:
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
     report = ReplayReport(args)
-    outputs = Outputs(args.events, args.alerts, policy.dedup_window)
-    pusher = _alertmanager(args.alertmanager, outputs)
-    stats: Counter[str] = Counter()
-    devices = DeviceTable()
-
-    def on_verdict(verdict: Verdict) -> None:
-        outputs.verdict(verdict)
-        report.add(verdict)
-
-    detector = Detector(signatures, policy, devices, on_verdict, stats)
+    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, on_verdict=report.add)
     settings = _settings(args)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
+    counters: WorkerTotals | Extractor
     if args.workers > 1:
-        totals = WorkerTotals(stats, args.workers)
-        exporter = None if args.metrics_addr is None else ReplayExporter.start(
-            args.metrics_addr, args.web_config, totals, outputs.alerts, devices, policy, signatures, pusher)
+        counters = WorkerTotals(session.stats, args.workers)
         job = Job(args.pcaps, settings, signatures.match, described is not None, not args.no_progress)
-        errors = replay_parallel(job, args.workers, detector.observe, devices.learn,
-                                 outputs.tick if exporter is None else exporter.timed(outputs.tick),
-                                 stats, totals, described)
+        errors = replay_parallel(job, args.workers, session.detector.observe, session.devices.learn, session.tick,
+                                 session.stats, counters, described,
+                                 started=lambda: session.serve(args.metrics_addr, args.web_config, counters))
     else:
-        extractor = Extractor(settings, detector.observe, devices.learn, stats, wanted=signatures.match)
-        exporter = None if args.metrics_addr is None else ReplayExporter.start(
-            args.metrics_addr, args.web_config, extractor, outputs.alerts, devices, policy, signatures, pusher)
-        errors = read_captures(args.pcaps, extractor, outputs.tick if exporter is None else exporter.timed(outputs.tick),
-                               described, progress=not args.no_progress)
-    if exporter is not None:
-        exporter.capture_ended()
-    outputs.close()
-    if pusher is not None:
-        pusher.close()
-    stats["alerts.emitted"] = outputs.alerts.emitted
-    stats["alerts.suppressed"] = outputs.alerts.suppressed
-    counts = Counter(totals.snapshot() if args.workers > 1 else extractor.snapshot())
-    counts.update({"devices.evicted": devices.evicted, "alerts.closed_early": outputs.alerts.closed_early})
-    outputs.summary.write(sys.stderr, counts, args.pcaps, errors)
+        counters = Extractor(settings, session.detector.observe, session.devices.learn, session.stats,
+                             wanted=signatures.match)
+        session.serve(args.metrics_addr, args.web_config, counters)
+        errors = read_captures(args.pcaps, counters, session.tick, described, progress=not args.no_progress)
+    session.close(counters.snapshot(), args.pcaps, errors)
     status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports)
-    if exporter is not None:
-        exporter.finish(args.linger)
+    session.finish(args.linger)
     return EXIT_INPUT_ERROR if errors else status
 
 
@@ -218,50 +194,18 @@ def _live(args: argparse.Namespace) -> int:
         raise UsageError("--web-config needs --metrics-addr")
     check_outputs((args.events, args.alerts), (args.policy, args.signatures))
     signatures, policy = live.load_config(options)
-    # A sensor restarted by systemd must not erase what it wrote before: append.
-    outputs = Outputs(args.events, args.alerts, policy.dedup_window, line_buffered=True, append=True)
-    pusher = _alertmanager(args.alertmanager, outputs)
-    stats: Counter[str] = Counter()
-    devices = DeviceTable()
-    detector = Detector(signatures, policy, devices, outputs.verdict, stats)
-    run = live.LiveRun(options, signatures, policy, detector.judge, devices.learn, lambda new: None, live.log_line)
-    exporter = None
-    if args.metrics_addr is not None:
-        exporter = ReplayExporter.start(args.metrics_addr, args.web_config, live.LiveCounters(run, stats),
-                                        outputs.alerts, devices, policy, signatures, pusher)
-
-    def on_reload(new: Policy) -> None:
-        detector.policy = new
-        outputs.alerts.window = new.dedup_window
-        if exporter is not None:
-            exporter.signatures = SignatureInfo.of(run.signatures, time.time())
-
-    run.on_policy = on_reload
+    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True)
+    run = live.LiveRun(options, signatures, policy, session.detector.judge, session.devices.learn, session.reload,
+                       live.log_line)
+    counters = live.LiveCounters(run, session.stats)
+    session.serve(args.metrics_addr, args.web_config, counters)
     live.install_signal_handlers(run)
     live.drop_privileges(args.user)
-    status = run.run(outputs.tick if exporter is None else exporter.timed(outputs.tick), ready=lambda: live.log_line(
+    status = run.run(session.tick, ready=lambda: live.log_line(
         f"capturing on {', '.join(args.interfaces)} with {args.workers} worker(s)"))
-    outputs.close()
-    if pusher is not None:
-        pusher.close()
-    if exporter is not None:
-        exporter.finish(0)
-    totals = Counter(run.counters())
-    totals.update(stats)
-    totals["alerts.emitted"] = outputs.alerts.emitted
-    totals["alerts.suppressed"] = outputs.alerts.suppressed
-    totals.update({"devices.evicted": devices.evicted, "alerts.closed_early": outputs.alerts.closed_early})
-    outputs.summary.write(sys.stderr, totals, [f"live:{i}" for i in args.interfaces], 0)
+    session.close(counters.snapshot(), [f"live:{i}" for i in args.interfaces], 0)
+    session.finish(0)
     return status
-
-
-def _alertmanager(url: str | None, outputs: Outputs) -> AlertmanagerPush | None:
-    """A pusher that posts each alert when its dedup window opens, or None."""
-    if url is None:
-        return None
-    pusher = AlertmanagerPush(url, outputs.alerts.window)
-    outputs.alerts.on_open = pusher.opened
-    return pusher
 
 
 def _names(args: argparse.Namespace) -> int:

@@ -209,14 +209,14 @@ class LiveRun:
     """The writer side: starts the workers and routes their messages to the stages."""
 
     def __init__(self, options: LiveOptions, signatures: SignatureSet, policy: Policy,
-                 on_match: Callable, on_binding: Callable, on_policy: Callable[[Policy], None],
+                 on_match: Callable, on_binding: Callable, on_reload: Callable[[SignatureSet, Policy], None],
                  log: Callable[[str], None]) -> None:
         self.options = options
         self.signatures = signatures
         self.policy = policy
         self.on_match = on_match
         self.on_binding = on_binding
-        self.on_policy = on_policy
+        self.on_reload = on_reload
         self.log = log
         self.snapshots: dict[int, dict[str, float]] = {}
         self.stats: Counter[str] = Counter()
@@ -337,7 +337,7 @@ class LiveRun:
             self.log(f"reload refused, keeping the loaded set: {exc}")
             return
         self.signatures, self.policy = signatures, policy
-        self.on_policy(policy)
+        self.on_reload(signatures, policy)
         for control in self.controls:
             control.send(("reload", signatures))
         self.stats["signatures.reloads"] += 1

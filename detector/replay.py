@@ -175,12 +175,13 @@ class WorkerTotals:
 def replay_parallel(
     job: Job, workers: int, on_observation: Callable[[Observation], None],
     on_binding: Callable[[Binding], None], tick: Callable[[float], None], stats: Counter[str],
-    totals: WorkerTotals, described: list[CaptureInfo] | None,
+    totals: WorkerTotals, described: list[CaptureInfo] | None, started: Callable[[], None] = lambda: None,
 ) -> int:
     """Replay ``job`` on ``workers`` processes; returns how many files had errors.
 
     Records reach the callbacks in the order one process would give them; the workers'
-    extraction counts are added to ``stats`` at the end (and to ``totals`` as they go)."""
+    extraction counts are added to ``stats`` at the end (and to ``totals`` as they go).
+    ``started`` runs once every worker is forked: threads (a metrics server) start there."""
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     processes = [
@@ -191,6 +192,7 @@ def replay_parallel(
         process.start()
     for _, sender in pipes:
         sender.close()
+    started()
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
         streams = [_records(index, receiver, process.sentinel, totals, finals[index])

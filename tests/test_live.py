@@ -422,6 +422,34 @@ def test_sighup_reloads_during_traffic_without_losing_a_packet(pair, tmp_path):
     assert unmatched[-1] < switched_by < flows
 
 
+def test_a_segment_added_by_reload_is_counted_in_metrics(pair, tmp_path):
+    """The policy starts without the client's segment; SIGHUP brings a policy with a "lab"
+    segment that holds CLIENT_IP. The violations that follow are counted under "lab" on
+    /metrics (the collector used to keep the segment list it started with, so they were
+    silently not exported) and the alert table takes the new dedup window."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('dedup_window = 900\nviolations = ["web"]\n')
+    metrics = f"{pair.server.ip4}:9466"
+    live = Live(pair, tmp_path, "--policy", str(policy), "--metrics-addr", metrics,
+                "--alerts", str(tmp_path / "alerts.jsonl"))
+    policy.write_text('dedup_window = 60\nviolations = ["web"]\n\n[[segment]]\nname = "lab"\n'
+                      f'cidrs = ["{CLIENT_IP}/32"]\nviolations = ["app", "api", "web"]\n')
+    live.signal(signal.SIGHUP)
+    live.wait_log("reloaded")
+    queries = tmp_path / "queries.pcap"
+    write_pcap(queries, [dns_query(f"r{i}.tiktokv.com", 30000 + i) for i in range(5)])
+    send(pair, [queries])
+    live.wait_names({f"r{i}.tiktokv.com" for i in range(5)})
+    time.sleep(2.5)  # a worker snapshot (1 s) and a publication (1 s)
+    scrape = pair.run(pair.server, ["curl", "-sf", f"http://{metrics}/metrics"], timeout=10).stdout.decode()
+    live.stop()
+    lab = re.search(r'^tiktok_detector_violations_total\{segment="lab"\} (\S+)$', scrape, re.M)
+    assert lab is not None and float(lab.group(1)) == 5, scrape[:3000]
+    assert {e["segment"] for e in live.events()} == {"lab"}
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert alerts and all(a["window_seconds"] == 60 for a in alerts), alerts
+
+
 def test_two_workers_keep_each_split_clienthello_whole(pair, tmp_path):
     """32 TLS connections (16 copies each of tls-two-segments and tls-sni-in-second-segment,
     each copy from its own client address and port) with their packets interleaved: all

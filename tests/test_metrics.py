@@ -62,7 +62,7 @@ SEGMENTS = ("staff", "guest", "lab.b2", "default")
 def samples(snapshot: dict, segments=SEGMENTS, info=INFO) -> dict[tuple, float]:
     """{(sample name, sorted labels): value} from a collector over ``snapshot``."""
     registry = CollectorRegistry()
-    registry.register(DetectorCollector(lambda: snapshot, segments, lambda: info))
+    registry.register(DetectorCollector(lambda: snapshot, lambda: segments, lambda: info))
     out = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
@@ -162,7 +162,7 @@ def test_label_values_stay_within_the_configuration():
     assert not {"intruder", "gopher", "games", "maybe"} & labels
     staff_app = (("category", "app"), ("proto", "tls-sni"), ("segment", "staff"))
     assert got[("tiktok_detector_matches_total", staff_app)] == 1
-    collector = DetectorCollector(lambda: snap, SEGMENTS, lambda: INFO._replace(categories=("app",)))
+    collector = DetectorCollector(lambda: snap, lambda: SEGMENTS, lambda: INFO._replace(categories=("app",)))
     assert collector.families(snap)[1] == set(snap) - {"matches.staff.tls-sni.app"}
     # No label anywhere can hold a device or a name: these are all the label names there are.
     names = {label for key in samples({}) for label, _ in key[1]}
@@ -180,7 +180,7 @@ def test_families_of_optional_sources_only_when_present():
 @needs_promtool
 def test_exposition_passes_promtool_check_metrics():
     registry = CollectorRegistry()
-    registry.register(DetectorCollector(lambda: {"packets": 5, "matches.staff.tls-sni.app": 1}, SEGMENTS, lambda: INFO))
+    registry.register(DetectorCollector(lambda: {"packets": 5, "matches.staff.tls-sni.app": 1}, lambda: SEGMENTS, lambda: INFO))
     result = promtool("check", "metrics", stdin=generate_latest(registry).decode())
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result
 
@@ -194,7 +194,10 @@ def _replay_in_process(paths: list[Path]) -> tuple[ReplayExporter, dict]:
     detector = Detector(signatures, policy, devices, alerts.add, stats)
     extractor = Extractor(Settings(), detector.observe, devices.learn, stats)
     exporter = ReplayExporter(extractor, alerts, devices, policy, SignatureInfo.of(signatures, 0.0))
-    tick = exporter.timed(alerts.tick)
+    def tick(now: float) -> None:
+        alerts.tick(now)
+        exporter.tick()
+
     for path in paths:
         capture = CaptureFile(str(path))
         try:
@@ -217,7 +220,7 @@ def test_every_counter_of_every_fixture_is_exported():
     so no counter the pipeline keeps is silently missing from /metrics."""
     pcaps = sorted(p for p in (ROOT / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
     exporter, snap = _replay_in_process(pcaps)
-    collector = DetectorCollector(lambda: snap, exporter.segments,
+    collector = DetectorCollector(lambda: snap, lambda: exporter.segments,
                                   lambda: SignatureInfo.of(load_signatures(SIGNATURES), 0.0))
     _, unused = collector.families(snap)
     assert unused == set()
@@ -414,7 +417,7 @@ def bcrypt_hash(password: str) -> str:
 
 def serve(registry_snapshot: dict, web_config) -> MetricsServer:
     registry = CollectorRegistry()
-    registry.register(DetectorCollector(lambda: registry_snapshot, SEGMENTS, lambda: INFO))
+    registry.register(DetectorCollector(lambda: registry_snapshot, lambda: SEGMENTS, lambda: INFO))
     return MetricsServer(registry, ("127.0.0.1", 0), web_config)
 
 

@@ -141,3 +141,30 @@ def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
     snapshot = totals.snapshot()
     assert stats["packets"] == 20000 == snapshot["packets"]
     assert snapshot["tcp_flight.flows_created"] > 0  # the tables' own counts stay
+
+
+def test_workers_fork_before_any_thread_starts(monkeypatch, tmp_path):
+    """The metrics server's thread used to start before the workers forked: a thread
+    running at a fork is copied half-way into the child (a lock it held stays held)."""
+    import multiprocessing.process
+    import socket
+    import threading
+
+    from detector import cli
+
+    at_fork: list[set[str]] = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def recording_start(self):
+        at_fork.append({t.name for t in threading.enumerate()})
+        return start(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording_start)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    status = cli.main(["replay", "--no-progress", "--workers", "2", "--metrics-addr", f"127.0.0.1:{port}",
+                       "--alertmanager", "http://127.0.0.1:9", "--events", str(tmp_path / "e.jsonl"),
+                       str(ROOT / "pcaps" / "sample-office.pcapng")])
+    assert status == 0
+    assert len(at_fork) == 2 and all(names == {"MainThread"} for names in at_fork), at_fork

@@ -96,11 +96,16 @@ class AlertmanagerPush:
         self.dropped = 0
         self.last_error = ""
         self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def opened(self, verdict: Verdict) -> None:
-        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``)."""
+        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``).
+
+        The posting thread starts with the first alert, not before: a sensor forks its
+        workers first, and a thread running at a fork is copied half-way into the child."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
+            self._thread.start()
         try:
             self._queue.put_nowait(alert_payload(verdict, self.window))
         except queue.Full:
@@ -112,6 +117,8 @@ class AlertmanagerPush:
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued, without retries, and give up after about ``timeout`` seconds:
         what is still queued then counts as dropped."""
+        if self._thread is None:
+            return
         deadline = time.monotonic() + timeout
         self._closing.set()
         try:

@@ -138,18 +138,18 @@ class DetectorCollector:
 
     ``snapshot`` is called once per scrape, from the HTTP server's thread: it must return a
     mapping that nobody mutates afterwards (``ReplayExporter`` publishes a fresh dict).
-    ``segments`` are the policy's segment names, ``default`` included. ``signatures``
-    returns the set in use (a callable, so that a reload can swap it).
+    ``segments`` returns the policy's segment names, ``default`` included, and ``signatures``
+    the set in use: callables, so that a reload can swap them.
     """
 
     def __init__(
         self,
         snapshot: Callable[[], Mapping[str, float]],
-        segments: Iterable[str],
+        segments: Callable[[], Iterable[str]],
         signatures: Callable[[], SignatureInfo],
     ) -> None:
         self.snapshot = snapshot
-        self.segments = tuple(dict.fromkeys(segments))
+        self.segments = segments
         self.signatures = signatures
 
     def collect(self) -> list[Metric]:
@@ -162,7 +162,7 @@ class DetectorCollector:
         metrics = [
             _build_info(),
             *_traffic(snap),
-            *_detections(snap, self.segments, info.categories),
+            *_detections(snap, tuple(dict.fromkeys(self.segments())), info.categories),
             *_health(snap),
             *_signature_families(snap, info),
             _processing(snap),
@@ -411,8 +411,9 @@ class ReplayExporter:
         self.alerts = alerts
         self.devices = devices
         self.pusher = pusher
-        self.segments = (*(segment.name for segment in policy.segments), policy.default.name)
+        self.segments: tuple[str, ...] = ()
         self.signatures = signatures
+        self.reload(policy, signatures)
         self._open: dict[str, float] | None = None
         self._published: Mapping[str, float] = {}
         self._next_publish = 0.0
@@ -425,19 +426,19 @@ class ReplayExporter:
               pusher: _Pusher | None = None) -> ReplayExporter:
         """Serve the metrics of a replay about to start (the signature set was just loaded)."""
         exporter = cls(extractor, alerts, devices, policy, SignatureInfo.of(signatures, time.time()), pusher)
-        exporter.server = serve_metrics(address, web_config, lambda: exporter._published, exporter.segments,
+        exporter.server = serve_metrics(address, web_config, lambda: exporter._published, lambda: exporter.segments,
                                         lambda: exporter.signatures)
         return exporter
 
-    def timed(self, tick: Callable[[float], None]) -> Callable[[float], None]:
-        """Wrap the run's housekeeping tick: publish a snapshot when one is due."""
+    def reload(self, policy: _Policy, signatures: SignatureInfo) -> None:
+        """Count by the segments of a reloaded policy and show the reloaded signature set."""
+        self.segments = (*(segment.name for segment in policy.segments), policy.default.name)
+        self.signatures = signatures
 
-        def timed_tick(now: float) -> None:
-            tick(now)
-            if time.monotonic() >= self._next_publish:
-                self.publish()
-
-        return timed_tick
+    def tick(self) -> None:
+        """At the run's housekeeping ticks: publish a snapshot when one is due."""
+        if time.monotonic() >= self._next_publish:
+            self.publish()
 
     def capture_ended(self) -> None:
         """Call after the last packet and before the alert table is flushed.
@@ -483,7 +484,7 @@ class ReplayExporter:
 
 
 def serve_metrics(address: tuple[str, int], web_config: str | None, snapshot: Callable[[], Mapping[str, float]],
-                  segments: Iterable[str], signatures: Callable[[], SignatureInfo]) -> MetricsServer:
+                  segments: Callable[[], Iterable[str]], signatures: Callable[[], SignatureInfo]) -> MetricsServer:
     """Serve ``DetectorCollector`` over ``snapshot`` and the process's own metrics (CPU,
     memory) on a registry of their own: what a replay and a live sensor both start."""
     config = load_web_config(web_config) if web_config else None

@@ -1,0 +1,95 @@
+"""One run's stages after extraction, built once for replay and live alike.
+
+A session owns what the observations of a run flow into and what serves its state: the
+detector (match and policy), the device table, the outputs (events, alerts, summary), the
+Alertmanager push and the metrics exporter. Replay and live differ only in where the
+observations come from; so that a reload or a new output cannot reach one and miss the
+other, both build their stages here, and ``reload`` updates every one of them.
+
+Order matters for a run with worker processes: ``serve`` starts the exporter's thread and
+must be called after the workers are forked (the Alertmanager push starts its own thread
+with the first alert), since a thread running at a fork is copied half-way into the child.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from detector.devices import DeviceTable
+from detector.match import SignatureSet
+from detector.pipeline import Detector
+from detector.policy import Policy
+from detector.records import Verdict
+from detector.sinks.alertmanager import AlertmanagerPush
+from detector.sinks.metrics import ReplayExporter, SignatureInfo
+from detector.sinks.outputs import Outputs
+
+
+class Session:
+    def __init__(self, signatures: SignatureSet, policy: Policy, events: str | None, alerts: str | None,
+                 alertmanager: str | None, live: bool = False,
+                 on_verdict: Callable[[Verdict], None] | None = None) -> None:
+        """``live``: append to the outputs and flush each line (a restarted sensor must not
+        erase what it wrote; a log shipper must see each record as it happens).
+        ``on_verdict`` also receives every written verdict (replay's report)."""
+        self.signatures = signatures
+        self.policy = policy
+        self.stats: Counter[str] = Counter()
+        self.devices = DeviceTable()
+        self.outputs = Outputs(events, alerts, policy.dedup_window, line_buffered=live, append=live)
+        self.pusher = AlertmanagerPush(alertmanager, policy.dedup_window) if alertmanager else None
+        if self.pusher is not None:
+            self.outputs.alerts.on_open = self.pusher.opened
+        self._also = on_verdict
+        self.detector = Detector(signatures, policy, self.devices, self._verdict, self.stats)
+        self.exporter: ReplayExporter | None = None
+
+    def _verdict(self, verdict: Verdict) -> None:
+        self.outputs.verdict(verdict)
+        if self._also is not None:
+            self._also(verdict)
+
+    def serve(self, address: tuple[str, int] | None, web_config: str | None, counters: object) -> None:
+        """Serve /metrics over ``counters`` (an object with ``snapshot()``: an extractor, or
+        the sums of the workers'). After the workers are forked; nothing without an address."""
+        if address is not None:
+            self.exporter = ReplayExporter.start(address, web_config, counters, self.outputs.alerts, self.devices,
+                                                 self.policy, self.signatures, self.pusher)
+
+    def tick(self, now: float) -> None:
+        """The run's clock reached ``now``: close due alert windows, publish metrics when due."""
+        self.outputs.tick(now)
+        if self.exporter is not None:
+            self.exporter.tick()
+
+    def reload(self, signatures: SignatureSet, policy: Policy) -> None:
+        """A reloaded signature set and policy, for every stage that holds either."""
+        self.signatures, self.policy = signatures, policy
+        self.detector.signatures, self.detector.policy = signatures, policy
+        self.outputs.alerts.window = policy.dedup_window
+        if self.pusher is not None:
+            self.pusher.window = policy.dedup_window
+        if self.exporter is not None:
+            self.exporter.reload(policy, SignatureInfo.of(signatures, time.time()))
+
+    def close(self, counters: Mapping[str, float], sources: list[str], errors: int) -> None:
+        """The capture is over: write what is pending, stop pushing, and write the summary
+        from ``counters`` (every counter of the run, the workers' and the tables' too)."""
+        if self.exporter is not None:
+            self.exporter.capture_ended()
+        self.outputs.close()
+        if self.pusher is not None:
+            self.pusher.close()
+        alerts = self.outputs.alerts
+        counts = Counter(counters)
+        counts.update({"alerts.emitted": alerts.emitted, "alerts.suppressed": alerts.suppressed,
+                       "alerts.closed_early": alerts.closed_early, "devices.evicted": self.devices.evicted})
+        self.outputs.summary.write(sys.stderr, counts, sources, errors)
+
+    def finish(self, linger: float) -> None:
+        """Serve the final counts ``linger`` seconds more, then stop serving."""
+        if self.exporter is not None:
+            self.exporter.finish(linger)
