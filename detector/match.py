@@ -346,6 +346,9 @@ def _parse_file(path: Path) -> _Parsed:
         line, message = _toml_error(str(exc), text)
         out.problem(line, f"TOML syntax error: {message}")
         return out
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        out.problem(0, "arrays or inline tables nested too deeply")
+        return out
     # TOML counts lines by "\n" alone; str.splitlines would also split on \v, \f, \x1c…
     lines = [line.rstrip("\r") for line in text.split("\n")]
     _check_top(doc, lines, out)

@@ -346,6 +346,12 @@ def test_structural_problems(tmp_path: Path) -> None:
     assert problem.startswith(f"{missing}:0: cannot read")
 
 
+def test_deeply_nested_toml_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("version = " + "[" * 3000 + "]" * 3000 + "\n")
+    assert check_signatures(path) == [f"{path}:0: arrays or inline tables nested too deeply"]
+
+
 def _good(pattern: str, version: str = "1") -> str:
     return (
         f'version = "{version}"\ndescription = "d"\n[sources]\nlst = "a list"\n\n'
