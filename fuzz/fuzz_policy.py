@@ -41,7 +41,11 @@ _path: Path | None = None
 
 
 def policy_file() -> Path:
-    """The one temporary file every input is written to (made on first use)."""
+    """The one temporary file every input is written to (made on first use).
+
+    It is removed at exit when the inputs are replayed; libFuzzer ends the process
+    without running exit handlers, so a fuzzing run leaves its file behind.
+    """
     global _path
     if _path is None:
         # A file in memory: on a disk, writing it would take most of each run.
