@@ -729,3 +729,13 @@ def test_grafana_provisioning_points_at_the_dashboard():
     assert provider["providers"][0]["options"]["path"].endswith("tiktok-detector")
     source = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert source["datasources"][0]["type"] == "prometheus"
+
+
+def test_every_count_the_skim_makes_is_exported():
+    """Each drop key the C skim reports (skim.DROP_KEYS) reaches a metric: skim.table_full
+    used to be counted and summed but never exported."""
+    from detector.skim import DROP_KEYS
+
+    collector = DetectorCollector(lambda: {}, lambda: SEGMENTS, lambda: INFO)
+    _, unused = collector.families({key: 1 for key in DROP_KEYS})
+    assert not unused

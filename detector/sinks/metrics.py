@@ -270,6 +270,8 @@ def _health(snap: _Reader) -> Iterator[Metric]:
                     "table", {table: snap(key) for table, key in TABLE_ENTRIES.items()})
     yield _counter("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.",
                    snap("devices.learnt"))
+    yield _counter("skim_flow_set_full_segments", "TCP segments the skim kept for Python because its "
+                   "flow set was full (Python judged them; nothing is lost, only speed).", snap("skim.table_full"))
     yield _counter("tcp_midstream_flows", "TCP flows picked up without their start (the "
                    "capture began mid-connection).", snap("tcp.midstream"))
     yield _counter("tcp_reassembly_flows", "TCP client first flights tracked for reassembly.",
