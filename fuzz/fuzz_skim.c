@@ -15,14 +15,14 @@
  *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all
  *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits)
  *   [2] linktype of the pcap, or of each pcapng interface (with [3..5]), from LINKTYPES
- *   [6] max_flows - 1 (low 6 bits)
+ *   [6] max_flows - 1 (low 3 bits)
  *   [7] seconds between clock ticks (0: none), which stop a walk as the pipeline's
  *       housekeeping does
  * What counts as a finding, besides a sanitizer report: a walk that does not account for
  * every record, a kept frame outside the buffer, a flow set that disagrees with its model,
  * and a frame that no worker or two workers take.
  */
-#define SKIM_MAX_KEPT 16
+#define SKIM_MAX_KEPT 4
 #define SKIM_MIN_SLOTS 16
 #include "../detector/skim_c/triage.c"
 #include "../detector/skim_c/walk.c"
@@ -77,7 +77,7 @@ static void model_check(Skim *s, const Model *m) {
 }
 
 static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, int keep_all) {
-    if (skim_init(s, 1 + (in[6] & 63), 0x9e3779b97f4a7c15ULL, keep_all, worker, workers) < 0) return -1;
+    if (skim_init(s, 1 + (in[6] & 7), 0x9e3779b97f4a7c15ULL, keep_all, worker, workers) < 0) return -1;
     skim_add_port(s->dns_port, 53);
     skim_add_port(s->dns_port, 5353);
     skim_add_port(s->quic_port, 443);
