@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code, not the TOML parser
+
 import atheris
 
 with atheris.instrument_imports():

@@ -26,7 +26,7 @@ import atheris
 with atheris.instrument_imports():
     from detector.extract.tcpflight import MAX_PENDING, FlightTable
 
-MAX_STEPS = 64
+MAX_STEPS = 32
 KEYS = 4
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 #: What a step does, by its first byte modulo the length (segments most often).
