@@ -342,7 +342,8 @@ class LiveRun:
             control.send(("reload", signatures))
         self.stats["signatures.reloads"] += 1
         self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
-                 f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source})")
+                 f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source}, "
+                 f"sha256 {(policy.sha256 or 'built-in')[:16]})")
 
 
 class LiveCounters:

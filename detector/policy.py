@@ -7,10 +7,13 @@ It knows nothing of packets: it decides about an ``Observation`` that already ma
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 import ipaddress
 import math
 import re
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +81,10 @@ class Policy:
     exemptions: tuple[Exemption, ...]
     dedup_window: float
     source: str
+    #: The file's SHA-256 and the time it was read: hashed when loaded, so a run record
+    #: names the policy that was applied even if the file changed since.
+    sha256: str | None = None
+    loaded_at: float | None = None
 
     def segment_of(self, client_ip: str, vlan: int | None) -> Segment:
         ip = ipaddress.ip_address(client_ip)
@@ -117,7 +124,9 @@ def load_policy(path: str | Path) -> Policy:
     names the file, the table (``segment #2``) and the key."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        loaded_at = time.time()
+        doc = tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise PolicyError(f"{path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -125,9 +134,10 @@ def load_policy(path: str | Path) -> Policy:
     except RecursionError:  # tomllib recurses once per level of nested arrays or tables
         raise PolicyError(f"{path}: arrays or inline tables nested too deeply") from None
     try:
-        return _build(doc, str(path))
+        policy = _build(doc, str(path))
     except ValueError as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    return dataclasses.replace(policy, sha256=hashlib.sha256(data).hexdigest(), loaded_at=loaded_at)
 
 
 def _build(doc: dict[str, Any], source: str) -> Policy:

@@ -142,3 +142,20 @@ def test_exempt_verdicts_never_alert():
     table.add(verdict)
     table.flush()
     assert verdict.decision == "exempt" and not emitted
+
+
+def test_the_run_record_names_the_policy_as_loaded(tmp_path):
+    """The run record used to hash the policy file at the end of the run: a file edited
+    meanwhile was recorded as if it had been applied."""
+    import hashlib
+
+    from detector.report.meta import policy_info
+
+    path = tmp_path / "policy.toml"
+    path.write_text("dedup_window = 900\n")
+    applied = hashlib.sha256(path.read_bytes()).hexdigest()
+    policy = load_policy(path)
+    path.write_text("dedup_window = 60\n")
+    info = policy_info(policy)
+    assert info.sha256 == applied and info.dedup_window == 900
+    assert info.loaded_at is not None and info.loaded_at.endswith("Z")

@@ -14,14 +14,13 @@ says what is unknown when it is not, instead of guessing.
  "signatures": {"path": "…", "version": "…", "sha256": "…"},
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
-            "exemptions": 1},
+            "exemptions": 1, "loaded_at": "…Z"},
  "settings": {"dns_ports": [53], "quic_ports": [443]}}
 ```
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -82,6 +81,7 @@ class PolicyInfo:
     dedup_window: float
     segments: tuple[SegmentInfo, ...]
     exemptions: int
+    loaded_at: str | None = None  # when the file was read and hashed
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,17 +102,12 @@ def sidecar_path(events_path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(events_path)}{SIDECAR_SUFFIX}")
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 def policy_info(policy: Policy) -> PolicyInfo:
     """Describe the policy a replay applied (``source`` is its file, or a description)."""
     path = os.path.abspath(policy.source) if policy.source and os.path.isfile(policy.source) else None
     segments = tuple(SegmentInfo(s.name, tuple(sorted(s.violations))) for s in (*policy.segments, policy.default))
-    return PolicyInfo(path, file_sha256(path) if path else None, float(policy.dedup_window), segments,
-                      len(policy.exemptions))
+    return PolicyInfo(path, policy.sha256, float(policy.dedup_window), segments, len(policy.exemptions),
+                      _ts(policy.loaded_at))
 
 
 def _ts(value: float | None) -> str | None:
@@ -198,7 +193,7 @@ def _from_json(doc: dict, source: str) -> RunInfo:
         policy = PolicyInfo(
             path=pol.get("path"), sha256=pol.get("sha256"), dedup_window=float(pol["dedup_window"]),
             segments=tuple(SegmentInfo(str(s["name"]), tuple(map(str, s["violations"]))) for s in pol["segments"]),
-            exemptions=int(pol.get("exemptions", 0)),
+            exemptions=int(pol.get("exemptions", 0)), loaded_at=pol.get("loaded_at"),
         )
     settings = doc.get("settings") or {}
     return RunInfo(
