@@ -60,6 +60,9 @@ class Exemption:
     network: Network | None = None
     hostname: str | None = None  # shell-style pattern, matched case-insensitively
     segment: str | None = None
+    #: Set for an exemption by hostname alone: a device names itself in DHCP, so any device
+    #: can claim such a name; the policy must say it accepts that, and reports flag it.
+    trust_hostname: bool = False
 
     def covers(self, obs: Observation, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
                hostname: str | None, segment: str) -> bool:
@@ -171,7 +174,7 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
     exemptions = []
     for i, raw in enumerate(_tables(doc, "exemption"), 1):
         where = f"exemption #{i}"
-        _only(raw, {"mac", "ip", "cidr", "hostname", "segment", "reason"}, where)
+        _only(raw, {"mac", "ip", "cidr", "hostname", "segment", "reason", "trust_hostname"}, where)
         reason = raw.get("reason")
         if not isinstance(reason, str) or not reason:
             raise ValueError(f"{where}: needs a reason (auditors ask why)")
@@ -192,7 +195,14 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
             raise ValueError(f"{where}: segment {segment!r} is not a segment name")
         if mac is None and network is None and hostname is None:
             raise ValueError(f"{where}: give mac, ip, cidr or hostname")
-        exemptions.append(Exemption(reason, mac, network, hostname.lower() if hostname else None, segment))
+        trust = raw.get("trust_hostname", False)
+        if not isinstance(trust, bool):
+            raise ValueError(f"{where}: trust_hostname must be true or false")
+        if mac is None and network is None and not trust:
+            raise ValueError(f"{where}: a hostname alone is the name a device gives itself in DHCP, so any "
+                             "device can claim it; add mac, ip or cidr, or set trust_hostname = true")
+        exemptions.append(Exemption(reason, mac, network, hostname.lower() if hostname else None, segment,
+                                    trust and mac is None and network is None))
     default = Segment(DEFAULT_SEGMENT, (), frozenset(), violations)
     return Policy(tuple(segments), default, tuple(exemptions), float(window), source)
 

@@ -47,6 +47,22 @@ def test_exemption_by_hostname_pattern_is_limited_to_its_segment():
     assert policy.decide(obs(ip="203.0.113.9", vlan=None), TIKTOK_WEB, "comms-office-mac").decision == "violation"
 
 
+def test_a_hostname_alone_needs_trust_hostname(tmp_path):
+    """Any phone can call itself comms-office-x in DHCP: an exemption by hostname alone is
+    refused unless the policy says it accepts that, and with a MAC it needs no flag."""
+    path = tmp_path / "p.toml"
+    path.write_text('[[exemption]]\nhostname = "comms-office-*"\nreason = "press"\n')
+    with pytest.raises(PolicyError, match=r"exemption #1: a hostname alone is the name a device gives itself"):
+        load_policy(path)
+    path.write_text('[[exemption]]\nhostname = "comms-office-*"\nreason = "press"\ntrust_hostname = "yes"\n')
+    with pytest.raises(PolicyError, match=r"exemption #1: trust_hostname must be true or false"):
+        load_policy(path)
+    path.write_text('[[exemption]]\nhostname = "comms-office-*"\nreason = "press"\ntrust_hostname = true\n')
+    assert [e.trust_hostname for e in load_policy(path).exemptions] == [True]
+    path.write_text('[[exemption]]\nhostname = "comms-office-*"\nmac = "02:00:00:00:10:05"\nreason = "press"\n')
+    assert [e.trust_hostname for e in load_policy(path).exemptions] == [False]
+
+
 def test_exemption_by_mac_and_cidr(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[[exemption]]\nmac = "02-00-00-00-10-05"\nreason = "lab"\n'

@@ -626,3 +626,17 @@ def test_no_events_and_no_run_record_is_bad_input(tmp_path):
     result = detector("report", str(clean), "-o", str(tmp_path / "clean.html"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "clean.html").exists()
+
+
+def test_a_hostname_only_exemption_is_flagged_in_the_report(tmp_path):
+    """The example policy exempts comms-office-* by hostname alone (trust_hostname): the
+    report says that any device could have claimed that name."""
+    events = tmp_path / "events.jsonl"
+    run = detector("replay", "--policy", str(ROOT / "examples" / "policy.toml"), "--events", str(events),
+                   "--report", str(tmp_path / "r.html"), str(ROOT / "pcaps" / "sample-office.pcapng"))
+    assert run.returncode == 0, run.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "1 exemption rests on a hostname alone" in html
+    result = detector("report", str(events), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["policies"][0]["trusted_hostnames"] == 1

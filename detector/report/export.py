@@ -93,7 +93,7 @@ def report_json(report: Report) -> dict:
         "captures": captures,
         "signatures": [{"path": s.path, "version": s.version, "sha256": s.sha256} for s in report.signatures],
         "policies": [{"path": p.path, "sha256": p.sha256, "dedup_window": p.dedup_window, "exemptions": p.exemptions,
-                      "segments": [{"name": s.name, "violations": list(s.violations)} for s in p.segments]}
+                      "trusted_hostnames": p.trusted_hostnames, "segments": [{"name": s.name, "violations": list(s.violations)} for s in p.segments]}
                      for p in report.policies],
         "settings": {"dns_ports": list(report.dns_ports), "quic_ports": list(report.quic_ports)},
         "unknown": report.unknown,

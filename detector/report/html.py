@@ -241,6 +241,9 @@ and is a violation on the device's segment under the policy, or would be but for
 <p>Policy: {% if p.path %}<code>{{ p.path }}</code>, SHA-256 <code class="hash">{{ p.sha256 }}</code>{% else %}built-in default (no policy file){% endif %};
 alerts deduplicated over {{ p.dedup_window|int }} s; {{ p.exemptions }} exemption{{ 's' if p.exemptions != 1 }}.
 Violations by segment: {% for s in p.segments %}<b>{{ s.name }}</b>: {{ s.violations|join(', ') }}{{ '; ' if not loop.last }}{% endfor %}.</p>
+{%- if p.trusted_hostnames %}
+<p class="warn">{{ p.trusted_hostnames }} exemption{{ 's' if p.trusted_hostnames != 1 }} rest{{ 's' if p.trusted_hostnames == 1 }} on a hostname alone (<code>trust_hostname = true</code>): a device gives itself that name in DHCP, so any device could claim it.</p>
+{%- endif %}
 {%- else %}
 <p class="warn">Policy: unknown (no run record).</p>
 {%- endfor %}

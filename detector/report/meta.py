@@ -14,7 +14,7 @@ says what is unknown when it is not, instead of guessing.
  "signatures": {"path": "…", "version": "…", "sha256": "…"},
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
-            "exemptions": 1, "loaded_at": "…Z"},
+            "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1},
  "settings": {"dns_ports": [53], "quic_ports": [443]}}
 ```
 """
@@ -82,6 +82,7 @@ class PolicyInfo:
     segments: tuple[SegmentInfo, ...]
     exemptions: int
     loaded_at: str | None = None  # when the file was read and hashed
+    trusted_hostnames: int = 0  # exemptions by a hostname alone (trust_hostname = true)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ def policy_info(policy: Policy) -> PolicyInfo:
     path = os.path.abspath(policy.source) if policy.source and os.path.isfile(policy.source) else None
     segments = tuple(SegmentInfo(s.name, tuple(sorted(s.violations))) for s in (*policy.segments, policy.default))
     return PolicyInfo(path, policy.sha256, float(policy.dedup_window), segments, len(policy.exemptions),
-                      _ts(policy.loaded_at))
+                      _ts(policy.loaded_at), sum(e.trust_hostname for e in policy.exemptions))
 
 
 def _ts(value: float | None) -> str | None:
@@ -194,6 +195,7 @@ def _from_json(doc: dict, source: str) -> RunInfo:
             path=pol.get("path"), sha256=pol.get("sha256"), dedup_window=float(pol["dedup_window"]),
             segments=tuple(SegmentInfo(str(s["name"]), tuple(map(str, s["violations"]))) for s in pol["segments"]),
             exemptions=int(pol.get("exemptions", 0)), loaded_at=pol.get("loaded_at"),
+            trusted_hostnames=int(pol.get("trusted_hostnames", 0)),
         )
     settings = doc.get("settings") or {}
     return RunInfo(
