@@ -21,7 +21,7 @@ from detector.report.meta import CaptureInfo
 from detector.session import Session
 from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
-from detector.sinks.metrics import MetricsError, listen_address
+from detector.sinks.metrics_server import MetricsError, listen_address
 from detector.sinks.outputs import OutputError, check_outputs
 from detector.sources.pcapfile import CaptureError
 

@@ -33,17 +33,10 @@ from detector.records import Observation, Signature, Verdict
 from detector.sinks import metrics
 from detector.sinks.alertmanager import AlertmanagerPush, _endpoint, alert_payload
 from detector.sinks.alerts import AlertTable
-from detector.timing import BatchTimer
-from detector.sinks.metrics import (
-    DetectorCollector,
-    MetricsError,
-    MetricsServer,
-    ReplayExporter,
-    SignatureInfo,
-    listen_address,
-    load_web_config,
-)
+from detector.sinks.metrics import DetectorCollector, ReplayExporter, SignatureInfo
+from detector.sinks.metrics_server import MetricsError, MetricsServer, listen_address, load_web_config
 from detector.sources.pcapfile import CaptureFile
+from detector.timing import PROCESSING_BUCKETS, BatchTimer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -255,9 +248,9 @@ def test_batch_timer_counts_each_packet_at_its_batch_mean():
     timer.batch(115)  # no packet: nothing recorded
     timer.batch(116)  # 1 packet, 2 s: the +Inf bucket
     snap = timer.snapshot()
-    ten_us = metrics.PROCESSING_BUCKETS.index(1e-5)
+    ten_us = PROCESSING_BUCKETS.index(1e-5)
     assert snap[f"processing.bucket.{ten_us}"] == 110
-    assert snap[f"processing.bucket.{len(metrics.PROCESSING_BUCKETS)}"] == 1
+    assert snap[f"processing.bucket.{len(PROCESSING_BUCKETS)}"] == 1
     assert snap["processing.packets"] == 111
     assert snap["processing.seconds"] == pytest.approx(12.0 - 10.0)
 
