@@ -18,6 +18,11 @@ import struct
 from collections import Counter
 from typing import NamedTuple
 
+from detector.counters import (
+    SKIP_BAD_IP, SKIP_BAD_TCP, SKIP_NON_FIRST_FRAGMENT, SKIP_NON_IP, SKIP_OTHER_TRANSPORT, SKIP_SHORT_FRAME,
+    SKIP_UNKNOWN_LINKTYPE,
+)
+
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
 LINKTYPE_PPP = 9
@@ -103,7 +108,7 @@ def decode(linktype: int, frame: bytes, stats: Counter[str]) -> Packet | None:
     src_mac = dst_mac = None
     if linktype == LINKTYPE_ETHERNET:
         if len(frame) < 14:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         dst_mac, src_mac = frame[0:6], frame[6:12]
         return _ethernet_payload(frame, 12, src_mac, dst_mac, None, stats, 0)
@@ -111,7 +116,7 @@ def decode(linktype: int, frame: bytes, stats: Counter[str]) -> Packet | None:
         return _ip(frame, 0, None, None, None, stats, 0)
     if linktype == LINKTYPE_LINUX_SLL:
         if len(frame) < 16:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         # The address field is the sender's; for an Ethernet device that is its MAC.
         if frame[2:4] == b"\x00\x01" and frame[4:6] == b"\x00\x06":
@@ -119,31 +124,31 @@ def decode(linktype: int, frame: bytes, stats: Counter[str]) -> Packet | None:
         return _ethernet_payload(frame, 14, src_mac, None, None, stats, 0)
     if linktype == LINKTYPE_LINUX_SLL2:
         if len(frame) < 20:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         if frame[8:10] == b"\x00\x01" and frame[11] == 6:
             src_mac = frame[12:18]
         return _ethertype(frame, int.from_bytes(frame[0:2], "big"), 20, src_mac, None, None, stats, 0)
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if len(frame) < 4:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         family = int.from_bytes(frame[0:4], "big" if linktype == LINKTYPE_LOOP else "little")
         if family > 0xFFFF:  # written on a host of the other byte order
             family = int.from_bytes(frame[0:4], "little" if linktype == LINKTYPE_LOOP else "big")
         if family == 2 or family in (10, 24, 28, 30):
             return _ip(frame, 4, None, None, None, stats, 0)
-        stats["skip.non_ip"] += 1
+        stats[SKIP_NON_IP] += 1
         return None
     if linktype == LINKTYPE_PPP:
         pos = 2 if frame[:2] == b"\xff\x03" else 0  # address and control, unless compressed away
         if frame[pos : pos + 2] in (PPP_IPV4, PPP_IPV6):
             return _ip(frame, pos + 2, None, None, None, stats, 0)
-        stats["skip.non_ip"] += 1
+        stats[SKIP_NON_IP] += 1
         return None
     if linktype == LINKTYPE_NFLOG:
         return _nflog(frame, stats)
-    stats["skip.unknown_linktype"] += 1
+    stats[SKIP_UNKNOWN_LINKTYPE] += 1
     return None
 
 
@@ -157,7 +162,7 @@ def _nflog(frame: bytes, stats: Counter[str]) -> Packet | None:
         if int.from_bytes(frame[pos + 2 : pos + 4], "little") & 0x7FFF == NFULA_PAYLOAD:
             return _ip(frame[: pos + length], pos + 4, None, None, None, stats, 0)
         pos += (length + 3) & ~3
-    stats["skip.non_ip"] += 1
+    stats[SKIP_NON_IP] += 1
     return None
 
 
@@ -191,12 +196,12 @@ def _ethernet_payload(
     end = len(frame)
     while True:
         if pos + 2 > end:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         ethertype = frame[pos] << 8 | frame[pos + 1]
         if ethertype in ETH_VLAN_TAGS:
             if pos + 6 > end:
-                stats["skip.short_frame"] += 1
+                stats[SKIP_SHORT_FRAME] += 1
                 return None
             vlan = (frame[pos + 2] & 0x0F) << 8 | frame[pos + 3]
             pos += 4
@@ -218,12 +223,12 @@ def _ethertype(
             pos += 4
             if bottom:
                 return _ip(frame, pos, src_mac, dst_mac, vlan, stats, depth)
-        stats["skip.short_frame"] += 1
+        stats[SKIP_SHORT_FRAME] += 1
         return None
     if ethertype == ETH_PPPOE_SESSION:
         if pos + 8 <= len(frame) and frame[pos + 6 : pos + 8] in (PPP_IPV4, PPP_IPV6):
             return _ip(frame, pos + 8, src_mac, dst_mac, vlan, stats, depth)
-    stats["skip.non_ip"] += 1
+    stats[SKIP_NON_IP] += 1
     return None
 
 
@@ -232,27 +237,27 @@ def _ip(
     stats: Counter[str], depth: int,
 ) -> Packet | None:
     if pos >= len(frame):
-        stats["skip.short_frame"] += 1
+        stats[SKIP_SHORT_FRAME] += 1
         return None
     version = frame[pos] >> 4
     if version == 4:
         if pos + 20 > len(frame):
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         version_ihl, total, fragment, proto = _IPV4.unpack_from(frame, pos)
         ihl = (version_ihl & 0x0F) * 4
         if ihl < 20 or total < ihl:
-            stats["skip.bad_ip"] += 1
+            stats[SKIP_BAD_IP] += 1
             return None
         if fragment & 0x1FFF:
-            stats["skip.non_first_fragment"] += 1
+            stats[SKIP_NON_FIRST_FRAGMENT] += 1
             return None
         src, dst = frame[pos + 12 : pos + 16], frame[pos + 16 : pos + 20]
         end = min(len(frame), pos + total)  # drops Ethernet padding
         pos += ihl
     elif version == 6:
         if pos + 40 > len(frame):
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         proto = frame[pos + 6]
         src, dst = frame[pos + 8 : pos + 24], frame[pos + 24 : pos + 40]
@@ -260,11 +265,11 @@ def _ip(
         pos += 40
         while proto in IPV6_EXTENSION_HEADERS or proto == IPV6_FRAGMENT or proto == IPV6_AH:
             if pos + 8 > end:
-                stats["skip.bad_ip"] += 1
+                stats[SKIP_BAD_IP] += 1
                 return None
             if proto == IPV6_FRAGMENT:
                 if int.from_bytes(frame[pos + 2 : pos + 4], "big") & 0xFFF8:
-                    stats["skip.non_first_fragment"] += 1
+                    stats[SKIP_NON_FIRST_FRAGMENT] += 1
                     return None
                 length = 8
             elif proto == IPV6_AH:
@@ -274,12 +279,12 @@ def _ip(
             proto = frame[pos]
             pos += length
     else:
-        stats["skip.non_ip"] += 1
+        stats[SKIP_NON_IP] += 1
         return None
 
     if proto == IPPROTO_UDP:
         if pos + 8 > end:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         sport, dport = _PORTS.unpack_from(frame, pos)
         if dport == VXLAN_PORT and depth < MAX_ENCAPSULATION and pos + 16 + 14 <= end:
@@ -295,12 +300,12 @@ def _ip(
         return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_UDP, sport, dport, 0, 0, frame[pos + 8 : end])
     if proto == IPPROTO_TCP:
         if pos + 20 > end:
-            stats["skip.short_frame"] += 1
+            stats[SKIP_SHORT_FRAME] += 1
             return None
         sport, dport, seq, offset, flags = _TCP.unpack_from(frame, pos)
         offset = (offset >> 4) * 4
         if offset < 20:
-            stats["skip.bad_tcp"] += 1
+            stats[SKIP_BAD_TCP] += 1
             return None
         return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_TCP, sport, dport, seq, flags, frame[pos + offset : end])
     if depth < MAX_ENCAPSULATION:
@@ -317,5 +322,5 @@ def _ip(
                     vlan, stats, depth + 1,
                 )
             return _ethertype(frame[:end], ethertype, pos + header, src_mac, dst_mac, vlan, stats, depth + 1)
-    stats["skip.other_transport"] += 1
+    stats[SKIP_OTHER_TRANSPORT] += 1
     return None

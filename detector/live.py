@@ -37,6 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from detector.counters import (
+    CAPTURE_INTERFACE_DROPS, CAPTURE_KERNEL_DROPS, CAPTURE_RECEIVED, SIGNATURE_RELOADS,
+    SIGNATURE_RELOAD_FAILURES,
+)
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
@@ -160,10 +164,10 @@ def worker_main(index: int, parent: int, options: LiveOptions, signatures: Signa
         snap = extractor.snapshot()
         for capture in captures:
             counts = capture.stats()
-            snap["capture.received"] = snap.get("capture.received", 0) + counts.received
-            snap["capture.kernel_drops"] = snap.get("capture.kernel_drops", 0) + counts.kernel_drops
+            snap[CAPTURE_RECEIVED] = snap.get("capture.received", 0) + counts.received
+            snap[CAPTURE_KERNEL_DROPS] = snap.get("capture.kernel_drops", 0) + counts.kernel_drops
             if index == 0:
-                snap["capture.interface_drops"] = snap.get("capture.interface_drops", 0) + counts.interface_drops
+                snap[CAPTURE_INTERFACE_DROPS] = snap.get("capture.interface_drops", 0) + counts.interface_drops
         return snap
 
     by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}
@@ -333,14 +337,14 @@ class LiveRun:
         try:
             signatures, policy = load_config(self.options)
         except (SignatureError, PolicyError, OSError) as exc:
-            self.stats["signatures.reload_failures"] += 1
+            self.stats[SIGNATURE_RELOAD_FAILURES] += 1
             self.log(f"reload refused, keeping the loaded set: {exc}")
             return
         self.signatures, self.policy = signatures, policy
         self.on_reload(signatures, policy)
         for control in self.controls:
             control.send(("reload", signatures))
-        self.stats["signatures.reloads"] += 1
+        self.stats[SIGNATURE_RELOADS] += 1
         self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
                  f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source}, "
                  f"sha256 {(policy.sha256 or 'built-in')[:16]})")

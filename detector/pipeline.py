@@ -26,6 +26,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from detector.counters import (
+    BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, PARSE_ERROR_TLS, QUIC_NO_SNI, SKIM_TCP,
+    SKIM_UDP, SKIP_QUIC_SERVER_LONG_HEADER, SKIP_TCP_NOT_TLS_OR_HTTP, TCP_MIDSTREAM, TLS_NO_SNI, match_key,
+    observation_key, verdict_key,
+)
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http
@@ -106,8 +111,8 @@ class Extractor:
 
     def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int | None) -> None:
         stats = self.stats
-        stats["packets"] += 1
-        stats["bytes"] += len(frame)
+        stats[PACKETS] += 1
+        stats[BYTES] += len(frame)
         if ts >= self.next_housekeeping:
             self.housekeeping(ts)
         packet = decode(linktype, frame, stats)
@@ -122,13 +127,13 @@ class Extractor:
             elif dport in self.settings.quic_ports and packet.payload[:1] >= b"\x80":
                 self._quic(ts, packet)
             elif sport in self.settings.quic_ports and packet.payload[:1] >= b"\x80":
-                stats["skip.quic_server_long_header"] += 1
+                stats[SKIP_QUIC_SERVER_LONG_HEADER] += 1
             elif sport in DHCP_PORTS and dport in DHCP_PORTS:
                 binding = parse_dhcp(packet.payload)
                 if binding is not None:
                     self.on_binding(binding)
             else:
-                stats["skim.udp"] += 1
+                stats[SKIM_UDP] += 1
         elif l4 == IPPROTO_TCP:
             self._tcp(ts, packet)
         elif l4 == ARP:
@@ -146,7 +151,7 @@ class Extractor:
         for name in self.initials.COUNTERS:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
-        self.timer.batch(self.stats["packets"])
+        self.timer.batch(self.stats[PACKETS])
         snap.update(self.timer.snapshot())
         return snap
 
@@ -161,7 +166,7 @@ class Extractor:
             self.housekeeping(now)
 
     def housekeeping(self, now: float) -> None:
-        self.timer.batch(self.stats["packets"])
+        self.timer.batch(self.stats[PACKETS])
         self.flights.expire(now)
         self.initials.expire(now)
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -187,10 +192,10 @@ class Extractor:
     def _dns_message(self, ts: float, packet: Packet, message: bytes) -> None:
         parsed = parse_dns(message)
         if parsed is None:
-            self.stats["parse_error.dns"] += 1
+            self.stats[PARSE_ERROR_DNS] += 1
             return
         if parsed.malformed:
-            self.stats["parse_error.dns_partial"] += 1
+            self.stats[PARSE_ERROR_DNS_PARTIAL] += 1
         if parsed.is_response:
             # The client of a response is its destination.
             self._emit_all(ts, packet, "dns-answer", parsed.answers, client_is_source=False)
@@ -221,7 +226,7 @@ class Extractor:
         if not flights.tracking(key):
             dns = packet.sport in self.settings.dns_ports or packet.dport in self.settings.dns_ports
             if not (dns or _starts_message(payload)):
-                self.stats["skim.tcp"] += 1
+                self.stats[SKIM_TCP] += 1
                 return
             if flights.finished(key):
                 # A new message on a flow already read: the next request of a keep-alive
@@ -229,10 +234,10 @@ class Extractor:
                 # HelloRetryRequest (then behind a compatibility ChangeCipherSpec record).
                 skip = len(TLS_CHANGE_CIPHER_SPEC) if payload.startswith(TLS_CHANGE_CIPHER_SPEC) else 0
                 if dns or not flights.restart(key, ts, packet.seq + skip):
-                    self.stats["skim.tcp"] += 1
+                    self.stats[SKIM_TCP] += 1
                     return
             else:
-                self.stats["tcp.midstream"] += 1
+                self.stats[TCP_MIDSTREAM] += 1
         stream = flights.feed(key, ts, packet.seq, False, payload)
         if stream is None:
             return
@@ -249,11 +254,11 @@ class Extractor:
                 return
             flights.finish(key)
             if status == clienthello.NOT_TLS or hello is None:
-                self.stats["parse_error.tls"] += 1
+                self.stats[PARSE_ERROR_TLS] += 1
             elif hello.sni:
                 self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
-                self.stats["tls.no_sni"] += 1
+                self.stats[TLS_NO_SNI] += 1
             return
         status, host = http.parse_http_host(stream)
         if status == http.NEED_MORE:
@@ -262,7 +267,7 @@ class Extractor:
         if status == http.DONE and host:
             self._emit(ts, packet, "http-host", host, True)
         else:
-            self.stats["skip.tcp_not_tls_or_http"] += 1
+            self.stats[SKIP_TCP_NOT_TLS_OR_HTTP] += 1
 
     # -- QUIC --------------------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class Extractor:
             if hello.sni:
                 self._emit(ts, packet, "quic-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
-                self.stats["quic.no_sni"] += 1
+                self.stats[QUIC_NO_SNI] += 1
 
     # -- emission ----------------------------------------------------------------------
 
@@ -285,7 +290,7 @@ class Extractor:
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (),
     ) -> None:
-        self.stats[f"observations.{proto}"] += 1
+        self.stats[observation_key(proto)] += 1
         if self.wanted is not None and not self.wanted(name):
             return
         if client_is_source:
@@ -351,8 +356,8 @@ class Detector:
         """Policy for a matched observation (live workers match, the writer judges)."""
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
         stats = self.stats
-        stats[f"matches.{verdict.segment}.{obs.proto}.{signature.category}"] += 1
-        stats[f"verdicts.{verdict.segment}.{verdict.decision}"] += 1
-        stats[f"verdicts.{verdict.decision}"] += 1
+        stats[match_key(verdict.segment, obs.proto, signature.category)] += 1
+        stats[verdict_key(verdict.decision, verdict.segment)] += 1
+        stats[verdict_key(verdict.decision)] += 1
         if verdict.decision != "allowed":
             self.on_verdict(verdict)

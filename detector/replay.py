@@ -35,6 +35,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from detector.counters import file_key
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
 from detector.pipeline import Extractor, Settings
@@ -119,7 +120,7 @@ def read_captures(
         else:
             capture.close()
         for reason, count in capture.skipped.items() if speaks else ():
-            stats[f"file.{reason}"] += count
+            stats[file_key(reason)] += count
             say(f"{path}: {count} record(s) skipped: {reason.replace('_', ' ')}")
         unsupported = capture.linktypes - SUPPORTED_LINKTYPES
         if unsupported:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import secrets
 import struct
 
+from detector.counters import (
+    BYTES, PACKETS, SKIM_TABLE_FULL, SKIM_TCP, SKIM_UDP, SKIP_OTHER_TRANSPORT, SKIP_QUIC_SERVER_LONG_HEADER,
+)
 from detector._skim import BLOCK, CORRUPT, END, FULL, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
 from detector.extract.http import METHODS
 
@@ -23,8 +26,7 @@ __all__ = [
 #: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
 KEPT = struct.Struct("=QdQII")
 #: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
-DROP_KEYS = ("packets", "bytes", "skim.udp", "skim.tcp", "skip.quic_server_long_header", "skim.table_full",
-             "skip.other_transport")
+DROP_KEYS = (PACKETS, BYTES, SKIM_UDP, SKIM_TCP, SKIP_QUIC_SERVER_LONG_HEADER, SKIM_TABLE_FULL, SKIP_OTHER_TRANSPORT)
 #: How an HTTP request starts (a method and a space): such a segment starts a flight.
 REQUEST_STARTS = tuple(m + b" " for m in METHODS)
 

@@ -28,7 +28,8 @@ def replay(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str
          "--events", str(out / "events.jsonl"), "--alerts", str(out / "alerts.jsonl"), *args],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     meta = json.loads((out / "events.jsonl.meta.json").read_text())
-    meta.pop("created")
+    meta.pop("created")  # the times of this run: when it wrote the record and read the policy
+    meta["policy"].pop("loaded_at")
     files = {
         "events": (out / "events.jsonl").read_text(),
         "alerts": (out / "alerts.jsonl").read_text(),

@@ -9,29 +9,19 @@ adds them key by key (every key is a counter or an additive gauge) and hands the
 collector. (The alert table's keys, ``alerts.*`` and ``devices_in_violation.*``, come from the
 one process where all verdicts meet, so they are not summed.)
 
-Snapshot keys the collector reads (``DetectorCollector.families`` returns any other as unused):
-
-- the pipeline's (see ``detector.pipeline``): ``packets``, ``bytes``, ``skim.<transport>``,
-  ``skip.<reason>``, ``file.<reason>``, ``parse_error.<parser>``, ``observations.<proto>``,
-  ``matches.<segment>.<proto>.<category>``, ``verdicts.<segment>.<decision>`` (and the
-  ``verdicts.<decision>`` totals, which are sums of those), ``tcp.midstream``,
-  ``tls.no_sni``, ``quic.no_sni``, ``tcp_flight.<counter>``, ``quic_initial.<counter>``;
-- ``devices.entries``, ``devices.evicted``, ``devices.learnt``: the device table;
-- ``alerts.emitted``, ``alerts.suppressed``, ``alerts.closed_early``: the alert table;
-- ``devices_in_violation.<segment>``: devices with an open alert window (a gauge);
-- ``capture.<stage>_drops``: packets the capture lost before we saw them (``kernel``, and
-  ``interface`` where the capture reports it); filled by live capture, 0 for a replay;
-  ``capture.received``: what the live capture received;
-- ``signatures.reload_failures``: failed reloads of the signature set;
-- ``alertmanager.<result>``: alerts pushed to Alertmanager (``sent``, ``failed``, ``dropped``);
-- ``processing.bucket.<i>``, ``processing.seconds``, ``processing.packets``: the processing
-  time histogram (``BatchTimer.snapshot``), bucket ``i`` being ``PROCESSING_BUCKETS[i]``
-  (non-cumulative; the last index is +Inf).
+Which snapshot keys there are, and the family each feeds, is declared once in
+``detector.counters``; the collector makes those families from it, and itself only the
+families whose label values come from the configuration: matches, verdicts and devices in
+violation by segment (``matches.<segment>.<proto>.<category>``, ``verdicts.<segment>.<decision>``,
+``devices_in_violation.<segment>``), the signature set in use, and the processing-time
+histogram (``processing.bucket.<i>``, ``processing.seconds``, ``processing.packets`` from
+``detector.timing``; bucket ``i`` is ``PROCESSING_BUCKETS[i]``, non-cumulative, the last
++Inf). ``DetectorCollector.families`` returns any key it did not export as unused.
 
 Cardinality is bounded by configuration, never by traffic: segment labels take only the
 policy's segment names (and ``default``), category labels the signature set's categories,
-proto labels ``records.PROTOS``, reason labels the fixed code paths. A key whose label value
-is outside those sets is not exported. No label ever holds a device or a name.
+proto labels ``records.PROTOS``, every other label the values ``detector.counters``
+declares. A key whose label value is outside those sets is not exported. No label ever holds a device or a name.
 """
 
 from __future__ import annotations
@@ -44,7 +34,7 @@ from typing import NamedTuple, Protocol
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from detector import __version__
+from detector import __version__, counters
 from detector.records import PROTOS
 from detector.sinks.metrics_server import MetricsServer, load_web_config
 from detector.timing import PROCESSING_BUCKETS
@@ -52,44 +42,6 @@ from detector.timing import PROCESSING_BUCKETS
 PREFIX = "tiktok_detector_"
 
 
-# Label values known before any traffic, exported as 0 from the first scrape so that rate()
-# and increase() see a series start at 0 (and dashboards show 0, not "no data"). Each list
-# is the set of literal keys in the code that counts them; tests/test_metrics.py checks that.
-SKIM_TRANSPORTS = ("tcp", "udp")
-SKIP_REASONS = (
-    "bad_ip", "bad_tcp", "non_first_fragment", "non_ip", "other_transport",
-    "quic_server_long_header", "short_frame", "tcp_not_tls_or_http", "unknown_linktype",
-)
-FILE_REASONS = ("bad_block", "truncated_record", "unknown_interface")
-PARSERS = ("dns", "dns_partial", "tls")
-CAPTURE_STAGES = ("kernel",)
-ALERTMANAGER_RESULTS = ("sent", "failed", "dropped")
-
-#: (table, reason) -> snapshot key: state dropped from a bounded table. ``capacity``: the
-#: table was full and its oldest entry went; ``timeout``: the entry was idle too long.
-EVICTIONS = {
-    ("tcp_flight", "capacity"): "tcp_flight.evicted_full",
-    ("tcp_flight", "timeout"): "tcp_flight.expired",
-    ("quic_initial", "capacity"): "quic_initial.evicted",
-    ("quic_initial", "timeout"): "quic_initial.expired",
-    ("devices", "capacity"): "devices.evicted",
-    ("alert_windows", "capacity"): "alerts.closed_early",
-}
-TABLE_ENTRIES = {
-    "tcp_flight": "tcp_flight.flows",
-    "quic_initial": "quic_initial.connections",
-    "devices": "devices.entries",
-}
-TCP_SEGMENT_KINDS = ("out_of_order", "retransmitted", "beyond_window", "ignored_finished")
-#: quic_initial counters of packets (result label) and of given-up connections (reason label).
-QUIC_PACKET_RESULTS = {
-    "initials_decrypted": "decrypted", "decrypt_failed": "decrypt_failed",
-    "unknown_version": "unknown_version", "version_negotiation": "version_negotiation",
-    "retry": "retry", "zero_rtt": "zero_rtt", "handshake": "handshake",
-    "short_header": "short_header", "after_done": "after_done", "malformed": "malformed",
-}
-QUIC_ABANDONED = {"over_budget": "over_budget", "crypto_overflow": "crypto_overflow",
-                  "hello_invalid": "hello_invalid"}
 #: decision -> (metric name, help) of the per-segment verdict counters.
 DECISIONS = {
     "violation": ("violations", "Matches that are a violation on the client's segment, by segment."),
@@ -149,10 +101,12 @@ class DetectorCollector:
         info = self.signatures()
         metrics = [
             _build_info(),
-            *_traffic(snap),
+            *_declared(snap, counters.TRAFFIC),
             *_detections(snap, tuple(dict.fromkeys(self.segments())), info.categories),
-            *_health(snap),
+            *_declared(snap, counters.ALERTS),
+            *_declared(snap, counters.HEALTH),
             *_signature_families(snap, info),
+            *_declared(snap, counters.RELOADS),
             _processing(snap),
         ]
         return metrics, set(snapshot) - snap.used
@@ -175,39 +129,25 @@ class _Reader:
             if key.startswith(prefix):
                 yield key, key[len(prefix):]
 
-    def labelled(self, prefix: str, known: Iterable[str], open_ended: bool = False) -> dict[str, float]:
-        """``{value: snap[prefix + value]}`` for every known value, 0 when absent, and with
-        ``open_ended`` also for each other dot-free value found: those come from literal keys
-        in the code, so they stay bounded even if a list here lags behind the code."""
-        values = {value: self(prefix + value) for value in known}
-        if open_ended:
-            for key, rest in self.under(prefix):
-                if "." not in rest and rest not in values:
-                    values[rest] = self(key)
-        return values
+    def labelled(self, prefix: str, known: Iterable[str]) -> dict[str, float]:
+        """``{value: snap[prefix + value]}`` for every known value, 0 when absent."""
+        return {value: self(prefix + value) for value in known}
 
 
-def _traffic(snap: _Reader) -> Iterator[Metric]:
-    yield _counter("packets", "Frames read from the capture.", snap("packets"))
-    yield _counter("bytes", "Bytes of the frames read from the capture.", snap("bytes"))
-    yield _labelled(CounterMetricFamily, "skimmed_packets",
-                    "Packets dropped as bulk after a few byte checks, by transport.",
-                    "transport", snap.labelled("skim.", SKIM_TRANSPORTS))
-    yield _labelled(CounterMetricFamily, "skipped_packets",
-                    "Frames or segments the decoder could not use, by reason.",
-                    "reason", snap.labelled("skip.", SKIP_REASONS, open_ended=True))
-    yield _labelled(CounterMetricFamily, "capture_file_skipped_records",
-                    "Records a capture file could not give (truncated, damaged), by reason.",
-                    "reason", snap.labelled("file.", FILE_REASONS, open_ended=True))
-    yield _labelled(CounterMetricFamily, "parse_errors",
-                    "Messages a parser rejected, by parser (dns_partial: DNS messages read "
-                    "up to a malformed part).",
-                    "parser", snap.labelled("parse_error.", PARSERS, open_ended=True))
-    yield _labelled(CounterMetricFamily, "observations", "Names extracted, by protocol.",
-                    "proto", snap.labelled("observations.", PROTOS))
-    yield _labelled(CounterMetricFamily, "client_hellos_without_sni",
-                    "TLS and QUIC ClientHellos that carried no server name, by protocol.",
-                    "proto", {"tls": snap("tls.no_sni"), "quic": snap("quic.no_sni")})
+def _declared(snap: _Reader, declared: Iterable[counters.Family]) -> Iterator[Metric]:
+    """The families of ``detector.counters``: every series exported from the first scrape
+    (0 until counted), so that rate() sees each start at 0."""
+    for family in declared:
+        if family.optional and not any(key in snap.snap for key in family.keys):
+            continue
+        kind = GaugeMetricFamily if family.gauge else CounterMetricFamily
+        if not family.labels:
+            yield kind(PREFIX + family.metric, family.help, value=snap(family.keys[0]))
+            continue
+        metric = kind(PREFIX + family.metric, family.help, labels=family.labels)
+        for values, key in family.series.items():
+            metric.add_metric(values, snap(key))
+        yield metric
 
 
 def _detections(snap: _Reader, segments: Sequence[str], categories: Iterable[str]) -> Iterator[Metric]:
@@ -228,59 +168,6 @@ def _detections(snap: _Reader, segments: Sequence[str], categories: Iterable[str
                     "Devices with an open alert window (a violation within the dedup "
                     "window), by segment.",
                     "segment", snap.labelled("devices_in_violation.", segments))
-    yield _counter("alerts_emitted", "Deduplicated alerts written (one per device, category "
-                   "and window).", snap("alerts.emitted"))
-    yield _counter("alerts_suppressed", "Violations folded into an alert already open.",
-                   snap("alerts.suppressed"))
-    if any(True for _ in snap.under("alertmanager.")):
-        yield _labelled(CounterMetricFamily, "alertmanager_alerts",
-                        "Alerts pushed to Alertmanager, by result (dropped: the send queue "
-                        "was full).", "result", snap.labelled("alertmanager.", ALERTMANAGER_RESULTS))
-
-
-def _health(snap: _Reader) -> Iterator[Metric]:
-    stages = dict.fromkeys(CAPTURE_STAGES)
-    stages.update((rest[: -len("_drops")], None) for _, rest in snap.under("capture.") if rest.endswith("_drops"))
-    yield _labelled(CounterMetricFamily, "capture_dropped_packets",
-                    "Packets the capture lost before the sensor read them, by where they "
-                    "were lost (0 for a replay).", "stage",
-                    {stage: snap(f"capture.{stage}_drops") for stage in stages})
-    if "capture.received" in snap.snap:
-        yield _counter("capture_received_packets", "Packets the live capture received, as its "
-                       "capture library counts them.", snap("capture.received"))
-    evictions = CounterMetricFamily(PREFIX + "table_evictions", "State dropped from a bounded "
-                                    "table before it was done with, by table and reason.",
-                                    labels=("table", "reason"))
-    for (table, reason), key in EVICTIONS.items():
-        evictions.add_metric((table, reason), snap(key))
-    yield evictions
-    yield _labelled(GaugeMetricFamily, "table_entries", "Entries held in each bounded table.",
-                    "table", {table: snap(key) for table, key in TABLE_ENTRIES.items()})
-    yield _counter("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.",
-                   snap("devices.learnt"))
-    yield _counter("skim_flow_set_full_segments", "TCP segments the skim kept for Python because its "
-                   "flow set was full (Python judged them; nothing is lost, only speed).", snap("skim.table_full"))
-    yield _counter("tcp_midstream_flows", "TCP flows picked up without their start (the "
-                   "capture began mid-connection).", snap("tcp.midstream"))
-    yield _counter("tcp_reassembly_flows", "TCP client first flights tracked for reassembly.",
-                   snap("tcp_flight.flows_created"))
-    yield _labelled(CounterMetricFamily, "tcp_reassembly_flows_ended",
-                    "TCP first flights ended, by reason (completed: the message was read; "
-                    "overflow: past the byte budget; evictions are in table_evictions).",
-                    "reason", {"completed": snap("tcp_flight.finished"), "overflow": snap("tcp_flight.overflow")})
-    yield _counter("tcp_reassembly_restarts", "Finished TCP flows tracked again for a later "
-                   "message (keep-alive, STARTTLS).", snap("tcp_flight.restarted"))
-    yield _labelled(CounterMetricFamily, "tcp_reassembly_segments",
-                    "TCP segments reassembly handled specially, by kind.", "kind",
-                    {kind: snap(f"tcp_flight.{kind}") for kind in TCP_SEGMENT_KINDS})
-    yield _labelled(CounterMetricFamily, "quic_packets", "QUIC long-header packets to servers' "
-                    "QUIC ports, by what came of them.", "result",
-                    {label: snap(f"quic_initial.{name}") for name, label in QUIC_PACKET_RESULTS.items()})
-    yield _counter("quic_client_hellos", "ClientHellos reassembled from QUIC Initials.",
-                   snap("quic_initial.hellos"))
-    yield _labelled(CounterMetricFamily, "quic_connections_abandoned",
-                    "QUIC connections given up before a ClientHello, by reason.", "reason",
-                    {label: snap(f"quic_initial.{name}") for name, label in QUIC_ABANDONED.items()})
 
 
 def _build_info() -> Metric:
@@ -299,8 +186,6 @@ def _signature_families(snap: _Reader, info: SignatureInfo) -> Iterator[Metric]:
                             value=info.entries)
     yield GaugeMetricFamily(PREFIX + "signature_set_loaded_timestamp_seconds",
                             "When the signature set in use was loaded (Unix time).", value=info.loaded_at)
-    yield _counter("signature_reload_failures", "Reloads of the signature set that failed (the "
-                   "previous set stays in use).", snap("signatures.reload_failures"))
 
 
 def _processing(snap: _Reader) -> Metric:
@@ -316,10 +201,6 @@ def _processing(snap: _Reader) -> Metric:
         "packets between two housekeeping ticks).",
         buckets=buckets, sum_value=snap("processing.seconds"),
     )
-
-
-def _counter(name: str, documentation: str, value: float) -> Metric:
-    return CounterMetricFamily(PREFIX + name, documentation, value=value)
 
 
 def _labelled(family: type, name: str, documentation: str, label: str, values: Mapping[str, float]) -> Metric:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from detector import counters
 from detector.records import Verdict, rfc3339
 
 #: The summary names at most this many devices (the busiest) and names per device.
@@ -14,18 +15,6 @@ MAX_DEVICES_SHOWN = 50
 MAX_NAMES_SHOWN = 4
 #: Devices remembered for the summary; beyond it the rest are counted, not listed.
 MAX_DEVICES = 100_000
-#: Counters of state the sensor had to let go of before it was done with it: each may have
-#: cost a name, so an auditor must read them beside the findings. Key -> what it means.
-LOSSES = {
-    "tcp_flight.evicted_full": "TCP flows evicted from the full first-flight table",
-    "tcp_flight.overflow": "TCP flows given up past the first-flight byte budget",
-    "quic_initial.evicted": "QUIC connections evicted from the full Initial table",
-    "quic_initial.over_budget": "QUIC connections given up past the table's CRYPTO budget",
-    "quic_initial.crypto_overflow": "QUIC connections given up past a connection's CRYPTO budget",
-    "skim.table_full": "TCP segments kept by the skim after its flow set filled",
-    "devices.evicted": "address bindings evicted from the full device table",
-    "alerts.closed_early": "alert windows closed early because the alert table was full",
-}
 
 
 @dataclass(slots=True)
@@ -95,9 +84,9 @@ class Summary:
                 + (" - THE SENSOR LOST PACKETS: raise --buffer-mb or --workers" if stats["capture.kernel_drops"] else "")
                 + "\n"
             )
-        drops = {k: v for k, v in stats.items() if k.startswith(("skip.", "parse_error.", "file.")) and v}
+        drops = {key: stats[key] for key in counters.not_decoded() if stats[key]}
         if drops:
             out.write("not decoded: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) + "\n")
-        for key, meaning in LOSSES.items():
-            if stats.get(key):
+        for key, meaning in counters.losses():
+            if stats[key]:
                 out.write(f"LOST STATE: {int(stats[key])} {meaning} ({key})\n")

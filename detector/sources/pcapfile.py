@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from detector.counters import FILE_BAD_BLOCK, FILE_TRUNCATED_RECORD, FILE_UNKNOWN_INTERFACE
 from detector.skim import BLOCK, CORRUPT, DROP_KEYS, END, KEPT, MAX_BLOCK, Skimmer, new_skimmer
 
 PCAP_MAGICS = {
@@ -229,7 +230,7 @@ class CaptureFile:
         if buf.fill():
             return False
         if buf.end > buf.pos:
-            self.skipped["truncated_record"] += 1
+            self.skipped[FILE_TRUNCATED_RECORD] += 1
         return True
 
     def _pcap_batches(self, skimmer: Skimmer) -> Iterator[Batch]:
@@ -273,7 +274,7 @@ class CaptureFile:
                 continue
             # A block the skimmer leaves to Python: headers, and packets it cannot take whole.
             if not buf.need(12):
-                self.skipped["truncated_record"] += 1
+                self.skipped[FILE_TRUNCATED_RECORD] += 1
                 return
             block_type = struct.unpack_from(order + "I", buf.data, buf.pos)[0]
             if block_type == PCAPNG_SHB:
@@ -287,7 +288,7 @@ class CaptureFile:
             if total < 12 or total % 4 or total > MAX_BLOCK:
                 raise CaptureError(f"{self.path}: corrupt pcapng block after frame {self.frames}; stopped reading")
             if not buf.need(total):
-                self.skipped["truncated_record"] += 1
+                self.skipped[FILE_TRUNCATED_RECORD] += 1
                 return
             body = bytes(buf.data[buf.pos + 8 : buf.pos + total])
             buf.pos += total
@@ -311,7 +312,7 @@ class CaptureFile:
         Packet Block, an EPB with an unknown interface or bad lengths), or None."""
         if block_type == PCAPNG_EPB or block_type == PCAPNG_PB:
             if len(body) < 24:
-                self.skipped["bad_block"] += 1
+                self.skipped[FILE_BAD_BLOCK] += 1
                 return None
             if block_type == PCAPNG_EPB:
                 iface, ts_high, ts_low, caplen = struct.unpack_from(order + "IIII", body, 0)
@@ -320,9 +321,9 @@ class CaptureFile:
             serial = skimmer.next_serial()
             self.frames += 1
             if iface >= len(interfaces):
-                self.skipped["unknown_interface"] += 1
+                self.skipped[FILE_UNKNOWN_INTERFACE] += 1
             elif caplen > len(body) - 24:
-                self.skipped["bad_block"] += 1
+                self.skipped[FILE_BAD_BLOCK] += 1
             else:
                 linktype, tick, offset = interfaces[iface]
                 ts = ((ts_high << 32) | ts_low) * tick + offset
@@ -332,7 +333,7 @@ class CaptureFile:
             serial = skimmer.next_serial()
             self.frames += 1
             if not interfaces:
-                self.skipped["unknown_interface"] += 1
+                self.skipped[FILE_UNKNOWN_INTERFACE] += 1
             else:
                 orig = struct.unpack_from(order + "I", body, 0)[0] if len(body) >= 4 else 0
                 # SPBs carry no timestamp; 0 tells the operator it is unknown.
