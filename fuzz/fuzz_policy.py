@@ -15,18 +15,15 @@ non-positive or non-finite dedup window); and ``decide`` raising on a loaded pol
 
 from __future__ import annotations
 
-import atexit
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code, not the TOML parser
-
 import atheris
+import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code, not the TOML parser
+from scratch import scratch_file
 
 with atheris.instrument_imports():
     from detector.policy import CATEGORIES, PolicyError, load_policy
@@ -39,28 +36,10 @@ _CLIENTS = (
     ("fd00:10::5", None, None, None),
     ("203.0.113.9", "02:00:00:00:00:01", 4095, "alice-phone"),
 )
-_path: Path | None = None
-
-
-def policy_file() -> Path:
-    """The one temporary file every input is written to (made on first use).
-
-    It is removed at exit when the inputs are replayed; libFuzzer ends the process
-    without running exit handlers, so a fuzzing run leaves its file behind.
-    """
-    global _path
-    if _path is None:
-        # A file in memory: on a disk, writing it would take most of each run.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, name = tempfile.mkstemp(prefix="fuzz-policy-", suffix=".toml", dir=shm)
-        os.close(fd)
-        _path = Path(name)
-        atexit.register(_path.unlink, missing_ok=True)
-    return _path
 
 
 def TestOneInput(data: bytes) -> None:
-    path = policy_file()
+    path = scratch_file("fuzz-policy-", ".toml")
     path.write_bytes(data)
     try:
         policy = load_policy(path)

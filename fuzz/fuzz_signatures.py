@@ -19,17 +19,14 @@ domain entry that a pattern itself must hit.
 
 from __future__ import annotations
 
-import atexit
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code, not the TOML parser
-
 import atheris
+import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code, not the TOML parser
+from scratch import scratch_file
 
 with atheris.instrument_imports():
     from detector.extract.clienthello import normalize_name
@@ -39,26 +36,6 @@ with atheris.instrument_imports():
 _PROBLEM = re.compile(r"(?P<file>.+?):(?P<line>\d+): (?P<message>.+)\Z")
 #: Names matched against every set that loads, besides the fuzzed ones.
 _NAMES = ("www.tiktok.com", "p16-tiktok-va.ibyteimg.com", "example.org", "", ".", "com")
-_path: Path | None = None
-
-
-def signature_file() -> Path:
-    """The one temporary file every input is written to (made on first use).
-
-    It is removed at exit when the inputs are replayed; libFuzzer ends the process
-    without running exit handlers, so a fuzzing run leaves its file behind.
-    """
-    global _path
-    if _path is None:
-        # A file in memory: on a disk, writing it would take most of each run.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, name = tempfile.mkstemp(prefix="fuzz-signatures-", suffix=".toml", dir=shm)
-        os.close(fd)
-        _path = Path(name)
-        atexit.register(_path.unlink, missing_ok=True)
-    return _path
-
-
 def covers(sig: Signature, name: str) -> bool | None:
     """Whether a domain entry matches ``name`` (None for a regex: only the index knows)."""
     if sig.kind == "exact":
@@ -82,7 +59,7 @@ def check_match(sigs: SignatureSet, name: str) -> None:
 
 def TestOneInput(data: bytes) -> None:
     text, _, tail = data.partition(b"\x00")
-    path = signature_file()
+    path = scratch_file("fuzz-signatures-", ".toml")
     path.write_bytes(text)
     lines = text.count(b"\n") + 1
     # Loading first: when it fails its problems are what ``check`` prints, so a file
