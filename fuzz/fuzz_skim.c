@@ -13,8 +13,9 @@
  *
  * Input: 8 bytes of set-up, then the records of a capture (no file header):
  *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all
- *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits)
+ *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits, modulo workers)
  *   [2] linktype of the pcap, or of each pcapng interface (with [3..5]), from LINKTYPES
+ *       (low 3 bits); its top 2 bits: pcapng interfaces - 1
  *   [6] max_flows - 1 (low 3 bits)
  *   [7] seconds between clock ticks (0: none), which stop a walk as the pipeline's
  *       housekeeping does
@@ -86,10 +87,48 @@ static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, 
     return 0;
 }
 
-/* The key Python would report for an Ethernet IPv4 TCP frame (others: 0, none). */
-static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n) {
-    if (n < 54 || be16(f + 12) != 0x0800 || (f[14] & 0x0F) != 5 || f[23] != 6) return 0;
-    return skim_flow_hash(s, f + 26, f + 30, 4, be16(f + 34), be16(f + 36));
+/* The key and flags Python would report for a TCP frame, or 0 when the frame holds no TCP
+ * header the triage reads. The model's own walk over the headers the triage knows (link
+ * types, VLAN tags, IPv4 with options, IPv6), so that every flow the triage can add to its
+ * set is one the model hears of, as Python reports every TCP frame it reads. */
+static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t linktype, uint8_t *flags) {
+    size_t pos;
+    if (linktype == 1 || linktype == 113) {
+        pos = linktype == 1 ? 12 : 14;
+        while (pos + 2 <= n && (be16(f + pos) == 0x8100 || be16(f + pos) == 0x88A8 || be16(f + pos) == 0x9100))
+            pos += 4;
+        if (pos + 2 > n || (be16(f + pos) != 0x0800 && be16(f + pos) != 0x86DD)) return 0;
+        pos += 2;
+    } else if (linktype == 276) {
+        if (n < 20 || (be16(f) != 0x0800 && be16(f) != 0x86DD)) return 0;
+        pos = 20;
+    } else if (linktype == 101 || linktype == 228 || linktype == 229 || linktype == 14) {
+        pos = 0;
+    } else {
+        return 0;
+    }
+    if (pos >= n) return 0;
+    const uint8_t *src, *dst;
+    int alen;
+    size_t l4, end;
+    if (f[pos] >> 4 == 4) {
+        if (pos + 20 > n) return 0;
+        size_t ihl = (size_t)(f[pos] & 0x0F) * 4, total = be16(f + pos + 2);
+        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF) || f[pos + 9] != 6) return 0;
+        src = f + pos + 12, dst = f + pos + 16, alen = 4;
+        l4 = pos + ihl;
+        end = pos + total < n ? pos + total : n;
+    } else if (f[pos] >> 4 == 6) {
+        if (pos + 40 > n || f[pos + 6] != 6) return 0;
+        src = f + pos + 8, dst = f + pos + 24, alen = 16;
+        l4 = pos + 40;
+        end = pos + 40 + be16(f + pos + 4) < n ? pos + 40 + be16(f + pos + 4) : n;
+    } else {
+        return 0;
+    }
+    if (l4 + 20 > end) return 0;
+    *flags = f[l4 + 13];
+    return skim_flow_hash(s, src, dst, alen, be16(f + l4), be16(f + l4 + 2));
 }
 
 /* Walk the whole buffer as the reader does: on after each stop, over blocks it skips. With
@@ -119,9 +158,10 @@ static size_t walk_all(Skim *s, const uint8_t *in, const uint8_t *buf, size_t si
             CHECK(k->serial > serial && k->serial <= s->serial);
             if (frames && n_frames < max_frames) frames[n_frames++] = *k;
             /* Python reads the frame and reports its flow: tracked unless it is a FIN/RST. */
-            uint64_t key = tcp_key(s, buf + k->offset, k->caplen);
-            if (key && model) {
-                int tracked = !(buf[k->offset + 47] & 0x05);
+            uint8_t flags = 0;
+            uint64_t key = model ? tcp_key(s, buf + k->offset, k->caplen, k->linktype, &flags) : 0;
+            if (key) {
+                int tracked = !(flags & 0x05);
                 skim_track(s, key, tracked);
                 model_track(model, key, tracked);
             }
