@@ -11,7 +11,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import ipaddress
-import math
 import re
 import time
 import tomllib
@@ -26,6 +25,8 @@ CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 DEFAULT_VIOLATIONS = ("app", "api", "cdn", "telemetry", "web")
 DEFAULT_SEGMENT = "default"
 DEFAULT_DEDUP_WINDOW = 900.0
+#: A window longer than a year folds a year of use into one alert: surely a typo.
+MAX_DEDUP_WINDOW = 366 * 86400
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Six octets with colons or hyphens, three groups of four with dots (Cisco), or bare hex.
@@ -150,8 +151,10 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
     _only(doc, {"dedup_window", "violations", "segment", "exemption"}, "top level")
     violations = _categories(doc.get("violations", list(DEFAULT_VIOLATIONS)), "top level")
     window = doc.get("dedup_window", DEFAULT_DEDUP_WINDOW)
-    if not _is_number(window) or not math.isfinite(window) or window <= 0:
-        raise ValueError("top level: dedup_window must be a positive number of seconds")
+    # Compared, not converted: a TOML integer of 400 digits overflows a float.
+    if not _is_number(window) or not 0 < window <= MAX_DEDUP_WINDOW:
+        raise ValueError(f"top level: dedup_window must be a number of seconds above 0 and at most "
+                         f"{MAX_DEDUP_WINDOW} (a year)")
     segments: list[Segment] = []
     for i, raw in enumerate(_tables(doc, "segment"), 1):
         where = f"segment #{i}"

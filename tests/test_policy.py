@@ -175,3 +175,13 @@ def test_the_run_record_names_the_policy_as_loaded(tmp_path):
     info = policy_info(policy)
     assert info.sha256 == applied and info.dedup_window == 900
     assert info.loaded_at is not None and info.loaded_at.endswith("Z")
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "inf", "nan", "0", "-5", "31622401"])
+def test_dedup_window_out_of_range_is_one_line(tmp_path, value):
+    """A 400-digit window overflowed a float (an OverflowError traceback); inf, nan, 0 and
+    more than a year are refused too."""
+    path = tmp_path / "p.toml"
+    path.write_text(f"dedup_window = {value}\n")
+    with pytest.raises(PolicyError, match="dedup_window must be a number of seconds above 0"):
+        load_policy(path)
