@@ -203,3 +203,12 @@ def test_an_unwritable_output_is_refused_before_a_frame_is_read(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"tiktok-detector: {tmp_path / 'missing' / 'r.html'}: no such directory {tmp_path / 'missing'}"]
     assert not events.exists()
+
+
+def test_one_file_named_for_two_outputs_is_refused(tmp_path):
+    out = tmp_path / "out.jsonl"
+    result = detector("replay", "--events", str(out), "--alerts", str(out), str(SAMPLE))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tiktok-detector: {out}: named for two outputs (also as {out}); one would overwrite the other"]
+    assert not out.exists()

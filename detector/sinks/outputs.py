@@ -23,8 +23,9 @@ class OutputError(Exception):
 
 def check_outputs(outputs: Iterable[str | None], inputs: Iterable[str | None]) -> None:
     """Refuse, before anything is read or written, an output that is also an input (an
-    events file named like the capture would truncate the evidence) or that cannot be
-    written (a missing or read-only directory found only after hours of replay)."""
+    events file named like the capture would truncate the evidence), one named for two
+    outputs, or one that cannot be written (a missing or read-only directory found only
+    after hours of replay)."""
     sources = [p for p in inputs if p and p != "-"]
     seen = {os.path.realpath(p) for p in sources}
     stats = []
@@ -33,11 +34,16 @@ def check_outputs(outputs: Iterable[str | None], inputs: Iterable[str | None]) -
             stats.append(os.stat(path))
         except OSError:
             pass
+    written: dict[str, str] = {}
     for output in outputs:
         if not output or output == "-":
             continue
-        if os.path.realpath(output) in seen or any(_same_file(output, st) for st in stats):
+        real = os.path.realpath(output)
+        if real in seen or any(_same_file(output, st) for st in stats):
             raise OutputError(f"{output}: is also an input; refusing to overwrite it")
+        if real in written:
+            raise OutputError(f"{output}: named for two outputs (also as {written[real]}); one would overwrite the other")
+        written[real] = output
         if os.path.isdir(output):
             raise OutputError(f"{output}: is a directory")
         directory = os.path.dirname(os.path.abspath(output))
