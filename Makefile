@@ -12,7 +12,7 @@ TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium pr
 .PHONY: demo test bench fuzz fuzz-smoke system-deps clean
 
 # The skim is compiled by pip install: a change to its C source rebuilds it.
-$(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c
+$(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c $(wildcard detector/skim_c/*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .

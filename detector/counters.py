@@ -81,7 +81,7 @@ class Family:
     """One metric family and the snapshot keys behind its series.
 
     ``series`` maps each series' label values to its key. ``lost`` says, for the keys
-    whose non-zero count is lost state, what was lost (the summary's LOSS lines).
+    whose non-zero count is lost state, what was lost (the summary's LOST STATE lines).
     ``optional``: exported only when one of its keys is in the snapshot (a source that not
     every run has: live capture, the Alertmanager push)."""
 

@@ -164,10 +164,10 @@ def worker_main(index: int, parent: int, options: LiveOptions, signatures: Signa
         snap = extractor.snapshot()
         for capture in captures:
             counts = capture.stats()
-            snap[CAPTURE_RECEIVED] = snap.get("capture.received", 0) + counts.received
-            snap[CAPTURE_KERNEL_DROPS] = snap.get("capture.kernel_drops", 0) + counts.kernel_drops
+            snap[CAPTURE_RECEIVED] = snap.get(CAPTURE_RECEIVED, 0) + counts.received
+            snap[CAPTURE_KERNEL_DROPS] = snap.get(CAPTURE_KERNEL_DROPS, 0) + counts.kernel_drops
             if index == 0:
-                snap[CAPTURE_INTERFACE_DROPS] = snap.get("capture.interface_drops", 0) + counts.interface_drops
+                snap[CAPTURE_INTERFACE_DROPS] = snap.get(CAPTURE_INTERFACE_DROPS, 0) + counts.interface_drops
         return snap
 
     by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}

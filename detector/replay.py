@@ -193,9 +193,9 @@ def replay_parallel(
         process.start()
     for _, sender in pipes:
         sender.close()
-    started()
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
+        started()
         streams = [_records(index, receiver, process.sentinel, totals, finals[index])
                    for index, ((receiver, _), process) in enumerate(zip(pipes, processes))]
         for key, record in heapq.merge(*streams, key=lambda item: item[0]):

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+from detector.counters import ALERTS_CLOSED_EARLY, ALERTS_EMITTED, ALERTS_SUPPRESSED, DEVICES_EVICTED
 from detector.devices import DeviceTable
 from detector.match import SignatureSet
 from detector.pipeline import Detector
@@ -85,8 +86,8 @@ class Session:
             self.pusher.close()
         alerts = self.outputs.alerts
         counts = Counter(counters)
-        counts.update({"alerts.emitted": alerts.emitted, "alerts.suppressed": alerts.suppressed,
-                       "alerts.closed_early": alerts.closed_early, "devices.evicted": self.devices.evicted})
+        counts[ALERTS_EMITTED], counts[ALERTS_SUPPRESSED] = alerts.emitted, alerts.suppressed
+        counts[ALERTS_CLOSED_EARLY], counts[DEVICES_EVICTED] = alerts.closed_early, self.devices.evicted
         self.outputs.summary.write(sys.stderr, counts, sources, errors)
 
     def finish(self, linger: float) -> None:

@@ -137,12 +137,17 @@ def fuzz(target: str, seconds: int, corpora: list[Path]) -> tuple[Run, str]:
     findings.mkdir(parents=True, exist_ok=True)
     before = set(findings.iterdir())
     argv = command(target, seconds, corpora, findings)
-    proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=ROOT,
-                          timeout=seconds + 600)
-    log = proc.stdout + proc.stderr
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=ROOT,
+                               timeout=seconds + 600)
+        log, returncode = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # the fuzzer itself hung: a finding like any other
+        output = b"".join(o if isinstance(o, bytes) else (o or "").encode() for o in (exc.stdout, exc.stderr))
+        log = output.decode(errors="replace") + f"\nfuzz/run.py: the fuzzer did not stop {seconds + 600} s in"
+        returncode = -1
     stat = dict(re.findall(r"^stat::(\w+):\s+(\d+)", log, re.M))
     features = [int(f) for f in re.findall(r"\bft: (\d+)", log)]
-    crashes = len(set(findings.iterdir()) - before) or int(proc.returncode != 0)
+    crashes = len(set(findings.iterdir()) - before) or int(returncode != 0)
     shown = " ".join([".venv/bin/python" if argv[0] == sys.executable else argv[0], *argv[1:]])
     run = Run(target, datetime.date.today().isoformat(), seconds, int(stat.get("number_of_executed_units", 0)),
               int(stat.get("average_exec_per_sec", 0)), max(features, default=0), None, crashes,
@@ -174,8 +179,8 @@ def _native_coverage(target: str, files: list[Path], corpus: Path) -> float:
         raw, merged = Path(tmp) / "run.profraw", Path(tmp) / "run.profdata"
         subprocess.run([str(binary), "-runs=0", str(corpus)], env={**os.environ, "LLVM_PROFILE_FILE": str(raw)},
                        capture_output=True, check=True)
-        subprocess.run(["llvm-profdata-14", "merge", "-sparse", str(raw), "-o", str(merged)], check=True)
-        report = subprocess.run(["llvm-cov-14", "export", "-summary-only", f"-instr-profile={merged}", str(binary),
+        subprocess.run(["llvm-profdata", "merge", "-sparse", str(raw), "-o", str(merged)], check=True)
+        report = subprocess.run(["llvm-cov", "export", "-summary-only", f"-instr-profile={merged}", str(binary),
                                  *map(str, files)], capture_output=True, text=True, check=True)
     lines = json.loads(report.stdout)["data"][0]["totals"]["lines"]
     return round(100.0 * lines["covered"] / lines["count"], 1)
@@ -231,7 +236,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 300)))
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("FUZZ_JOBS", 2)))
     parser.add_argument("--smoke", action="store_true", help=f"each target {SMOKE_SECONDS} s, nothing recorded")
-    parser.add_argument("--seeds-only", action="store_true")
+    parser.add_argument("--seeds-only", action="store_true", help="write the seed corpora and stop")
     parser.add_argument("--replay", metavar="TARGET", help="run the inputs in the paths through TARGET once")
     args, rest = parser.parse_known_args()
     if args.replay:

@@ -218,15 +218,10 @@ def _split_right(rest: str, parts: int) -> list[str]:
     return [""] * (parts - len(fields)) + fields
 
 
-# -- processing time ---------------------------------------------------------------------
-
-
 # -- the replay's exporter ---------------------------------------------------------------
 
 
 class _Extractor(Protocol):
-    stats: Mapping[str, int]
-
     def snapshot(self) -> dict[str, float]: ...
 
 
