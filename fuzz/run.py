@@ -137,9 +137,11 @@ def fuzz(target: str, seconds: int, corpora: list[Path]) -> tuple[Run, str]:
     findings.mkdir(parents=True, exist_ok=True)
     before = set(findings.iterdir())
     argv = command(target, seconds, corpora, findings)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=ROOT,
-                               timeout=seconds + 600)
+        with tempfile.TemporaryDirectory(prefix="fuzz-scratch-", dir=shm) as scratch:
+            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=ROOT,
+                                  timeout=seconds + 600, env={**os.environ, "FUZZ_SCRATCH": scratch})
         log, returncode = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:  # the fuzzer itself hung: a finding like any other
         output = b"".join(o if isinstance(o, bytes) else (o or "").encode() for o in (exc.stdout, exc.stderr))

@@ -2,7 +2,8 @@
 
 One file per process, in memory where the system has /dev/shm (on a disk, writing it took
 most of each run). It is removed at exit when inputs are replayed; libFuzzer ends the
-process without running exit handlers, so a fuzzing run leaves its file behind.
+process without running exit handlers, so fuzz/run.py gives each run a folder of its own
+(FUZZ_SCRATCH) and removes it afterwards.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ _files: dict[str, Path] = {}
 def scratch_file(prefix: str, suffix: str) -> Path:
     """The one file of this process for ``prefix`` (made on first use)."""
     if prefix not in _files:
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=shm)
+        where = os.environ.get("FUZZ_SCRATCH") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
         os.close(fd)
         _files[prefix] = Path(name)
         atexit.register(_files[prefix].unlink, missing_ok=True)
