@@ -14,7 +14,7 @@ from pathlib import Path
 from detector.match import SignatureError, SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
-from detector.replay import Job, WorkerError, WorkerTotals, read_captures, replay_parallel
+from detector.replay import Job, WorkerError, read_captures, replay_parallel
 from detector.report import ReportError
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.report.meta import CaptureInfo
@@ -24,6 +24,7 @@ from detector.sinks.events import JsonLines
 from detector.sinks.metrics_server import MetricsError, listen_address
 from detector.sinks.outputs import OutputError, check_outputs
 from detector.sources.pcapfile import CaptureError
+from detector.workers import WorkerCounts
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 EXIT_INPUT_ERROR = 2
@@ -162,12 +163,12 @@ def _replay(args: argparse.Namespace) -> int:
     session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, on_verdict=report.add)
     settings = _settings(args)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
-    counters: WorkerTotals | Extractor
+    counters: WorkerCounts | Extractor
     if args.workers > 1:
-        counters = WorkerTotals(session.stats, args.workers)
+        counters = WorkerCounts(session.stats)
         job = Job(args.pcaps, settings, signatures.match, described is not None, not args.no_progress)
         errors = replay_parallel(job, args.workers, session.detector.observe, session.devices.learn, session.tick,
-                                 session.stats, counters, described,
+                                 counters, described,
                                  started=lambda: session.serve(args.metrics_addr, args.web_config, counters))
     else:
         counters = Extractor(settings, session.detector.observe, session.devices.learn, session.stats,
@@ -195,9 +196,9 @@ def _live(args: argparse.Namespace) -> int:
     check_outputs((args.events, args.alerts), (args.policy, args.signatures))
     signatures, policy = live.load_config(options)
     session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True)
+    counters = WorkerCounts(session.stats)
     run = live.LiveRun(options, signatures, policy, session.detector.judge, session.devices.learn, session.reload,
-                       live.log_line)
-    counters = live.LiveCounters(run, session.stats)
+                       live.log_line, counters)
     session.serve(args.metrics_addr, args.web_config, counters)
     live.install_signal_handlers(run)
     live.drop_privileges(args.user)

@@ -45,6 +45,7 @@ from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
+from detector.workers import WorkerCounts
 
 #: Seconds a worker waits for packets before it looks at its control pipe again.
 READ_WAIT = 0.1
@@ -214,7 +215,8 @@ class LiveRun:
 
     def __init__(self, options: LiveOptions, signatures: SignatureSet, policy: Policy,
                  on_match: Callable, on_binding: Callable, on_reload: Callable[[SignatureSet, Policy], None],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], counts: WorkerCounts) -> None:
+        """``counts``: the workers' snapshots go there, and this side's reload counts."""
         self.options = options
         self.signatures = signatures
         self.policy = policy
@@ -222,8 +224,7 @@ class LiveRun:
         self.on_binding = on_binding
         self.on_reload = on_reload
         self.log = log
-        self.snapshots: dict[int, dict[str, float]] = {}
-        self.stats: Counter[str] = Counter()
+        self.counts = counts
         self._stop = False
         self._reload = False
         # (packet time, arrival order, arrival time, message)
@@ -247,13 +248,6 @@ class LiveRun:
 
     def request_reload(self, *_: object) -> None:
         self._reload = True
-
-    def counters(self) -> dict[str, float]:
-        """Sums of the workers' latest snapshots plus the writer's own counters."""
-        total: Counter[str] = Counter(self.stats)
-        for snap in self.snapshots.values():
-            total.update(snap)
-        return dict(total)
 
     def run(self, tick: Callable[[float], None], ready: Callable[[], None] = lambda: None) -> int:
         """Route messages until every worker is done; 2 if a worker could not start or died."""
@@ -294,7 +288,7 @@ class LiveRun:
                 if kind in ("obs", "bind"):
                     self._hold(message, now)
                 elif kind == "snap":
-                    self.snapshots[message[1]] = message[2]
+                    self.counts.update(message[1], message[2])
                 elif kind == "ready":
                     pending_ready.discard(message[1])
                     if not pending_ready:
@@ -337,35 +331,17 @@ class LiveRun:
         try:
             signatures, policy = load_config(self.options)
         except (SignatureError, PolicyError, OSError) as exc:
-            self.stats[SIGNATURE_RELOAD_FAILURES] += 1
+            self.counts.own[SIGNATURE_RELOAD_FAILURES] += 1
             self.log(f"reload refused, keeping the loaded set: {exc}")
             return
         self.signatures, self.policy = signatures, policy
         self.on_reload(signatures, policy)
         for control in self.controls:
             control.send(("reload", signatures))
-        self.stats[SIGNATURE_RELOADS] += 1
+        self.counts.own[SIGNATURE_RELOADS] += 1
         self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
                  f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source}, "
                  f"sha256 {(policy.sha256 or 'built-in')[:16]})")
-
-
-class LiveCounters:
-    """What the metrics exporter reads from a live run: the workers' summed snapshots and
-    the writer's own counters, in the shape of an ``Extractor`` (``stats``, ``snapshot``)."""
-
-    def __init__(self, run: LiveRun, writer_stats: Counter[str]) -> None:
-        self.run = run
-        self.writer_stats = writer_stats
-
-    @property
-    def stats(self) -> Counter[str]:
-        return Counter(self.snapshot())
-
-    def snapshot(self) -> dict[str, float]:
-        total = Counter(self.run.counters())
-        total.update(self.writer_stats)
-        return dict(total)
 
 
 def install_signal_handlers(run: LiveRun) -> None:

@@ -44,6 +44,7 @@ from detector.report.captures import capture_info
 from detector.report.meta import CaptureInfo
 from detector.skim import DROP_KEYS
 from detector.sources.pcapfile import CaptureError, CaptureFile
+from detector.workers import WorkerCounts
 
 #: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
 SNAPSHOT_INTERVAL = 0.5
@@ -152,37 +153,16 @@ class Job:
     progress: bool
 
 
-class WorkerTotals:
-    """The counts of a parallel replay in the shape the metrics exporter reads from an
-    ``Extractor``: ``stats`` (one Counter, updated in place) and ``snapshot()``."""
-
-    def __init__(self, parent_stats: Counter[str], workers: int) -> None:
-        self.parent_stats = parent_stats
-        self.snapshots: list[dict[str, float]] = [{} for _ in range(workers)]
-        self.stats: Counter[str] = Counter()
-
-    def update(self, worker: int, snapshot: dict[str, float]) -> None:
-        self.snapshots[worker] = snapshot
-        self.stats.clear()
-        for snap in self.snapshots:
-            self.stats.update(snap)
-
-    def snapshot(self) -> dict[str, float]:
-        total = Counter(self.stats)
-        total.update(self.parent_stats)
-        return dict(total)
-
-
 def replay_parallel(
     job: Job, workers: int, on_observation: Callable[[Observation], None],
-    on_binding: Callable[[Binding], None], tick: Callable[[float], None], stats: Counter[str],
-    totals: WorkerTotals, described: list[CaptureInfo] | None, started: Callable[[], None] = lambda: None,
+    on_binding: Callable[[Binding], None], tick: Callable[[float], None], counts: WorkerCounts,
+    described: list[CaptureInfo] | None, started: Callable[[], None] = lambda: None,
 ) -> int:
     """Replay ``job`` on ``workers`` processes; returns how many files had errors.
 
     Records reach the callbacks in the order one process would give them; the workers'
-    extraction counts are added to ``stats`` at the end (and to ``totals`` as they go).
-    ``started`` runs once every worker is forked: threads (a metrics server) start there."""
+    snapshots go to ``counts`` as they come, their final ones at the end. ``started`` runs
+    once every worker is forked: threads (a metrics server) start there."""
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     processes = [
@@ -196,7 +176,7 @@ def replay_parallel(
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
         started()
-        streams = [_records(index, receiver, process.sentinel, totals, finals[index])
+        streams = [_records(index, receiver, process.sentinel, counts, finals[index])
                    for index, ((receiver, _), process) in enumerate(zip(pipes, processes))]
         for key, record in heapq.merge(*streams, key=lambda item: item[0]):
             kind = key[2]
@@ -213,9 +193,7 @@ def replay_parallel(
                 process.terminate()
             process.join()
     for index, final in enumerate(finals):
-        stats.update(final["stats"])
-        # The counts are in ``stats`` now; the exporter keeps only the tables' own.
-        totals.update(index, {k: v for k, v in final["snapshot"].items() if k not in final["stats"]})
+        counts.update(index, final["snapshot"])
     if described is not None:
         described.extend(finals[0]["described"])
     return finals[0]["errors"]
@@ -226,7 +204,7 @@ class WorkerError(Exception):
 
 
 def _records(
-    index: int, receiver: Any, sentinel: int, totals: WorkerTotals, final: dict[str, Any]
+    index: int, receiver: Any, sentinel: int, counts: WorkerCounts, final: dict[str, Any]
 ) -> Iterator[tuple]:
     """One worker's ordered records, read from its pipe as the merge asks for them.
 
@@ -242,13 +220,12 @@ def _records(
         if kind == "records":
             records, snapshot = body
             if snapshot is not None:
-                totals.update(index, snapshot)
+                counts.update(index, snapshot)
             yield from records
         elif kind == "error":
             raise WorkerError(body[0]["error"])
         else:  # "done"
             final.update(body[0])
-            totals.update(index, final["snapshot"])
             return
 
 
@@ -309,7 +286,7 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
     )
     if out:
         sender.send(("records", out[:], None))
-    sender.send(("done", {"stats": dict(extractor.stats), "snapshot": extractor.snapshot(),
+    sender.send(("done", {"snapshot": extractor.snapshot(),
                           "errors": errors, "described": described or []}))
 
 

@@ -120,27 +120,26 @@ def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
     from collections import Counter
 
     from detector.pipeline import Settings
-    from detector.replay import Job, WorkerError, WorkerTotals, replay_parallel
+    from detector.replay import Job, WorkerError, replay_parallel
+    from detector.workers import WorkerCounts
 
-    stats: Counter = Counter()
     job = Job([str(tap)], Settings(), _die_in_worker_0, describe=False, progress=False)
     with pytest.raises(WorkerError, match="worker 0 ended without its results"):
-        replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, stats,
-                        WorkerTotals(stats, 2), None)
+        replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, WorkerCounts(Counter()), None)
 
 
 def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
     from collections import Counter
 
     from detector.pipeline import Settings
-    from detector.replay import Job, WorkerTotals, replay_parallel
+    from detector.replay import Job, replay_parallel
+    from detector.workers import WorkerCounts
 
-    stats: Counter = Counter()
-    totals = WorkerTotals(stats, 2)
+    counts = WorkerCounts(Counter())
     job = Job([str(tap)], Settings(), lambda name: True, describe=False, progress=False)
-    replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, stats, totals, None)
-    snapshot = totals.snapshot()
-    assert stats["packets"] == 20000 == snapshot["packets"]
+    replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, counts, None)
+    snapshot = counts.snapshot()
+    assert snapshot["packets"] == 20000
     assert snapshot["tcp_flight.flows_created"] > 0  # the tables' own counts stay
 
 
