@@ -8,14 +8,17 @@ with the DHCP/ARP bindings and, once a second, a snapshot of the worker's counte
 
 The parent process is the one writer: it owns the device table (bindings from every
 worker meet there), the policy, alert deduplication, the events and alerts files, the
-summary and the sums of the workers' counters that metrics read.
+summary and the sums of the workers' counters that metrics read. Workers are a
+``detector.workers.WorkerPool``, as replay's are: one pipe each, one message protocol; a
+worker that waits on a writer fallen behind stops reading, and the kernel's ring buffer
+then absorbs the burst (what it cannot hold is counted as drops).
 
 Signals: SIGHUP reloads signatures and policy (a bad file is refused, logged and
 counted; the old set stays); SIGTERM and SIGINT stop the workers, which read what the
 kernel still holds, and the parent writes what is pending and the summary. Workers ignore
 all three: a signal sent to the whole process group (a shell's kill of the job, systemd's
 default KillMode) must not end a worker before it has drained its socket, so only the
-parent decides, and tells them through their control pipes. A worker whose parent dies
+parent decides, and tells them through their pipes. A worker whose parent dies
 is killed by the kernel (PR_SET_PDEATHSIG) instead of capturing on, unread, for ever.
 """
 
@@ -24,10 +27,8 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
-import multiprocessing
 import os
 import pwd
-import queue
 import select
 import signal
 import sys
@@ -45,7 +46,7 @@ from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
-from detector.workers import WorkerCounts
+from detector.workers import DONE, ERROR, LOG, READY, RECORDS, WorkerCounts, WorkerPool
 
 #: Seconds a worker waits for packets before it looks at its control pipe again.
 READ_WAIT = 0.1
@@ -53,9 +54,6 @@ READ_WAIT = 0.1
 REORDER_DELAY = 0.5
 #: Seconds between the counter snapshots a worker sends.
 SNAPSHOT_INTERVAL = 1.0
-#: Messages (each a batch) the writer may fall behind by before workers wait on it; the
-#: kernel's ring buffer then absorbs the burst, and what it cannot hold is counted as drops.
-QUEUE_BATCHES = 1024
 #: Seconds a stopping worker keeps reading what the kernel holds: on a busy link packets
 #: keep arriving, and a stop must end; what arrives after the limit stays unread.
 STOP_DRAIN_LIMIT = 2.0
@@ -122,8 +120,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def worker_main(index: int, parent: int, options: LiveOptions, signatures: SignatureSet, control: Connection,
-                results: multiprocessing.Queue) -> None:
+def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions, signatures: SignatureSet) -> None:
     """One capture worker: read, extract, send matches, bindings and counter snapshots."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides (module docstring)
         signal.signal(signum, signal.SIG_IGN)
@@ -135,27 +132,26 @@ def worker_main(index: int, parent: int, options: LiveOptions, signatures: Signa
                                         options.snaplen, options.buffer_bytes, group))
         drop_privileges(options.user)
     except (LiveCaptureError, KeyError, PermissionError) as exc:
-        results.put([("error", index, str(exc) if not isinstance(exc, KeyError) else f"no such user {options.user}")])
+        pipe.send((ERROR, str(exc) if not isinstance(exc, KeyError) else f"no such user {options.user}"))
         return
     die_with_parent(parent)
     if index == 0:  # every worker opened the same interfaces: one says what libpcap warned of
-        warnings = [("log", index, capture.warning) for capture in captures if capture.warning]
-        if warnings:
-            results.put(warnings)
+        for capture in captures:
+            if capture.warning:
+                pipe.send((LOG, capture.warning))
 
-    out: list[tuple] = []
+    out: list[tuple] = []  # (packet time, record): the key the writer orders by
     current = [signatures]
 
     def on_observation(obs) -> None:
         signature = current[0].match(obs.name)
         if signature is not None:
-            out.append(("obs", obs, signature))
+            out.append((obs.ts, (obs, signature)))
 
     stats: Counter[str] = Counter()
     packet_ts = [0.0]
-    extractor = Extractor(options.settings, on_observation,
-                          lambda binding: out.append(("bind", binding, packet_ts[0])), stats,
-                          wanted=lambda name: current[0].match(name))
+    extractor = Extractor(options.settings, on_observation, lambda binding: out.append((packet_ts[0], binding)),
+                          stats, wanted=lambda name: current[0].match(name))
     names = [f"live:{capture.interface}" for capture in captures]
 
     def snapshot() -> dict[str, float]:
@@ -185,26 +181,25 @@ def worker_main(index: int, parent: int, options: LiveOptions, signatures: Signa
         return read
 
     next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
-    results.put([("ready", index)])
+    pipe.send((READY,))
     while True:
         read_once(READ_WAIT)
-        if out:
-            results.put(out)
+        due = time.monotonic() >= next_snapshot
+        if out or due:
+            pipe.send((RECORDS, out, snapshot() if due else None))
             out = []
-        if time.monotonic() >= next_snapshot:
-            results.put([("snap", index, snapshot())])
-            next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
-        if control.poll():
-            message = control.recv()
+            if due:
+                next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
+        if pipe.poll():
+            message = pipe.recv()
             if message[0] == "reload":
                 current[0] = message[1]
             elif message[0] == "stop":
                 deadline = time.monotonic() + STOP_DRAIN_LIMIT
                 while read_once(DRAIN_IDLE) and time.monotonic() < deadline:  # what the kernel still holds
                     pass
-                if out:
-                    results.put(out)
-                results.put([("snap", index, snapshot()), ("done", index)])
+                pipe.send((RECORDS, out, None))
+                pipe.send((DONE, {"snapshot": snapshot()}))
                 for capture in captures:
                     capture.close()
                 return
@@ -227,21 +222,11 @@ class LiveRun:
         self.counts = counts
         self._stop = False
         self._reload = False
-        # (packet time, arrival order, arrival time, message)
-        self._held: list[tuple[float, int, float, tuple]] = []
+        # (packet time, arrival order, arrival time, record)
+        self._held: list[tuple[float, int, float, object]] = []
         self._order = itertools.count()
-        context = multiprocessing.get_context("fork")
-        self.results: multiprocessing.Queue = context.Queue(QUEUE_BATCHES)
-        self.controls: list[Connection] = []
-        self.processes = []
-        for index in range(options.workers):
-            parent_end, child_end = context.Pipe()
-            process = context.Process(target=worker_main, name=f"tiktok-detector-worker-{index}",
-                                      args=(index, os.getpid(), options, signatures, child_end, self.results),
-                                      daemon=True)
-            process.start()
-            self.controls.append(parent_end)
-            self.processes.append(process)
+        self.pool = WorkerPool(options.workers, worker_main, (os.getpid(), options, signatures),
+                               "tiktok-detector-worker")
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
@@ -251,81 +236,74 @@ class LiveRun:
 
     def run(self, tick: Callable[[float], None], ready: Callable[[], None] = lambda: None) -> int:
         """Route messages until every worker is done; 2 if a worker could not start or died."""
-        pending_ready = set(range(len(self.processes)))
+        workers = set(range(len(self.pool)))
+        pending_ready = set(workers)
         done: set[int] = set()
-        # Workers found dead once; declared dead when still so at the next idle moment,
-        # after what they sent before dying has been read.
-        dead_before: set[int] = set()
         failed = False
         stopping = False
         errors: set[str] = set()  # each worker fails alike on the same interface: say it once
-        while len(done) < len(self.processes):
+        while done != workers:
             if self._reload:
                 self._reload = False
                 self._do_reload()
             if self._stop and not stopping:
                 stopping = True
-                for index, control in enumerate(self.controls):
-                    if index not in done:
-                        control.send(("stop",))
-            try:
-                batch = self.results.get(timeout=0.2)
-            except queue.Empty:
-                self._release(time.monotonic() - REORDER_DELAY, tick)
+                for index in workers - done:
+                    self.pool.send(index, ("stop",))
+            ready_now = self.pool.waiting(workers - done, 0.2)
+            now = time.monotonic()
+            if not ready_now:
+                self._release(now - REORDER_DELAY, tick)
                 tick(time.time())
-                dead = {i for i, p in enumerate(self.processes) if i not in done and not p.is_alive()}
-                for index in sorted(dead & dead_before):
-                    self.log(f"capture worker {index} died (exit status {self.processes[index].exitcode})"
+                continue
+            for index in sorted(ready_now):
+                for message in self.pool.pending(index):
+                    kind = message[0]
+                    if kind == RECORDS:
+                        for ts, record in message[1]:
+                            heapq.heappush(self._held, (ts, next(self._order), now, record))
+                        if message[2] is not None:
+                            self.counts.update(index, message[2])
+                    elif kind == READY:
+                        pending_ready.discard(index)
+                        if not pending_ready:
+                            ready()
+                    elif kind == LOG:
+                        self.log(message[1])
+                    elif kind == ERROR:
+                        if message[1] not in errors:
+                            errors.add(message[1])
+                            self.log(message[1])
+                        failed = True
+                        done.add(index)
+                        self._stop = True
+                    elif kind == DONE:
+                        self.counts.update(index, message[1]["snapshot"])
+                        done.add(index)
+                if index not in done and self.pool.ended(index):
+                    self.log(f"capture worker {index} died (exit status {self.pool.processes[index].exitcode})"
                              + ("" if stopping else "; stopping"))
                     self._stop = True
                     failed = True
                     done.add(index)
-                dead_before = dead
-                continue
-            now = time.monotonic()
-            for message in batch:
-                kind = message[0]
-                if kind in ("obs", "bind"):
-                    self._hold(message, now)
-                elif kind == "snap":
-                    self.counts.update(message[1], message[2])
-                elif kind == "ready":
-                    pending_ready.discard(message[1])
-                    if not pending_ready:
-                        ready()
-                elif kind == "log":
-                    self.log(message[2])
-                elif kind == "error":
-                    if message[2] not in errors:
-                        errors.add(message[2])
-                        self.log(message[2])
-                    failed = True
-                    done.add(message[1])
-                    self._stop = True
-                elif kind == "done":
-                    done.add(message[1])
             self._release(now - REORDER_DELAY, tick)
         self._release(float("inf"), tick)
-        for process in self.processes:
+        for process in self.pool.processes:
             process.join(timeout=5)
         return 2 if failed else 0
 
-    def _hold(self, message: tuple, now: float) -> None:
-        ts = message[1].ts if message[0] == "obs" else message[2]
-        heapq.heappush(self._held, (ts, next(self._order), now, message))
-
     def _release(self, arrived_before: float, tick: Callable[[float], None]) -> None:
-        """Hand on, in packet-time order, what has waited REORDER_DELAY: workers' messages
+        """Hand on, in packet-time order, what has waited REORDER_DELAY: workers' records
         interleave, and a device's DHCP binding must reach the device table before the
         names that device asks for, whichever worker saw each."""
         held = self._held
         while held and held[0][2] <= arrived_before:
-            message = heapq.heappop(held)[3]
-            if message[0] == "obs":
-                self.on_match(message[1], message[2])
-                tick(message[1].ts)
+            record = heapq.heappop(held)[3]
+            if isinstance(record, tuple):  # (observation, signature)
+                self.on_match(*record)
+                tick(record[0].ts)
             else:
-                self.on_binding(message[1])
+                self.on_binding(record)
 
     def _do_reload(self) -> None:
         try:
@@ -336,8 +314,8 @@ class LiveRun:
             return
         self.signatures, self.policy = signatures, policy
         self.on_reload(signatures, policy)
-        for control in self.controls:
-            control.send(("reload", signatures))
+        for index in range(len(self.pool)):
+            self.pool.send(index, ("reload", signatures))
         self.counts.own[SIGNATURE_RELOADS] += 1
         self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
                  f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source}, "

@@ -8,8 +8,9 @@ at the first frame of each capture second, whether the skim kept that frame or n
 ``replay --workers N`` runs that loop in N processes over the same files. Each worker's
 skim keeps only its share of the flows (both directions of a flow hash to one worker;
 frames the skim cannot place go to worker 0), so the Python work divides while every
-worker walks every record in C. Workers send what they produce (observations of wanted
-names, address bindings, and worker 0's clock ticks) keyed by (file, frame); the parent
+worker walks every record in C. Workers (a ``detector.workers.WorkerPool``, as live's are)
+send what they produce (observations of wanted names, address bindings, and worker 0's
+clock ticks) keyed by (file, frame); the parent
 merges the N ordered streams on that key and runs match -> policy -> sinks as one process
 would. Every worker sees every frame's time and stops at the same clock frames, so its
 reassembly tables expire at the same moments: events, alerts and counts are the same as
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import multiprocessing
 import os
 import sys
 import time
@@ -31,7 +31,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from detector.report.captures import capture_info
 from detector.report.meta import CaptureInfo
 from detector.skim import DROP_KEYS
 from detector.sources.pcapfile import CaptureError, CaptureFile
-from detector.workers import WorkerCounts
+from detector.workers import DONE, ERROR, RECORDS, WorkerCounts, WorkerPool
 
 #: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
 SNAPSHOT_INTERVAL = 0.5
@@ -163,21 +162,11 @@ def replay_parallel(
     Records reach the callbacks in the order one process would give them; the workers'
     snapshots go to ``counts`` as they come, their final ones at the end. ``started`` runs
     once every worker is forked: threads (a metrics server) start there."""
-    context = multiprocessing.get_context("fork")
-    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
-    processes = [
-        context.Process(target=_worker, args=(job, index, workers, pipes), name=f"replay-{index}", daemon=True)
-        for index in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    for _, sender in pipes:
-        sender.close()
+    pool = WorkerPool(workers, _worker, (job, workers), "replay")
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
         started()
-        streams = [_records(index, receiver, process.sentinel, counts, finals[index])
-                   for index, ((receiver, _), process) in enumerate(zip(pipes, processes))]
+        streams = [_records(pool, index, counts, finals[index]) for index in range(workers)]
         for key, record in heapq.merge(*streams, key=lambda item: item[0]):
             kind = key[2]
             if kind == _AFTER:
@@ -188,10 +177,7 @@ def replay_parallel(
                 else:
                     on_binding(record)
     finally:
-        for process in processes:  # a failed worker's siblings are stopped, not waited for
-            if process.is_alive():
-                process.terminate()
-            process.join()
+        pool.stop()
     for index, final in enumerate(finals):
         counts.update(index, final["snapshot"])
     if described is not None:
@@ -203,48 +189,35 @@ class WorkerError(Exception):
     """A worker process failed; the message is its last line of trouble."""
 
 
-def _records(
-    index: int, receiver: Any, sentinel: int, counts: WorkerCounts, final: dict[str, Any]
-) -> Iterator[tuple]:
+def _records(pool: WorkerPool, index: int, counts: WorkerCounts, final: dict[str, Any]) -> Iterator[tuple]:
     """One worker's ordered records, read from its pipe as the merge asks for them.
 
-    Waits on the worker's pipe and on its process, so a worker that dies without a word
-    (killed, out of memory) ends the replay with an error instead of a hang."""
+    A worker that dies without a word (killed, out of memory) ends the replay with an
+    error instead of a hang: the pool waits on its process too, not only its pipe."""
     while True:
-        if not receiver.poll() and receiver not in wait([receiver, sentinel]) and not receiver.poll():
+        message = pool.receive(index)
+        if message is None:
             raise WorkerError(f"replay worker {index} ended without its results")
-        try:
-            kind, *body = receiver.recv()
-        except EOFError:
-            raise WorkerError(f"replay worker {index} ended without its results") from None
-        if kind == "records":
+        kind, *body = message
+        if kind == RECORDS:
             records, snapshot = body
             if snapshot is not None:
                 counts.update(index, snapshot)
             yield from records
-        elif kind == "error":
-            raise WorkerError(body[0]["error"])
-        else:  # "done"
+        elif kind == ERROR:
+            raise WorkerError(body[0])
+        else:  # DONE
             final.update(body[0])
             return
 
 
-def _worker(job: Job, index: int, workers: int, pipes: list[tuple[Any, Any]]) -> None:
+def _worker(index: int, sender: Any, job: Job, workers: int) -> None:
     """Replay this worker's share of the flows and send its records, in (file, frame) order."""
-    # Only the parent reads, and only this worker writes to its pipe: with no other copy
-    # of the ends open, a write to a parent that died fails instead of blocking forever.
-    for other, (receiver, sender) in enumerate(pipes):
-        receiver.close()
-        if other != index:
-            sender.close()
-    sender = pipes[index][1]
     try:
         _replay_share(job, index, workers, sender)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits with it
         lines = traceback.format_exception_only(type(exc), exc)
-        sender.send(("error", {"error": f"replay worker {index}: {lines[-1].strip()}"}))
-    finally:
-        sender.close()
+        sender.send((ERROR, f"replay worker {index}: {lines[-1].strip()}"))
 
 
 def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
@@ -272,7 +245,7 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
         if time.monotonic() >= next_snapshot[0]:
             snapshot = extractor.snapshot()
             next_snapshot[0] = time.monotonic() + SNAPSHOT_INTERVAL
-        sender.send(("records", out[:], snapshot))
+        sender.send((RECORDS, out[:], snapshot))
         out.clear()
 
     def file_started(file_index: int) -> None:
@@ -285,8 +258,8 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
         on_file=file_started, on_batch=after_batch, speaks=first,
     )
     if out:
-        sender.send(("records", out[:], None))
-    sender.send(("done", {"snapshot": extractor.snapshot(),
+        sender.send((RECORDS, out[:], None))
+    sender.send((DONE, {"snapshot": extractor.snapshot(),
                           "errors": errors, "described": described or []}))
 
 

@@ -1,21 +1,117 @@
-"""The counts of a run whose packets are read by worker processes, replay and live alike.
+"""Worker processes, replay and live alike: one pool, one message protocol, one sum of counts.
 
-Each worker sends its whole snapshot (its extractor's counters and its tables' own, see
-``Extractor.snapshot``) from time to time and once more when it ends; the latest replaces
-the one before. The process that merges the workers' records counts what happens there
-(match, policy, reloads) in a ``Counter`` of its own. ``snapshot()`` adds the two key by key:
-the one sum that the metrics exporter, the summary and the end of a run read.
+A run that reads packets in several processes forks them together with ``WorkerPool``
+before it starts any thread (a thread running at a fork is copied half-way into the
+child). Each worker is joined to the merging process by one duplex pipe: messages up,
+control (a reload, a stop) down. Every message up is a tuple led by its kind:
+
+- ``(RECORDS, [(key, record), ...], snapshot or None)``: what the worker produced, each
+  record under the key the merge orders by ((file, frame, ...) for files, packet time
+  live), and from time to time the worker's counters;
+- ``(READY,)``: the worker reads; ``(LOG, line)``: a line for the operator;
+- ``(ERROR, line)``: the worker cannot go on, and says why in one line;
+- ``(DONE, final)``: the worker ended; ``final["snapshot"]`` holds its last counters.
+
+The merge itself is the caller's: in (file, frame) order for a replay, by packet time
+within a bounded delay live. ``WorkerCounts`` sums the workers' latest snapshots with the
+merging process's own counts, the one sum that metrics, summary and run's end read.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+RECORDS, READY, LOG, ERROR, DONE = "records", "ready", "log", "error", "done"
+
+
+class WorkerPool:
+    """``count`` processes running ``target(index, pipe, *args)``, forked at once."""
+
+    def __init__(self, count: int, target: Callable[..., None], args: tuple, name: str) -> None:
+        context = multiprocessing.get_context("fork")
+        pipes = [context.Pipe() for _ in range(count)]
+        self.processes = [
+            context.Process(target=_child, args=(target, index, pipes, args), name=f"{name}-{index}", daemon=True)
+            for index in range(count)
+        ]
+        for process in self.processes:
+            process.start()
+        for _, child in pipes:
+            child.close()
+        self.pipes: list[Connection] = [parent for parent, _ in pipes]
+        self._eof = [False] * count
+
+    def __len__(self) -> int:
+        return len(self.processes)
+
+    def send(self, index: int, message: tuple) -> None:
+        """Control for one worker; a worker that has ended is not an error."""
+        try:
+            self.pipes[index].send(message)
+        except OSError:  # BrokenPipeError: it ended
+            pass
+
+    def receive(self, index: int) -> tuple | None:
+        """The worker's next message, waiting for it; None once the worker has ended
+        (killed, out of memory, or done) and left nothing more to read."""
+        pipe = self.pipes[index]
+        if not pipe.poll():
+            wait([pipe, self.processes[index].sentinel])
+        return next(self.pending(index), None)
+
+    def waiting(self, among: set[int], timeout: float) -> set[int]:
+        """Which of the workers ``among`` have a message to read or have ended."""
+        handles: dict[Any, int] = {}
+        for index in among:
+            if not self._eof[index]:
+                handles[self.pipes[index]] = index
+            handles[self.processes[index].sentinel] = index
+        return {handles[ready] for ready in wait(list(handles), timeout)} if handles else set()
+
+    def pending(self, index: int) -> Iterator[tuple]:
+        """The worker's messages that are here now, without waiting."""
+        pipe = self.pipes[index]
+        while not self._eof[index] and pipe.poll():
+            try:
+                yield pipe.recv()
+            except EOFError:
+                self._eof[index] = True
+
+    def ended(self, index: int) -> bool:
+        """The worker's process is gone and its pipe read to the end."""
+        return not self.processes[index].is_alive() and (self._eof[index] or not self.pipes[index].poll())
+
+    def stop(self) -> None:
+        """End what still runs (a failed worker's siblings are not waited for) and reap all."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def _child(target: Callable[..., None], index: int, pipes: list[tuple[Connection, Connection]], args: tuple) -> None:
+    # Only this worker writes to its pipe and only the parent reads it: with no other copy
+    # of the ends open, a write to a parent that died fails instead of blocking for ever.
+    for other, (parent, child) in enumerate(pipes):
+        parent.close()
+        if other != index:
+            child.close()
+    pipe = pipes[index][1]
+    try:
+        target(index, pipe, *args)
+    finally:
+        pipe.close()
 
 
 class WorkerCounts:
+    """The workers' latest snapshots (each replaces the one before) plus ``own``, the
+    merging process's counts, updated in place as it goes."""
+
     def __init__(self, own: Counter[str]) -> None:
-        """``own``: the merging process's counts, updated in place as it goes."""
         self.own = own
         self._latest: dict[int, Mapping[str, float]] = {}
 
