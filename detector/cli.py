@@ -11,26 +11,25 @@ import os
 import sys
 from pathlib import Path
 
-from detector.match import SignatureError, SignatureSet, check_signatures, load_signatures
+from detector.errors import UserError
+from detector.match import SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Extractor, Settings
-from detector.policy import Policy, PolicyError, default_policy, load_policy
-from detector.replay import Job, WorkerError, read_captures, replay_parallel
-from detector.report import ReportError
+from detector.policy import Policy, default_policy, load_policy
+from detector.replay import Job, read_captures, replay_parallel
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.report.meta import CaptureInfo
 from detector.session import Session
 from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
-from detector.sinks.metrics_server import MetricsError, listen_address
-from detector.sinks.outputs import OutputError, check_outputs
-from detector.sources.pcapfile import CaptureError
+from detector.sinks.metrics_server import listen_address
+from detector.sinks.outputs import check_outputs
 from detector.workers import WorkerCounts
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 EXIT_INPUT_ERROR = 2
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad input named on the command line; printed as one line."""
 
 
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, CaptureError, PolicyError, SignatureError, OutputError, MetricsError, ReportError,
-            WorkerError) as exc:
+    except UserError as exc:
         print(f"tiktok-detector: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except BrokenPipeError:

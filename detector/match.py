@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from detector.errors import UserError
 from detector.records import Signature
 
 #: The categories an entry may carry; also the bounded label set for metrics.
@@ -60,7 +61,7 @@ _TOML_AT_END_RE = re.compile(r"\s*\(at end of document\)$")
 _REGEX_SHAPE_RE = re.compile(r"\^(?P<body>.+?)(?P<tail>(?:\\\.[a-z0-9-]+)+)\$", re.DOTALL)
 
 
-class SignatureError(ValueError):
+class SignatureError(UserError, ValueError):
     """A signature file or directory is unusable; the message is ``FILE:LINE: what``.
 
     ``problems`` holds every problem found (the message names the first), so a command

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from detector.errors import UserError
 from detector.records import Observation, Signature, Verdict
 
 CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
@@ -36,7 +37,7 @@ _MAC_FORMS = re.compile(
 )
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError, ValueError):
     """A policy file that cannot be used; the message is one line naming the file."""
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from detector.errors import UserError
 from detector.counters import file_key
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
@@ -185,7 +186,7 @@ def replay_parallel(
     return finals[0]["errors"]
 
 
-class WorkerError(Exception):
+class WorkerError(UserError):
     """A worker process failed; the message is its last line of trouble."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from detector.errors import UserError
 from detector import __version__
 from detector.report.captures import describe_capture, locate
 from detector.report.inputs import InputError, InputFile, read_events
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # only for annotations: the report sits below policy and matc
     from detector.report.verify import EvidenceStore, Verification
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Bad input for a report (unreadable events file, unwritable output); one line."""
 
 

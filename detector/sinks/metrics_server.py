@@ -25,8 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from detector.errors import UserError
 
-class MetricsError(ValueError):
+
+class MetricsError(UserError, ValueError):
     """Metrics cannot be served as asked (a bad web-config file, an address in use); the
     message is one line."""
 

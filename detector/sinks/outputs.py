@@ -11,13 +11,14 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
+from detector.errors import UserError
 from detector.records import Verdict
 from detector.sinks.alerts import AlertTable
 from detector.sinks.events import JsonLines
 from detector.sinks.summary import Summary
 
 
-class OutputError(Exception):
+class OutputError(UserError):
     """An output file that cannot be opened; the message is one line."""
 
 

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from detector.errors import UserError
 from detector.counters import FILE_BAD_BLOCK, FILE_TRUNCATED_RECORD, FILE_UNKNOWN_INTERFACE
 from detector.skim import BLOCK, CORRUPT, DROP_KEYS, END, KEPT, MAX_BLOCK, Skimmer, new_skimmer
 
@@ -63,7 +64,7 @@ Batch = tuple[list[Frame], float | None, tuple[int, ...]]
 _NO_DROPS = (0,) * len(DROP_KEYS)
 
 
-class CaptureError(Exception):
+class CaptureError(UserError):
     """A capture that cannot be read further; the message is one line for the operator."""
 
 
