@@ -141,7 +141,8 @@ def load_policy(path: str | Path) -> Policy:
     try:
         policy = _build(doc, str(path))
     except ValueError as exc:
-        raise PolicyError(f"{path}: {exc}") from None
+        line = _line_of(data.decode("utf-8"), str(exc))
+        raise PolicyError(f"{path}:{line}: {exc}" if line else f"{path}: {exc}") from None
     return dataclasses.replace(policy, sha256=hashlib.sha256(data).hexdigest(), loaded_at=loaded_at)
 
 
@@ -209,6 +210,28 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
                                     trust and mac is None and network is None))
     default = Segment(DEFAULT_SEGMENT, (), frozenset(), violations)
     return Policy(tuple(segments), default, tuple(exemptions), float(window), source)
+
+
+def _line_of(text: str, problem: str) -> int | None:
+    """The line a problem of ``_build`` is about: its key's line inside the ``[[segment]]``
+    or ``[[exemption]]`` table it names (``segment #2: vlans ...``), else the table's
+    header; None for a table written inline, which TOML gives no line for."""
+    where, _, rest = problem.partition(": ")
+    key = rest.split(" ", 1)[0]
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    if where != "top level":
+        kind, _, number = where.partition(" #")
+        headers = [i for i, line in enumerate(lines) if re.match(rf"\s*\[\[\s*{kind}\s*\]\]", line)]
+        if not number.isdigit() or int(number) > len(headers):
+            return None
+        start = headers[int(number) - 1]
+    for i in range(start + (where != "top level"), end):
+        if re.match(r"\s*\[", lines[i]):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+            return i + 1
+    return start + 1 if where != "top level" else None
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

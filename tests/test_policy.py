@@ -3,6 +3,7 @@ the device table; alert deduplication."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,8 @@ def test_known_bad_values_name_their_table_and_key(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(PolicyError) as info:
         load_policy(path)
-    assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
+    assert re.match(rf"{re.escape(str(path))}(:\d+)?: {re.escape(message)}", str(info.value)), str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_exemption_macs_are_kept_in_the_colon_form_observations_carry(tmp_path):
@@ -184,4 +186,18 @@ def test_dedup_window_out_of_range_is_one_line(tmp_path, value):
     path = tmp_path / "p.toml"
     path.write_text(f"dedup_window = {value}\n")
     with pytest.raises(PolicyError, match="dedup_window must be a number of seconds above 0"):
+        load_policy(path)
+
+
+def test_errors_name_the_line_of_the_key(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('dedup_window = 900\n\n[[segment]]\nname = "staff"\ncidrs = ["198.18.10.0/24"]\n'
+                    'vlans = [true]\n\n[[exemption]]\nreason = "x"\nmac = "zz"\n')
+    with pytest.raises(PolicyError, match=rf"^{re.escape(str(path))}:6: segment #1: vlans must be"):
+        load_policy(path)
+    path.write_text(path.read_text().replace("[true]", "[10]"))
+    with pytest.raises(PolicyError, match=rf"^{re.escape(str(path))}:10: exemption #1: mac 'zz'"):
+        load_policy(path)
+    path.write_text("dedup_window = -1\n")
+    with pytest.raises(PolicyError, match=rf"^{re.escape(str(path))}:1: top level: dedup_window"):
         load_policy(path)
