@@ -25,8 +25,6 @@ is killed by the kernel (PR_SET_PDEATHSIG) instead of capturing on, unread, for 
 from __future__ import annotations
 
 import ctypes
-import heapq
-import itertools
 import os
 import pwd
 import select
@@ -46,7 +44,7 @@ from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
-from detector.workers import DONE, ERROR, LOG, READY, RECORDS, WorkerCounts, WorkerPool
+from detector.workers import DONE, ERROR, LOG, READY, RECORDS, TimedMerge, WorkerCounts, WorkerPool
 
 #: Seconds a worker waits for packets before it looks at its control pipe again.
 READ_WAIT = 0.1
@@ -222,9 +220,7 @@ class LiveRun:
         self.counts = counts
         self._stop = False
         self._reload = False
-        # (packet time, arrival order, arrival time, record)
-        self._held: list[tuple[float, int, float, object]] = []
-        self._order = itertools.count()
+        self._merge = TimedMerge(REORDER_DELAY)
         self.pool = WorkerPool(options.workers, worker_main, (os.getpid(), options, signatures),
                                "tiktok-detector-worker")
 
@@ -253,15 +249,14 @@ class LiveRun:
             ready_now = self.pool.waiting(workers - done, 0.2)
             now = time.monotonic()
             if not ready_now:
-                self._release(now - REORDER_DELAY, tick)
+                self._release(now, tick)
                 tick(time.time())
                 continue
             for index in sorted(ready_now):
                 for message in self.pool.pending(index):
                     kind = message[0]
                     if kind == RECORDS:
-                        for ts, record in message[1]:
-                            heapq.heappush(self._held, (ts, next(self._order), now, record))
+                        self._merge.add(message[1], now)
                         if message[2] is not None:
                             self.counts.update(index, message[2])
                     elif kind == READY:
@@ -286,19 +281,16 @@ class LiveRun:
                     self._stop = True
                     failed = True
                     done.add(index)
-            self._release(now - REORDER_DELAY, tick)
+            self._release(now, tick)
         self._release(float("inf"), tick)
         for process in self.pool.processes:
             process.join(timeout=5)
         return 2 if failed else 0
 
-    def _release(self, arrived_before: float, tick: Callable[[float], None]) -> None:
-        """Hand on, in packet-time order, what has waited REORDER_DELAY: workers' records
-        interleave, and a device's DHCP binding must reach the device table before the
-        names that device asks for, whichever worker saw each."""
-        held = self._held
-        while held and held[0][2] <= arrived_before:
-            record = heapq.heappop(held)[3]
+    def _release(self, now: float, tick: Callable[[float], None]) -> None:
+        """Hand on, in packet-time order, what has waited REORDER_DELAY (workers' records
+        interleave; see ``TimedMerge``)."""
+        for record in self._merge.due(now):
             if isinstance(record, tuple):  # (observation, signature)
                 self.on_match(*record)
                 tick(record[0].ts)

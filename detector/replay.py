@@ -22,19 +22,17 @@ fewer flows are evicted than in one process.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from detector.errors import UserError
 from detector.counters import file_key
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
@@ -44,7 +42,7 @@ from detector.report.captures import capture_info
 from detector.report.meta import CaptureInfo
 from detector.skim import DROP_KEYS
 from detector.sources.pcapfile import CaptureError, CaptureFile
-from detector.workers import DONE, ERROR, RECORDS, WorkerCounts, WorkerPool
+from detector.workers import DONE, ERROR, RECORDS, WorkerCounts, WorkerPool, ordered
 
 #: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
 SNAPSHOT_INTERVAL = 0.5
@@ -167,8 +165,7 @@ def replay_parallel(
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
         started()
-        streams = [_records(pool, index, counts, finals[index]) for index in range(workers)]
-        for key, record in heapq.merge(*streams, key=lambda item: item[0]):
+        for key, record in ordered(pool, counts, finals):
             kind = key[2]
             if kind == _AFTER:
                 tick(record)
@@ -184,32 +181,6 @@ def replay_parallel(
     if described is not None:
         described.extend(finals[0]["described"])
     return finals[0]["errors"]
-
-
-class WorkerError(UserError):
-    """A worker process failed; the message is its last line of trouble."""
-
-
-def _records(pool: WorkerPool, index: int, counts: WorkerCounts, final: dict[str, Any]) -> Iterator[tuple]:
-    """One worker's ordered records, read from its pipe as the merge asks for them.
-
-    A worker that dies without a word (killed, out of memory) ends the replay with an
-    error instead of a hang: the pool waits on its process too, not only its pipe."""
-    while True:
-        message = pool.receive(index)
-        if message is None:
-            raise WorkerError(f"replay worker {index} ended without its results")
-        kind, *body = message
-        if kind == RECORDS:
-            records, snapshot = body
-            if snapshot is not None:
-                counts.update(index, snapshot)
-            yield from records
-        elif kind == ERROR:
-            raise WorkerError(body[0])
-        else:  # DONE
-            final.update(body[0])
-            return
 
 
 def _worker(index: int, sender: Any, job: Job, workers: int) -> None:

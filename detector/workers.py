@@ -12,26 +12,37 @@ control (a reload, a stop) down. Every message up is a tuple led by its kind:
 - ``(ERROR, line)``: the worker cannot go on, and says why in one line;
 - ``(DONE, final)``: the worker ended; ``final["snapshot"]`` holds its last counters.
 
-The merge itself is the caller's: in (file, frame) order for a replay, by packet time
-within a bounded delay live. ``WorkerCounts`` sums the workers' latest snapshots with the
-merging process's own counts, the one sum that metrics, summary and run's end read.
+The records are merged here, in one of two orders: ``ordered`` for files, where each
+worker sends its records in (file, frame) order and the merge is exact; ``TimedMerge``
+live, where records are keyed by packet time and held a bounded delay to interleave the
+workers'. ``WorkerCounts`` sums the workers' latest snapshots with the merging process's
+own counts, the one sum that metrics, summary and run's end read.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from detector.errors import UserError
+
 RECORDS, READY, LOG, ERROR, DONE = "records", "ready", "log", "error", "done"
+
+
+class WorkerError(UserError):
+    """A worker process failed; the message is its last line of trouble."""
 
 
 class WorkerPool:
     """``count`` processes running ``target(index, pipe, *args)``, forked at once."""
 
     def __init__(self, count: int, target: Callable[..., None], args: tuple, name: str) -> None:
+        self.name = name
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe() for _ in range(count)]
         self.processes = [
@@ -105,6 +116,54 @@ def _child(target: Callable[..., None], index: int, pipes: list[tuple[Connection
         target(index, pipe, *args)
     finally:
         pipe.close()
+
+
+def ordered(pool: WorkerPool, counts: WorkerCounts, finals: list[dict[str, Any]]) -> Iterator[tuple[Any, Any]]:
+    """Every worker's (key, record) pairs in key order, as one process would have made them:
+    each worker sends its own in order, so the merge reads from a worker only when its next
+    key is due. Snapshots go to ``counts``; each worker's DONE payload to ``finals``. A worker
+    that fails or ends without its DONE ends the merge with a ``WorkerError``."""
+    return heapq.merge(*(_stream(pool, i, counts, finals[i]) for i in range(len(pool))), key=lambda item: item[0])
+
+
+def _stream(pool: WorkerPool, index: int, counts: WorkerCounts, final: dict[str, Any]) -> Iterator[tuple]:
+    while True:
+        message = pool.receive(index)
+        if message is None:
+            raise WorkerError(f"{pool.name} worker {index} ended without its results")
+        kind, *body = message
+        if kind == RECORDS:
+            records, snapshot = body
+            if snapshot is not None:
+                counts.update(index, snapshot)
+            yield from records
+        elif kind == ERROR:
+            raise WorkerError(body[0])
+        elif kind == DONE:
+            final.update(body[0])
+            return
+
+
+class TimedMerge:
+    """Records keyed by packet time from several workers, handed on in time order once they
+    have waited ``delay`` seconds: the workers' records interleave, and a device's DHCP
+    binding seen by one must reach the device table before the names that device asked
+    for, whichever worker saw each."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._held: list[tuple[float, int, float, Any]] = []  # (key, arrival order, arrival time, record)
+        self._order = itertools.count()
+
+    def add(self, records: Iterable[tuple[float, Any]], arrived: float) -> None:
+        for key, record in records:
+            heapq.heappush(self._held, (key, next(self._order), arrived, record))
+
+    def due(self, now: float) -> Iterator[Any]:
+        """The records that have waited long enough, in key order (all of them at ``inf``)."""
+        held = self._held
+        while held and held[0][2] <= now - self.delay:
+            yield heapq.heappop(held)[3]
 
 
 class WorkerCounts:

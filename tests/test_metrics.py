@@ -30,7 +30,6 @@ from detector.match import load_signatures
 from detector.pipeline import Detector, Extractor, Settings
 from detector.policy import load_policy
 from detector.records import Observation, Signature, Verdict
-from detector.sinks import metrics
 from detector.sinks.alertmanager import AlertmanagerPush, _endpoint, alert_payload
 from detector.sinks.alerts import AlertTable
 from detector.sinks.metrics import DetectorCollector, ReplayExporter, SignatureInfo

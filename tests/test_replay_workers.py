@@ -120,7 +120,8 @@ def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
     from collections import Counter
 
     from detector.pipeline import Settings
-    from detector.replay import Job, WorkerError, replay_parallel
+    from detector.replay import Job, replay_parallel
+    from detector.workers import WorkerError
     from detector.workers import WorkerCounts
 
     job = Job([str(tap)], Settings(), _die_in_worker_0, describe=False, progress=False)
