@@ -47,8 +47,6 @@ ALERTS_EMITTED, ALERTS_SUPPRESSED, ALERTS_CLOSED_EARLY = "alerts.emitted", "aler
 DEVICES_ENTRIES, DEVICES_EVICTED, DEVICES_LEARNT = "devices.entries", "devices.evicted", "devices.learnt"
 #: What the Alertmanager push counts, under ``alertmanager.``.
 ALERTMANAGER_RESULTS = ("sent", "failed", "dropped")
-#: Verdicts of the policy; ``allowed`` is counted, never written.
-DECISIONS = ("violation", "exempt", "allowed")
 
 
 def file_key(reason: str) -> str:

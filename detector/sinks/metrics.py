@@ -328,12 +328,12 @@ class ReplayExporter:
     def publish(self) -> None:
         snap = self.extractor.snapshot()
         alerts, devices = self.alerts, self.devices
-        snap["alerts.emitted"] = alerts.emitted
-        snap["alerts.suppressed"] = alerts.suppressed
-        snap["alerts.closed_early"] = alerts.closed_early
-        snap["devices.entries"] = len(devices)
-        snap["devices.evicted"] = devices.evicted
-        snap["devices.learnt"] = devices.learnt
+        snap[counters.ALERTS_EMITTED] = alerts.emitted
+        snap[counters.ALERTS_SUPPRESSED] = alerts.suppressed
+        snap[counters.ALERTS_CLOSED_EARLY] = alerts.closed_early
+        snap[counters.DEVICES_ENTRIES] = len(devices)
+        snap[counters.DEVICES_EVICTED] = devices.evicted
+        snap[counters.DEVICES_LEARNT] = devices.learnt
         for segment, count in (self._open if self._open is not None else self._open_devices()).items():
             snap[f"devices_in_violation.{segment}"] = count
         if self.pusher is not None:
