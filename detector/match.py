@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import re._parser as _sre  # the parser re itself uses: patterns read exactly as re reads them
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -529,9 +530,41 @@ def _compile_regex(pattern: str) -> tuple[str, re.Pattern[str]] | str:
         return f"regex {pattern!r}: its literal domain {key!r} is not usable: {problem}"
     try:
         compiled = re.compile(f"(?:{body})\\.{re.escape(key)}")
+        nested = _nested_repeat(_sre.parse(body))
     except (re.error, OverflowError, RecursionError) as exc:
         return f"regex {pattern!r} does not compile: {exc}"
+    if nested:
+        return (f"regex {pattern!r}: a repetition inside a repetition can take exponential time on a name "
+                "a device chooses; write it with one")
     return key, compiled
+
+
+_REPEATS = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT)
+
+
+def _nested_repeat(parsed: Any, inside: bool = False) -> bool:
+    """Whether a pattern repeats (more than once) something that itself repeats: the shape,
+    like ``(a+)+``, whose backtracking grows exponentially with the name. The stdlib's own
+    pattern parser reads the pattern exactly as ``re`` will."""
+    for op, arg in parsed:
+        if op in _REPEATS:
+            low, high, sub = arg
+            many = high > 1
+            if (inside and many) or _nested_repeat(sub, inside or many):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _nested_repeat(arg[-1], inside):
+                return True
+        elif op is _sre.BRANCH:
+            if any(_nested_repeat(branch, inside) for branch in arg[1]):
+                return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _nested_repeat(arg[1], inside):
+                return True
+        elif op is _sre.ATOMIC_GROUP:
+            if _nested_repeat(arg, inside):
+                return True
+    return False
 
 
 def _label_suffixes(name: str) -> Iterator[str]:

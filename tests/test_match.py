@@ -453,3 +453,13 @@ def test_suffix_entries_cover_their_subdomains_only(
     # The hit is the entry itself or a more specific one inside it.
     assert under == entry or len(under.pattern) > len(entry.pattern) or under.kind == "regex"
     assert sigs.match(f"{label}{entry.pattern}") != entry
+
+
+@pytest.mark.parametrize("pattern", [r"^(a+)+\.x\.example\.com$", r"^(?:[a-z]*)*\.example\.com$",
+                                     r"^([a-z0-9]+-?)+\.example\.com$"])
+def test_a_regex_that_backtracks_exponentially_is_refused(pattern) -> None:
+    """A name comes from a device: ^(a+)+... against 'aaaa…!.x.example.com' takes seconds
+    per name, and grows twofold per letter. Such a set is refused when loaded."""
+    with pytest.raises(SignatureError, match=r"^mem:1: regex .*a repetition inside a repetition"):
+        _set((pattern, "regex", "web"))
+    assert _set((r"^p16-tiktok-[a-z0-9-]+\.example\.com$", "regex", "cdn")).match("p16-tiktok-va.example.com")
