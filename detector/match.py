@@ -70,10 +70,16 @@ class SignatureError(UserError, ValueError):
     """
 
     def __init__(self, problems: str | Sequence[str]) -> None:
-        found = [problems] if isinstance(problems, str) else list(problems)
+        found = [_one_line(p) for p in ([problems] if isinstance(problems, str) else problems)]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         super().__init__(found[0] + more)
         self.problems = tuple(found)
+
+
+def _one_line(text: str) -> str:
+    """A problem as one printable line: ``re`` quotes a bad pattern's characters raw in its
+    messages (a tab, a newline), which would break the FILE:LINE: form a user reads."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class EntryOrigin(NamedTuple):
@@ -281,7 +287,7 @@ class _Parsed:
     def problems(self) -> list[str]:
         """``FILE:LINE: message`` lines in file order, whatever order the checks ran in."""
         ordered = sorted(self.found, key=lambda found: found[0])
-        return [f"{self.label}:{line}: {message}" for line, message in ordered]
+        return [_one_line(f"{self.label}:{line}: {message}") for line, message in ordered]
 
 
 def _load(path: Path) -> tuple[SignatureSet | None, list[str]]:

@@ -463,3 +463,11 @@ def test_a_regex_that_backtracks_exponentially_is_refused(pattern) -> None:
     with pytest.raises(SignatureError, match=r"^mem:1: regex .*a repetition inside a repetition"):
         _set((pattern, "regex", "web"))
     assert _set((r"^p16-tiktok-[a-z0-9-]+\.example\.com$", "regex", "cdn")).match("p16-tiktok-va.example.com")
+
+
+def test_a_problem_is_one_printable_line_whatever_the_pattern_holds() -> None:
+    """re quotes the characters of a bad range raw in its message: a tab or a newline in a
+    pattern made the FILE:LINE: problem two lines (found by fuzz/fuzz_signatures.py)."""
+    with pytest.raises(SignatureError) as info:
+        _set(("^[a-\t\n]+\\.example\\.com$", "regex", "web"))
+    assert all(problem.isprintable() for problem in info.value.problems) and str(info.value).isprintable()
