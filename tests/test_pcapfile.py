@@ -178,3 +178,12 @@ def test_corrupt_gzip_capture_is_one_line_and_exit_2(tmp_path, command):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "corrupt gzip data" in line]
     assert len(errors) == 1 and errors[0].startswith(f"tiktok-detector: {path}: cannot read: corrupt gzip data (")
+
+
+def test_an_interface_option_longer_than_its_block_is_not_read_past_it():
+    """An IDB whose if_tsoffset option claims 8 bytes where none remain raised struct.error out
+    of the reader (found by fuzz/fuzz_pcapfile.py): the options end there, the interface
+    keeps its link type, and the packets on it are read."""
+    body = struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HH", 14, 8)  # the block ends before the value
+    frames, _ = read(shb() + block(1, body) + epb(0, 0, FRAME_A), "t.pcapng")
+    assert [(lt, d) for _, lt, d, _ in frames] == [(1, FRAME_A)]

@@ -386,9 +386,9 @@ def _interface(body: bytes, order: str) -> tuple[int, float, int]:
     pos, end = 8, len(body) - 4
     while pos + 4 <= end:
         code, length = struct.unpack_from(order + "HH", body, pos)
-        value = body[pos + 4 : pos + 4 + length]
-        if code == 0:
+        if code == 0 or pos + 4 + length > end:  # end of options, or one that overruns the block
             break
+        value = body[pos + 4 : pos + 4 + length]
         if code == PCAPNG_OPT_TSRESOL and length >= 1:
             resol = value[0]
             tick = 2.0 ** -(resol & 0x7F) if resol & 0x80 else 10.0 ** -resol
