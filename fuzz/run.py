@@ -53,7 +53,7 @@ COVERED = {
     "tcpflight": ["detector/extract/tcpflight.py"],
 }
 #: Input size bound per target (libFuzzer's -max_len): captures need room, names do not.
-MAX_LEN = {"pcapfile": 16384, "skim": 4104, "policy": 8192, "signatures": 2048}
+MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048}
 SMOKE_SECONDS = 10
 
 
