@@ -89,7 +89,10 @@ class WorkerPool:
         while not self._eof[index] and pipe.poll():
             try:
                 yield pipe.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):
+                # A worker that exits with a control message still unread in its socket
+                # (a "stop" sent as it failed) resets the pipe instead of closing it:
+                # what it sent before is read first, so this too is the end of its messages.
                 self._eof[index] = True
 
     def ended(self, index: int) -> bool:
