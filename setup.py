@@ -8,7 +8,7 @@ setup(
     ext_modules=[
         Extension(
             "detector._skim",
-            ["detector/_skim.c", "detector/skim_c/triage.c", "detector/skim_c/walk.c"],
+            ["detector/_skim.c", "detector/skim_c/triage.c", "detector/skim_c/names.c", "detector/skim_c/walk.c"],
             depends=["detector/skim_c/skim.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
         )

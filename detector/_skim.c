@@ -125,6 +125,65 @@ static PyObject *walk_pcapng(Skimmer *self, PyObject *args) {
     return walk_result(self, &w, status, at);
 }
 
+PyDoc_STRVAR(walk_frames_doc,
+"walk_frames(buf, frames, linktype)\n--\n\n"
+"As walk_pcap, over the frames of a live capture's batch: `frames` packs (seconds,\n"
+"microseconds, offset in buf, caplen) per frame as \"=IIII\", and a walk starts at the\n"
+"frame `pos` (the first call 0, then the pos a walk returned). CORRUPT: a frame lies\n"
+"outside buf.");
+
+static PyObject *walk_frames(Skimmer *self, PyObject *args) {
+    if (!ready(self)) return NULL;
+    Py_buffer view, meta;
+    Py_ssize_t pos;
+    unsigned int linktype;
+    if (!PyArg_ParseTuple(args, "y*y*nI", &view, &meta, &pos, &linktype)) return NULL;
+    size_t n = (size_t)meta.len / sizeof(SkimFrame);
+    if (meta.len % sizeof(SkimFrame) || pos < 0 || (size_t)pos > n) {
+        PyBuffer_Release(&meta);
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "frames not in whole %zu-byte entries, or pos %zd past them",
+                            sizeof(SkimFrame), pos);
+    }
+    SkimWalk w;
+    if (walk_start(&w, &view, 0, view.len) < 0) {
+        PyBuffer_Release(&meta);
+        return NULL;
+    }
+    size_t next = (size_t)pos;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = skim_walk_frames(&self->skim, &w, view.buf, (size_t)view.len, meta.buf, n, &next, linktype);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&meta);
+    PyBuffer_Release(&view);
+    return walk_result(self, &w, status, next);
+}
+
+PyDoc_STRVAR(set_names_doc,
+"set_names(keys)\n--\n\n"
+"Triage DNS over UDP by name from now on: `keys` are the signature keys joined by NUL\n"
+"bytes (SignatureSet.prefilter_keys); a message none of whose names equals a key or ends\n"
+"in \".\" and a key is dropped and counted. ValueError if a key is not 1-253 bytes of\n"
+"[a-z0-9.-] or there are more than 2**20; the index is then left as it was.");
+
+static PyObject *set_names(Skimmer *self, PyObject *args) {
+    if (!ready(self)) return NULL;
+    Py_buffer keys;
+    if (!PyArg_ParseTuple(args, "y*", &keys)) return NULL;
+    int failed = self->skim.keep_all ? -2 : skim_set_names(&self->skim, keys.buf, (size_t)keys.len);
+    PyBuffer_Release(&keys);
+    if (failed == -2) return PyErr_Format(PyExc_ValueError, "a skimmer that keeps every frame triages no names");
+    if (failed) return PyErr_Format(PyExc_ValueError, "signature keys: at most %d of 1-%d bytes of [a-z0-9.-]",
+                                    SKIM_MAX_NAMES, SKIM_MAX_NAME);
+    Py_RETURN_NONE;
+}
+
+static PyObject *clear_names(Skimmer *self, PyObject *unused) {
+    skim_clear_names(&self->skim);
+    Py_RETURN_NONE;
+}
+
 static PyObject *next_serial(Skimmer *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(++self->skim.serial);
 }
@@ -246,6 +305,7 @@ static int set_until(Skimmer *self, PyObject *value, void *closure) {
 static PyObject *get_serial(Skimmer *self, void *closure) { return PyLong_FromUnsignedLongLong(self->skim.serial); }
 static PyObject *get_keep_all(Skimmer *self, void *closure) { return PyBool_FromLong(self->skim.keep_all); }
 static PyObject *get_worker(Skimmer *self, void *closure) { return PyLong_FromUnsignedLong(self->skim.worker); }
+static PyObject *get_triage(Skimmer *self, void *closure) { return PyBool_FromLong(self->skim.names != NULL); }
 
 static PyGetSetDef Skimmer_getset[] = {
     {"until", (getter)get_until, (setter)set_until,
@@ -253,12 +313,16 @@ static PyGetSetDef Skimmer_getset[] = {
     {"serial", (getter)get_serial, NULL, "frames walked so far, over every buffer", NULL},
     {"keep_all", (getter)get_keep_all, NULL, "whether every frame is kept (nothing skimmed)", NULL},
     {"worker", (getter)get_worker, NULL, "which share of the flows is kept; 0 also keeps what no share holds", NULL},
+    {"triage", (getter)get_triage, NULL, "whether DNS over UDP is triaged by name (set_names)", NULL},
     {NULL},
 };
 
 static PyMethodDef Skimmer_methods[] = {
     {"walk_pcap", (PyCFunction)walk_pcap, METH_VARARGS, walk_pcap_doc},
     {"walk_pcapng", (PyCFunction)walk_pcapng, METH_VARARGS, walk_pcapng_doc},
+    {"walk_frames", (PyCFunction)walk_frames, METH_VARARGS, walk_frames_doc},
+    {"set_names", (PyCFunction)set_names, METH_VARARGS, set_names_doc},
+    {"clear_names", (PyCFunction)clear_names, METH_NOARGS, "stop triaging names: every DNS message goes to Python"},
     {"next_serial", (PyCFunction)next_serial, METH_NOARGS, "count a frame the Python reader took itself"},
     {"flow_hash", (PyCFunction)py_flow_hash, METH_VARARGS, hash_doc},
     {"track", (PyCFunction)track, METH_VARARGS, track_doc},

@@ -164,13 +164,13 @@ def _replay(args: argparse.Namespace) -> int:
     counters: WorkerCounts | Extractor
     if args.workers > 1:
         counters = WorkerCounts(session.stats)
-        job = Job(args.pcaps, settings, signatures.match, described is not None, not args.no_progress)
+        job = Job(args.pcaps, settings, signatures, described is not None, not args.no_progress)
         errors = replay_parallel(job, args.workers, session.detector.observe, session.devices.learn, session.tick,
                                  counters, described,
                                  started=lambda: session.serve(args.metrics_addr, args.web_config, counters))
     else:
         counters = Extractor(settings, session.detector.observe, session.devices.learn, session.stats,
-                             wanted=signatures.match)
+                             wanted=signatures)
         session.serve(args.metrics_addr, args.web_config, counters)
         errors = read_captures(args.pcaps, counters, session.tick, described, progress=not args.no_progress)
     session.close(counters.snapshot(), args.pcaps, errors)

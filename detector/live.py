@@ -42,6 +42,7 @@ from detector.counters import (
 )
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings
+from detector.skim import CORRUPT, DROP_KEYS, FRAME, KEPT
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
 from detector.workers import DONE, ERROR, LOG, READY, RECORDS, TimedMerge, WorkerCounts, WorkerPool
@@ -149,7 +150,8 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
     stats: Counter[str] = Counter()
     packet_ts = [0.0]
     extractor = Extractor(options.settings, on_observation, lambda binding: out.append((packet_ts[0], binding)),
-                          stats, wanted=lambda name: current[0].match(name))
+                          stats, wanted=signatures)
+    skimmer = extractor.skimmer  # one share of the flows already: the kernel's fanout split them
     names = [f"live:{capture.interface}" for capture in captures]
 
     def snapshot() -> dict[str, float]:
@@ -167,15 +169,36 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
 
     by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}
 
+    def feed(ts: float, linktype: int, frame: bytes, name: str) -> None:
+        packet_ts[0] = ts
+        extractor.feed(ts, linktype, frame, name, None)
+
+    def read_batch(capture: LiveCapture, name: str) -> int:
+        """Walk one batch through the skim (the kernel's BPF was the first stage): the
+        bulk it drops is counted there, the rest fed to the extractor."""
+        data, meta = capture.read()
+        pos, frames = 0, len(meta) // FRAME.size
+        while pos < frames:
+            skimmer.until = extractor.next_housekeeping
+            status, pos, _, kept, last_ts, _, _, drops = skimmer.walk_frames(data, meta, pos, capture.linktype)
+            for _, ts, offset, caplen, linktype in KEPT.iter_unpack(kept):
+                feed(ts, linktype, data[offset : offset + caplen], name)
+            for key, count in zip(DROP_KEYS, drops):
+                if count:
+                    stats[key] += count
+            if last_ts is not None:
+                extractor.clock(last_ts)
+            if status == CORRUPT:  # libpcap never describes a frame outside its buffer; read what there is
+                sec, usec, offset, caplen = FRAME.unpack_from(meta, pos * FRAME.size)
+                feed(sec + usec * 1e-6, capture.linktype, data[offset : offset + caplen], name)
+                pos += 1
+        return frames
+
     def read_once(wait: float) -> int:
         read = 0
         ready, _, _ = select.select(list(by_fd), [], [], wait)
         for fd in ready:
-            capture, name = by_fd[fd]
-            for ts, data in capture.batch():
-                packet_ts[0] = ts
-                extractor.feed(ts, capture.linktype, data, name, None)
-                read += 1
+            read += read_batch(*by_fd[fd])
         return read
 
     next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL
@@ -192,6 +215,7 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
             message = pipe.recv()
             if message[0] == "reload":
                 current[0] = message[1]
+                extractor.want(message[1])
             elif message[0] == "stop":
                 deadline = time.monotonic() + STOP_DRAIN_LIMIT
                 while read_once(DRAIN_IDLE) and time.monotonic() < deadline:  # what the kernel still holds

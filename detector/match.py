@@ -53,6 +53,8 @@ _ENTRY_KEYS = (*_ENTRY_REQUIRED, "note")
 #: RFC 1035 limits: 253 characters in presentation form, 63 per label.
 _MAX_DOMAIN = 253
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: What the skim's name index takes (skim_c/names.c).
+_PREFILTER_KEY_RE = re.compile(r"[a-z0-9.-]{1,253}")
 _ENTRY_HEADER_RE = re.compile(r"[ \t]*\[\[[ \t]*entry[ \t]*\]\][ \t]*(?:#.*)?")
 _TABLE_HEADER_RE = re.compile(r"[ \t]*\[")
 _TOML_AT_LINE_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -142,6 +144,17 @@ class SignatureSet:
         """The categories present in this set, in the canonical ``CATEGORIES`` order."""
         present = {sig.category for sig in self.entries}
         return tuple(c for c in CATEGORIES if c in present)
+
+    def prefilter_keys(self) -> tuple[str, ...] | None:
+        """Every name this set can match equals one of these keys or ends in "." and one
+        of them (the exact and suffix patterns, the regexes' literal domains): what the C
+        skim triages DNS names by. None when a key is not plain ``[a-z0-9.-]`` text of at
+        most 253 characters (only a set built by hand can hold one): then every name goes
+        to Python."""
+        keys = (*self._exact, *self._suffix, *self._regex)
+        if all(_PREFILTER_KEY_RE.fullmatch(key) for key in keys):
+            return keys
+        return None
 
     def match(self, name: str) -> Signature | None:
         """The most specific entry matching ``name`` (lowercase, no trailing dot), or None.

@@ -25,6 +25,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from detector.counters import (
     BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, PARSE_ERROR_TLS, QUIC_NO_SNI, SKIM_TCP,
@@ -41,7 +42,7 @@ from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import Observation, Signature, Verdict
-from detector.skim import Skimmer, new_skimmer
+from detector.skim import Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
 
 DHCP_PORTS = frozenset({67, 68})
@@ -70,6 +71,16 @@ class Settings:
     workers: int = 1
 
 
+class Wanted(Protocol):
+    """Which names become an ``Observation`` (a ``SignatureSet``): ``match`` says it of one
+    name, ``prefilter_keys`` gives the keys the C skim drops DNS messages by when none of
+    their names can match (None: it cannot, and every name goes to Python)."""
+
+    def match(self, name: str) -> object: ...
+
+    def prefilter_keys(self) -> tuple[str, ...] | None: ...
+
+
 def ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
@@ -90,13 +101,15 @@ class Extractor:
         on_observation: Callable[[Observation], None],
         on_binding: Callable[[Binding], None],
         stats: Counter[str] | None = None,
-        wanted: Callable[[str], object] | None = None,
+        wanted: Wanted | None = None,
     ) -> None:
         """``wanted``, when given, says which names become an ``Observation`` (the others
-        are only counted): building the record costs more than matching the name."""
+        are only counted): building the record costs more than matching the name, and
+        the skim drops most DNS before Python by the same test. None: every name."""
         self.settings = settings
         self.on_observation = on_observation
-        self.wanted = wanted
+        self._wanted = wanted
+        self.wanted = wanted.match if wanted is not None else None
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
         self._skimmer: Skimmer | None = None
@@ -176,11 +189,24 @@ class Extractor:
         """The skim for frames read from files, made on first use."""
         if self._skimmer is None:
             settings = self.settings
+            keys = self._wanted.prefilter_keys() if self._wanted is not None else None
             self._skimmer = new_skimmer(settings.dns_ports, settings.quic_ports, settings.max_tcp_flows,
-                                        not settings.skim, settings.worker, settings.workers)
+                                        not settings.skim, settings.worker, settings.workers, keys)
             if settings.skim:
                 self._skim_flows = self._skimmer
         return self._skimmer
+
+    def want(self, wanted: Wanted) -> None:
+        """From now on observe the names ``wanted`` matches (signatures reloaded)."""
+        self._wanted = wanted
+        self.wanted = wanted.match
+        skimmer = self._skim_flows
+        if skimmer is not None:
+            keys = wanted.prefilter_keys()
+            if keys is None:
+                skimmer.clear_names()
+            else:
+                set_names(skimmer, keys)
 
     def _forgotten(self, key: tuple[bytes, int, bytes, int]) -> None:
         """The flight table dropped a flow (evicted, expired): the skim may drop it too."""

@@ -15,7 +15,7 @@ merges the N ordered streams on that key and runs match -> policy -> sinks as on
 would. Every worker sees every frame's time and stops at the same clock frames, so its
 reassembly tables expire at the same moments: events, alerts and counts are the same as
 with one process, with two exceptions. A flow seen both inside a tunnel the skim cannot
-open (read by worker 0) and outside it (read by its own worker) is split between two
+open (IP-in-IP, GRE: read by worker 0) and outside it (read by its own worker) is split between two
 workers; and each worker has reassembly tables of the full size, so when they overflow,
 fewer flows are evicted than in one process.
 """
@@ -36,7 +36,7 @@ from typing import Any
 from detector.counters import file_key
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
-from detector.pipeline import Extractor, Settings
+from detector.pipeline import Extractor, Settings, Wanted
 from detector.records import Observation
 from detector.report.captures import capture_info
 from detector.report.meta import CaptureInfo
@@ -146,7 +146,7 @@ class Job:
 
     paths: list[str]
     settings: Settings
-    wanted: Callable[[str], object]
+    wanted: Wanted
     describe: bool
     progress: bool
 

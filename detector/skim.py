@@ -1,10 +1,12 @@
 """The skim: keep the few frames worth decoding, drop the bulk after a few byte checks.
 
-The work is in C (``detector/_skim.c``, whose header comment states the contract); this
+The work is in C (``detector/skim_c/``, whose ``skim.h`` states the contract); this
 module gives it its configuration and names what it hands back. A walk over a capture
-buffer returns the frames the Python pipeline must read, packed as ``KEPT`` records,
-and counts what it dropped under the pipeline's own stats keys (``DROP_KEYS``), so the
-summary and the metrics read the same with the skim as without it.
+buffer (or a live capture's batch) returns the frames the Python pipeline must read,
+packed as ``KEPT`` records, and counts what it dropped under the pipeline's own stats
+keys (``DROP_KEYS``), so the summary and the metrics read the same with the skim as
+without it. Given the signature keys, it also drops DNS messages over UDP none of whose
+names can match, counting their names as Python would.
 """
 
 from __future__ import annotations
@@ -12,31 +14,48 @@ from __future__ import annotations
 import secrets
 import struct
 
+from collections.abc import Iterable
+
 from detector.counters import (
-    BYTES, PACKETS, SKIM_TABLE_FULL, SKIM_TCP, SKIM_UDP, SKIP_OTHER_TRANSPORT, SKIP_QUIC_SERVER_LONG_HEADER,
+    BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, SKIM_TABLE_FULL, SKIM_TCP, SKIM_UDP,
+    SKIP_OTHER_TRANSPORT, SKIP_QUIC_SERVER_LONG_HEADER, observation_key,
 )
 from detector._skim import BLOCK, CORRUPT, END, FULL, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
 from detector.extract.http import METHODS
 
 __all__ = [
     "BLOCK", "CORRUPT", "DROP_KEYS", "END", "FULL", "KEPT", "MAX_BLOCK", "MAX_RECORD", "TICK",
-    "REQUEST_STARTS", "Skimmer", "new_skimmer",
+    "FRAME", "REQUEST_STARTS", "Skimmer", "new_skimmer", "set_names",
 ]
 
 #: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
 KEPT = struct.Struct("=QdQII")
 #: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
-DROP_KEYS = (PACKETS, BYTES, SKIM_UDP, SKIM_TCP, SKIP_QUIC_SERVER_LONG_HEADER, SKIM_TABLE_FULL, SKIP_OTHER_TRANSPORT)
+DROP_KEYS = (PACKETS, BYTES, SKIM_UDP, SKIM_TCP, SKIP_QUIC_SERVER_LONG_HEADER, SKIM_TABLE_FULL, SKIP_OTHER_TRANSPORT,
+             observation_key("dns-query"), observation_key("dns-answer"), PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL)
+#: One frame of a live capture's batch, as pcapy's next_batch describes it.
+FRAME = struct.Struct("=IIII")
 #: How an HTTP request starts (a method and a space): such a segment starts a flight.
 REQUEST_STARTS = tuple(m + b" " for m in METHODS)
 
 
 def new_skimmer(
     dns_ports: frozenset[int], quic_ports: frozenset[int], max_flows: int, keep_all: bool = False,
-    worker: int = 0, workers: int = 1,
+    worker: int = 0, workers: int = 1, names: Iterable[str] | None = None,
 ) -> Skimmer:
     """A skimmer for the pipeline's ports and flight-table size; ``keep_all`` walks the
     records without dropping any (the reference the skim is tested against). With
     ``workers`` > 1 it keeps only the frames of worker ``worker``'s share of the flows
-    (both directions of a flow in one share; frames it cannot place in worker 0's)."""
-    return Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all, worker, workers)
+    (both directions of a flow in one share; frames it cannot place in worker 0's).
+    ``names``: the signature keys to triage DNS by (``set_names``); None keeps every
+    DNS message for Python (every name is wanted)."""
+    skimmer = Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all, worker,
+                      workers)
+    if names is not None and not keep_all:
+        set_names(skimmer, names)
+    return skimmer
+
+
+def set_names(skimmer: Skimmer, names: Iterable[str]) -> None:
+    """Give the skimmer the signature keys it triages DNS names by."""
+    skimmer.set_names(b"\0".join(name.encode("ascii") for name in names))

@@ -1,6 +1,7 @@
 /* Fuzz the skim's C core (detector/skim_c/) under AddressSanitizer and
- * UndefinedBehaviorSanitizer: the pcap and pcapng record walks, the triage of every frame,
- * the flow set, and the split of flows among replay --workers.
+ * UndefinedBehaviorSanitizer: the pcap and pcapng record walks, the triage of every frame
+ * (VXLAN and GTP-U opened), the DNS name reader and index, the flow set, and the split of
+ * flows among replay --workers.
  *
  * Build and run alone (what fuzz/run.py does):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -12,7 +13,8 @@
  * small so that full walks and a saturated flow set are within the fuzzer's reach.
  *
  * Input: 8 bytes of set-up, then the records of a capture (no file header):
- *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all
+ *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all, bit 4 DNS
+ *       triaged by name (then the records' bytes are also read as one DNS message)
  *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits, modulo workers)
  *   [2] linktype of the pcap, or of each pcapng interface (with [3..5]), from LINKTYPES
  *       (low 3 bits); its top 2 bits: pcapng interfaces - 1
@@ -21,10 +23,12 @@
  *       housekeeping does
  * What counts as a finding, besides a sanitizer report: a walk that does not account for
  * every record, a kept frame outside the buffer, a flow set that disagrees with its model,
- * and a frame that no worker or two workers take.
+ * a frame that no worker or two workers take, and a DNS message counted as more names
+ * than it has bytes for.
  */
 #define SKIM_MAX_KEPT 4
 #define SKIM_MIN_SLOTS 16
+#include "../detector/skim_c/names.c"
 #include "../detector/skim_c/triage.c"
 #include "../detector/skim_c/walk.c"
 
@@ -45,6 +49,8 @@
 static const uint32_t LINKTYPES[8] = {1, 113, 276, 101, 228, 229, 14, 147};
 static const uint8_t *REQUEST_STARTS[] = {(const uint8_t *)"GET ", (const uint8_t *)"POST ",
                                           (const uint8_t *)"CONNECT "};
+/* Signature keys, as SignatureSet.prefilter_keys gives them (NUL-separated). */
+static const char KEYS[] = "tiktok.com\0tiktokv.com\0ibyteimg.com\0musical.ly\0byteoversea.com";
 
 /* What Python last reported of each flow: after the reports, a tracked flow is in the set
  * (unless the set is saturated) and a forgotten one is not. */
@@ -79,6 +85,7 @@ static void model_check(Skim *s, const Model *m) {
 
 static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, int keep_all) {
     if (skim_init(s, 1 + (in[6] & 7), 0x9e3779b97f4a7c15ULL, keep_all, worker, workers) < 0) return -1;
+    if (in[0] >> 4 & 1 && !keep_all) CHECK(skim_set_names(s, (const uint8_t *)KEYS, sizeof KEYS - 1) == 0);
     skim_add_port(s->dns_port, 53);
     skim_add_port(s->dns_port, 5353);
     skim_add_port(s->quic_port, 443);
@@ -87,11 +94,13 @@ static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, 
     return 0;
 }
 
+static uint64_t ip_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth);
+
 /* The key and flags Python would report for a TCP frame, or 0 when the frame holds no TCP
  * header the triage reads. The model's own walk over the headers the triage knows (link
  * types, VLAN tags, IPv4 with options, IPv6), so that every flow the triage can add to its
  * set is one the model hears of, as Python reports every TCP frame it reads. */
-static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t linktype, uint8_t *flags) {
+static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t linktype, uint8_t *flags, int depth) {
     size_t pos;
     if (linktype == 1 || linktype == 113) {
         pos = linktype == 1 ? 12 : 14;
@@ -107,26 +116,40 @@ static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t link
     } else {
         return 0;
     }
+    return ip_key(s, f, pos, n, flags, depth);
+}
+
+/* The IP part of tcp_key; a VXLAN or GTP-U packet's inner one (as decode.py opens them). */
+static uint64_t ip_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth) {
     if (pos >= n) return 0;
     const uint8_t *src, *dst;
     int alen;
+    unsigned proto;
     size_t l4, end;
     if (f[pos] >> 4 == 4) {
         if (pos + 20 > n) return 0;
         size_t ihl = (size_t)(f[pos] & 0x0F) * 4, total = be16(f + pos + 2);
-        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF) || f[pos + 9] != 6) return 0;
+        if (ihl < 20 || total < ihl || (be16(f + pos + 6) & 0x1FFF)) return 0;
+        proto = f[pos + 9];
         src = f + pos + 12, dst = f + pos + 16, alen = 4;
         l4 = pos + ihl;
         end = pos + total < n ? pos + total : n;
     } else if (f[pos] >> 4 == 6) {
-        if (pos + 40 > n || f[pos + 6] != 6) return 0;
+        if (pos + 40 > n) return 0;
+        proto = f[pos + 6];
         src = f + pos + 8, dst = f + pos + 24, alen = 16;
         l4 = pos + 40;
         end = pos + 40 + be16(f + pos + 4) < n ? pos + 40 + be16(f + pos + 4) : n;
     } else {
         return 0;
     }
-    if (l4 + 20 > end) return 0;
+    if (proto == 17 && l4 + 8 <= end && depth < SKIM_MAX_ENCAPSULATION) {
+        if (be16(f + l4 + 2) == VXLAN_PORT && l4 + 16 + 14 <= end)
+            return tcp_key(s, f + l4 + 16, end - l4 - 16, 1, flags, depth + 1);
+        size_t inner = be16(f + l4 + 2) == GTP_U_PORT ? gtp_u_payload(f, l4 + 8, end) : 0;
+        return inner ? ip_key(s, f, inner, end, flags, depth + 1) : 0;
+    }
+    if (proto != 6 || l4 + 20 > end) return 0;
     *flags = f[l4 + 13];
     return skim_flow_hash(s, src, dst, alen, be16(f + l4), be16(f + l4 + 2));
 }
@@ -159,7 +182,7 @@ static size_t walk_all(Skim *s, const uint8_t *in, const uint8_t *buf, size_t si
             if (frames && n_frames < max_frames) frames[n_frames++] = *k;
             /* Python reads the frame and reports its flow: tracked unless it is a FIN/RST. */
             uint8_t flags = 0;
-            uint64_t key = model ? tcp_key(s, buf + k->offset, k->caplen, k->linktype, &flags) : 0;
+            uint64_t key = model ? tcp_key(s, buf + k->offset, k->caplen, k->linktype, &flags, 0) : 0;
             if (key) {
                 int tracked = !(flags & 0x05);
                 skim_track(s, key, tracked);
@@ -214,6 +237,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (setup(&s, in, worker, workers, keep_all) < 0) abort();
     if (in[7]) s.until = in[7];
     walk_all(&s, in, buf, n, NULL, 0, &model);
+    if (s.names) { /* the records' bytes as one DNS message: each name counted takes a byte at least */
+        memset(s.drops, 0, sizeof s.drops);
+        int verdict = skim_dns(&s, buf, n);
+        CHECK(verdict == SKIM_KEEP || verdict == SKIM_DROPPED);
+        CHECK(s.drops[DROP_DNS_QUERY_NAMES] + s.drops[DROP_DNS_ANSWER_NAMES] <= n);
+        CHECK(verdict == SKIM_DROPPED || s.drops[DROP_DNS_QUERY_NAMES] + s.drops[DROP_DNS_ANSWER_NAMES] == 0);
+    }
     skim_free(&s);
     free(buf);
     return 0;

@@ -49,7 +49,7 @@ COVERED = {
     "policy": ["detector/policy.py"],
     "quic": ["detector/extract/quic.py"],
     "signatures": ["detector/match.py"],
-    "skim": ["detector/skim_c/triage.c", "detector/skim_c/walk.c"],
+    "skim": ["detector/skim_c/triage.c", "detector/skim_c/names.c", "detector/skim_c/walk.c"],
     "tcpflight": ["detector/extract/tcpflight.py"],
 }
 #: Input size bound per target (libFuzzer's -max_len): captures need room, names do not.

@@ -75,7 +75,8 @@ SKIM_LINKTYPES = (1, 113, 276, 101, 228, 229, 14, 147)
 def skim_inputs() -> Iterator[bytes]:
     """Inputs of fuzz_skim.c: its 8 set-up bytes, then the records of a seed capture (a
     pcap's after its file header; a pcapng whole, since the walk leaves the blocks that are
-    not packets to its caller). Each capture goes in alone and as worker 1 of 2."""
+    not packets to its caller). Each capture goes in alone with DNS triaged by name, and as
+    worker 1 of 2 without."""
     for path in capture_paths():
         if path.name.endswith(".gz"):
             continue
@@ -93,5 +94,5 @@ def skim_inputs() -> Iterator[bytes]:
         else:
             continue
         kind = SKIM_LINKTYPES.index(linktype) if linktype in SKIM_LINKTYPES else 0
-        for workers_byte in (0, 1 << 2 | 1):
-            yield bytes((mode, workers_byte, kind, kind, kind, kind, 63, 1)) + records[:4096]
+        for setup, workers_byte in ((mode | 16, 0), (mode, 1 << 2 | 1)):
+            yield bytes((setup, workers_byte, kind, kind, kind, kind, 63, 1)) + records[:4096]

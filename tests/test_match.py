@@ -471,3 +471,30 @@ def test_a_problem_is_one_printable_line_whatever_the_pattern_holds() -> None:
     with pytest.raises(SignatureError) as info:
         _set(("^[a-\t\n]+\\.example\\.com$", "regex", "web"))
     assert all(problem.isprintable() for problem in info.value.problems) and str(info.value).isprintable()
+
+
+# ── the keys the C skim triages DNS names by ─────────────────────────────────────────
+
+
+def _may_match(keys: tuple[str, ...], name: str) -> bool:
+    return any(name == key or name.endswith("." + key) for key in keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.from_regex(r"(?:[a-z0-9-]{1,12}\.){0,4}(?:tiktok|tiktokv|ibyteimg|byteoversea|musical|example)"
+                          r"\.(?:com|ly|org|net)", fullmatch=True))
+def test_prefilter_keys_hold_every_name_the_set_matches(sigs: SignatureSet, name: str) -> None:
+    """The skim drops a DNS message none of whose names equals a key or ends in "." and a
+    key: a name the set matches must always be one of those."""
+    keys = sigs.prefilter_keys()
+    assert keys is not None
+    if sigs.match(name) is not None:
+        assert _may_match(keys, name)
+
+
+def test_prefilter_keys_of_each_entry_kind() -> None:
+    s = _set(("a.example.com", "exact", "web"), ("tiktok.com", "suffix", "app"),
+             (r"^p16-[a-z]+\.ibyteimg\.com$", "regex", "cdn"))
+    assert sorted(s.prefilter_keys()) == ["a.example.com", "ibyteimg.com", "tiktok.com"]
+    # A key the C index cannot take (only a hand-built set holds one): no triage at all.
+    assert _set(("Tiktok.com", "suffix", "app")).prefilter_keys() is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.match import load_signatures
 from detector.skim import new_skimmer
 from detector.sources.pcapfile import CaptureFile
 
@@ -105,13 +106,19 @@ def test_impossible_worker_requests_are_one_line_and_exit_2(args, message):
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
 
 
-def _die_in_worker_0(name: str) -> None:
-    import multiprocessing
-    import os
-    import signal
+class _DieInWorker0:
+    """Wants every name (nothing triaged in C), and kills worker 0 at its first."""
 
-    if multiprocessing.current_process().name == "replay-0":
-        os.kill(os.getpid(), signal.SIGKILL)
+    def match(self, name: str) -> None:
+        import multiprocessing
+        import os
+        import signal
+
+        if multiprocessing.current_process().name == "replay-0":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def prefilter_keys(self) -> None:
+        return None
 
 
 def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
@@ -124,7 +131,7 @@ def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
     from detector.workers import WorkerError
     from detector.workers import WorkerCounts
 
-    job = Job([str(tap)], Settings(), _die_in_worker_0, describe=False, progress=False)
+    job = Job([str(tap)], Settings(), _DieInWorker0(), describe=False, progress=False)
     with pytest.raises(WorkerError, match="worker 0 ended without its results"):
         replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, WorkerCounts(Counter()), None)
 
@@ -137,7 +144,7 @@ def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
     from detector.workers import WorkerCounts
 
     counts = WorkerCounts(Counter())
-    job = Job([str(tap)], Settings(), lambda name: True, describe=False, progress=False)
+    job = Job([str(tap)], Settings(), load_signatures(ROOT / "signatures"), describe=False, progress=False)
     replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, counts, None)
     snapshot = counts.snapshot()
     assert snapshot["packets"] == 20000

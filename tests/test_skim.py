@@ -34,13 +34,15 @@ from hypothesis import strategies as st
 from detector.cli import main
 from detector.decode import decode
 from detector.extract.binding import Binding
-from detector.pipeline import Extractor, Settings
-from detector.records import Observation
+from detector.match import load_signatures
+from detector.pipeline import Extractor, Settings, Wanted
+from detector.records import Observation, Signature
 from detector.replay import read_captures
 from detector.skim import (
     CORRUPT,
     DROP_KEYS,
     END,
+    FRAME,
     FULL,
     KEPT,
     MAX_RECORD,
@@ -55,6 +57,7 @@ from test_pipeline import client_hello
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted(p for p in (ROOT / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 CORPUS = ROOT.parent / "shared" / "corpus"
+SIGNATURES = load_signatures(ROOT / "signatures")
 CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap")) if CORPUS.is_dir() else []
 SAMPLE = ROOT / "pcaps" / "sample-office.pcapng"
 #: Fixtures with bulk (ACKs, TLS records after the ClientHello, HTTP bodies) the skim must drop.
@@ -81,13 +84,14 @@ class Run:
     kept: int  # frames the Python pipeline decoded
 
 
-def replay(paths: list[Path | str], skim: bool, base: Settings | None = None) -> Run:
-    """``names``/``replay``'s loop (detector.replay.read_captures) over ``paths``."""
+def replay(paths: list[Path | str], skim: bool, base: Settings | None = None, wanted: Wanted | None = SIGNATURES) -> Run:
+    """``replay``'s loop (detector.replay.read_captures) over ``paths``: with ``wanted``
+    (the signatures) the skim triages DNS by name too; None is ``names`` (every name)."""
     observations: list[Observation] = []
     bindings: list[tuple[int | None, Binding]] = []
     ticks: list[float] = []
     extractor = Extractor(replace(base or Settings(), skim=skim), observations.append,
-                          lambda b: bindings.append((extractor.frame, b)))
+                          lambda b: bindings.append((extractor.frame, b)), wanted=wanted)
     kept = 0
     feed = extractor.feed
 
@@ -102,9 +106,10 @@ def replay(paths: list[Path | str], skim: bool, base: Settings | None = None) ->
     return Run(observations, bindings, ticks, counters, errors, kept)
 
 
-def assert_same(paths: list[Path | str], base: Settings | None = None) -> tuple[Run, Run]:
+def assert_same(paths: list[Path | str], base: Settings | None = None, wanted: Wanted | None = SIGNATURES
+                ) -> tuple[Run, Run]:
     """Replay with the skim and without; everything must be equal. Returns (skimmed, reference)."""
-    skimmed, reference = replay(paths, True, base), replay(paths, False, base)
+    skimmed, reference = replay(paths, True, base, wanted), replay(paths, False, base, wanted)
     assert skimmed.observations == reference.observations
     assert skimmed.bindings == reference.bindings
     assert skimmed.ticks == reference.ticks
@@ -128,10 +133,11 @@ PORT_SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize("wanted", [SIGNATURES, None], ids=["triage", "every-name"])
 @pytest.mark.parametrize("base", PORT_SETTINGS)
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
-def test_fixture_skimmed_equals_every_frame_decoded(path, base):
-    assert_same([path], base)
+def test_fixture_skimmed_equals_every_frame_decoded(path, base, wanted):
+    assert_same([path], base, wanted)
 
 
 def test_all_fixtures_in_one_run_equal_every_frame_decoded():
@@ -317,6 +323,8 @@ TCP_STREAMS = {
 UDP_MESSAGES = {
     "dns-query": (53, False, dns_query("www.tiktok.com")),
     "dns-response": (53, True, dns_response("api.tiktokv.com")),
+    "dns-other-query": (53, False, dns_query("www.example.org")),  # no signature: dropped in C
+    "dns-other-response": (53, True, dns_response("Mail.Example.ORG")),
     "quic-initial": (443, False, QUIC_INITIAL),
     "quic-server-long": (443, True, b"\xc3\x00\x00\x00\x01" + bytes(60)),
     "quic-short": (443, False, b"\x43" + bytes(40)),
@@ -499,12 +507,13 @@ def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("skim")
 
 
-def write_and_compare(scratch: Path, captures: list[bytes], base: Settings, suffix: str) -> tuple[Run, Run]:
+def write_and_compare(scratch: Path, captures: list[bytes], base: Settings, suffix: str,
+                      wanted: Wanted | None = SIGNATURES) -> tuple[Run, Run]:
     paths = []
     for i, data in enumerate(captures):
         paths.append(scratch / f"c{i}.{suffix}")
         paths[-1].write_bytes(data)
-    return assert_same(paths, base)
+    return assert_same(paths, base, wanted)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -553,7 +562,11 @@ CLIENT, SERVER = V4[0], V4[3]
 REQUEST = b"GET / HTTP/1.1\r\nHost: www.tiktok.com\r\n\r\n"
 
 
-@pytest.mark.parametrize("case", ["vxlan", "null-interface"])
+def ipip(l3: bytes) -> bytes:
+    return ipv4(bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 4, l3)
+
+
+@pytest.mark.parametrize("case", ["ipip", "null-interface"])
 def test_flow_started_where_the_skim_cannot_read(scratch, case):
     """A TCP flow whose first segments arrive in frames the C walker keeps without reading
     (a tunnel, a link type it does not parse) and whose next segment arrives plainly in the
@@ -566,17 +579,130 @@ def test_flow_started_where_the_skim_cannot_read(scratch, case):
     # The first walk of a file stops at its first frame (a clock is due); the flow's three
     # frames come in the second walk.
     dns = ipv4(CLIENT, V4[2], 17, udp(40000, 53, dns_query("example.org")))
-    if case == "vxlan":
-        data = pcap([(T0, eth_ip(dns)), (T0, eth_ip(vxlan(syn))), (T0, eth_ip(vxlan(head))), (T0, eth_ip(rest))])
+    if case == "ipip":
+        data = pcap([(T0, eth_ip(dns)), (T0, eth_ip(ipip(syn))), (T0, eth_ip(ipip(head))), (T0, eth_ip(rest))])
         suffix = "pcap"
     else:  # a BSD loopback interface (linktype 0) next to an Ethernet one
         null = struct.pack("<I", 2)  # AF_INET, host order
         data = (shb() + idb(0) + idb(1) + epb(1, T0, eth_ip(dns)) + epb(0, T0, null + syn) + epb(0, T0, null + head)
                 + epb(1, T0, eth_ip(rest)))
         suffix = "pcapng"
-    reference = replay([write(scratch, data, suffix)], False)
+    reference = replay([write(scratch, data, suffix)], False, wanted=None)
     assert [(o.frame, o.name) for o in reference.observations] == [(1, "example.org"), (4, "www.tiktok.com")]
     write_and_compare(scratch, [data], Settings(), suffix)
+
+
+@pytest.mark.parametrize("how", ["vxlan", "gtp"])
+def test_tunnelled_flow_is_skimmed_inside_the_tunnel(scratch, how):
+    """VXLAN (cloud traffic mirrors) and GTP-U are opened in C: a flow inside them is read
+    as a plain one (its bulk dropped, its segments kept while Python tracks it), even when
+    its first segments came plainly and the rest inside the tunnel."""
+    def wrap(l3: bytes) -> bytes:
+        if how == "vxlan":
+            return vxlan(l3)
+        return ipv4(bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 17,
+                    udp(2152, 2152, struct.pack("!BBHI", 0x30, 0xFF, len(l3), 1) + l3))
+
+    syn = ipv4(CLIENT, SERVER, 6, tcp(40000, 80, 99, SYN))
+    head = ipv4(CLIENT, SERVER, 6, tcp(40000, 80, 100, PSH | ACK, REQUEST[:20]))
+    rest = ipv4(CLIENT, SERVER, 6, tcp(40000, 80, 120, PSH | ACK, REQUEST[20:]))
+    bulk = [ipv4(SERVER, CLIENT, 6, tcp(80, 40000, 5000 + 100 * i, PSH | ACK, bytes(100))) for i in range(20)]
+    other = ipv4(CLIENT, V4[2], 17, udp(40000, 53, dns_query("www.example.org")))
+    frames = [syn, wrap(head), wrap(rest), *map(wrap, bulk), wrap(other), wrap(syn)]
+    data = pcap([(T0 + i * 0.001, eth_ip(f)) for i, f in enumerate(frames)])
+    skimmed, reference = write_and_compare(scratch, [data], Settings(), "pcap")
+    assert [(o.frame, o.name) for o in reference.observations] == [(3, "www.tiktok.com")]
+    assert skimmed.kept == 4  # the SYNs and the request's two segments; the bulk and the DNS left in C
+
+
+# -- DNS triage: names read in C, as dns.py reads them ---------------------------------------
+
+#: Names a DNS message may carry: TikTok's (kept for Python) and others (dropped in C),
+#: case-randomised ones, ones with bytes Python escapes, a regex key's zone.
+DNS_NAMES = [b"www.tiktok.com", b"WwW.TikTok.CoM", b"example.org", b"tiktok.com.example.net", b"nottiktok.com",
+             b"p16-tiktok-va.ibyteimg.com", b"ibyteimg.com", b"a\\x80.example", b"a\x80.example", b"x\x00y.org",
+             b"x\x7fy.tiktok.com", b"a.b.c.d.e.f.g.h", b"tiktokcdn.com", b"www.google.com"]
+
+
+@st.composite
+def dns_message(draw) -> bytes:
+    """A DNS message built from names, pointers and records of the types dns.py reads into,
+    then perhaps damaged: the C reader and dns.py must agree on every one."""
+    out = bytearray(struct.pack("!HHHH", draw(st.integers(0, 0xFFFF)), draw(st.sampled_from([0x0100, 0x8180, 0x8183])),
+                                0, 0) + bytes(4))
+    starts: list[int] = []
+
+    def name() -> bytes:
+        if starts and draw(st.integers(0, 3)) == 0:  # all of an earlier name
+            return struct.pack("!H", 0xC000 | draw(st.sampled_from(starts)))
+        labels = draw(st.sampled_from(DNS_NAMES)).split(b".")
+        cut = draw(st.integers(0, len(labels)))  # the rest by a pointer, if there is an earlier name
+        if cut < len(labels) and starts:
+            tail = struct.pack("!H", 0xC000 | draw(st.sampled_from(starts)))
+            labels = labels[:cut]
+        else:
+            tail = b"\x00"
+        return b"".join(bytes([len(label)]) + label for label in labels) + tail
+
+    def put(encoded: bytes) -> None:
+        starts.append(len(out))
+        out.extend(encoded)
+
+    questions = draw(st.integers(0, 3))
+    for _ in range(questions):
+        put(name())
+        out.extend(struct.pack("!HH", draw(st.sampled_from([1, 28, 65])), 1))
+    answers = draw(st.integers(0, 40))
+    for _ in range(answers):
+        put(name())
+        rtype = draw(st.sampled_from([1, 5, 5, 39, 64, 65, 28]))
+        if rtype in (5, 39):
+            rdata = name()
+        elif rtype in (64, 65):
+            rdata = b"\x00\x01" + name()
+        else:
+            rdata = bytes(4 if rtype == 1 else 16)
+        out.extend(struct.pack("!HHIH", rtype, 1, 60, len(rdata)))
+        starts.append(len(out))
+        out.extend(rdata)
+    out[4:8] = struct.pack("!HH", questions, answers)
+    return draw(damaged(bytes(out)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages=st.lists(dns_message(), min_size=1, max_size=8))
+def test_dns_triage_equals_python_on_random_messages(scratch, messages):
+    """Every message through the C name reader and through dns.py: the same names counted,
+    the same faults, the same observations (only TikTok's leave the pipeline)."""
+    frames = [eth_ip(ipv4(V4[0], V4[2], 17, udp(40000 + i, 53, m))) for i, m in enumerate(messages)]
+    write_and_compare(scratch, [pcap([(T0, f) for f in frames])], Settings(), "pcap")
+
+
+def test_dns_triage_drops_what_cannot_match():
+    """Names that match no signature leave in C, counted; a TikTok name, a name with a
+    byte Python escapes and a response of too many names to count in C reach Python."""
+    many = b"".join(struct.pack("!HHHIH", 0xC00C, 5, 1, 60, 6) + b"\x04n%03d\x00" % n for n in range(40))
+    messages = {
+        "other": dns_query("www.example.org"),
+        "other-response": dns_response("mail.example.org"),
+        "tiktok": dns_query("www.TikTok.com"),
+        "escaped": dns_query("a.example.org")[:12] + b"\x04caf\xe9\x07example\x03org\x00\x00\x01\x00\x01",
+        "too-many": struct.pack("!HHHHHH", 1, 0x8180, 1, 40, 0, 0) + dns_query("a.example")[12:] + many,
+    }
+    sk = new_skimmer(frozenset({53}), frozenset({443}), 16, names=SIGNATURES.prefilter_keys())
+    data = pcap([(T0, eth_ip(ipv4(V4[0], V4[2], 17, udp(40000, 53, m)))) for m in messages.values()])
+    result = walk(sk, data)
+    assert kept_serials(result) == [3, 4, 5]
+    drops = dict(zip(DROP_KEYS, result[7]))
+    assert drops["observations.dns-query"] == 1 and drops["observations.dns-answer"] == 1
+    assert drops["packets"] == 2
+
+
+def test_names_never_triages():
+    """``names`` prints every name: nothing is triaged by signature."""
+    extractor = Extractor(Settings(), lambda obs: None, lambda binding: None)
+    assert not extractor.skimmer.triage
+    assert Extractor(Settings(), lambda obs: None, lambda binding: None, wanted=SIGNATURES).skimmer.triage
 
 
 # -- the C API ------------------------------------------------------------------------------
@@ -831,7 +957,7 @@ def pcapng_both_ways(scratch: Path, data: bytes) -> tuple[Run, list[int], Counte
     """Frame numbers the skim keeps, skipped records, and the differential over the file."""
     capture = CaptureFile("x.pcapng", io.BytesIO(data))
     frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n in batch]
-    skimmed, _ = write_and_compare(scratch, [data], Settings(), "pcapng")
+    skimmed, _ = write_and_compare(scratch, [data], Settings(), "pcapng", wanted=None)
     return skimmed, frames, capture.skipped
 
 
@@ -938,3 +1064,67 @@ def test_a_skimmer_not_initialised_refuses_instead_of_crashing():
                  lambda: bare.walk_pcapng(b"", 0, 0, False, b"")):
         with pytest.raises(RuntimeError, match="__init__"):
             call()
+
+
+# -- a live capture's batches, and name triage set and reset -----------------------------------
+
+
+def batch(frames: list[tuple[float, bytes]]) -> tuple[bytes, bytes]:
+    """(buffer, metadata) as pcapy's next_batch gives them, with a gap between frames."""
+    data, meta = bytearray(), bytearray()
+    for ts, frame in frames:
+        data += b"\xee" * 3
+        meta += FRAME.pack(int(ts), round((ts - int(ts)) * 1e6), len(data), len(frame))
+        data += frame
+    return bytes(data), bytes(meta)
+
+
+def test_walk_frames_judges_a_live_batch_as_walk_pcap_judges_a_file():
+    frames = [(T0 + i * 0.25, f) for i, f in enumerate([BULK_UDP, DNS, dns_frame("www.example.org"), BULK_UDP,
+                                                          continuation(), DNS])]
+    keys = SIGNATURES.prefilter_keys()
+    from_file = walk(new_skimmer(frozenset({53}), frozenset({443}), 16, names=keys), pcap(frames))
+    data, meta = batch(frames)
+    live = new_skimmer(frozenset({53}), frozenset({443}), 16, names=keys)
+    status, pos, walked, kept, last_ts, *_, drops = live.walk_frames(data, meta, 0, 1)
+    assert (status, pos, walked) == (END, 6, 6) and drops == from_file[7]
+    records = list(KEPT.iter_unpack(kept))
+    assert [r[0] for r in records] == kept_serials(from_file) == [2, 6]
+    assert [data[r[2]:r[2] + r[3]] for r in records] == [DNS, DNS]
+    assert last_ts == pytest.approx(T0 + 1.25)
+    # A walk resumes at the frame it is given; one stopped by a clock returns where it stopped.
+    live.until = T0 + 0.5
+    assert live.walk_frames(data, meta, 1, 1)[:3] == (TICK, 3, 2)
+
+
+@pytest.mark.parametrize("bad", ["outside", "ragged"])
+def test_walk_frames_refuses_frames_outside_its_buffer(bad):
+    data, meta = batch([(T0, DNS)])
+    sk = skimmer()
+    if bad == "outside":
+        assert sk.walk_frames(data[:-1], meta, 0, 1)[:3] == (CORRUPT, 0, 0)
+    else:
+        with pytest.raises(ValueError):
+            sk.walk_frames(data, meta + b"\0", 0, 1)
+
+
+@pytest.mark.parametrize("keys", [b"Tiktok.com", b"tiktok.com\0\0x.com", b"a" * 254, b"tik tok.com"])
+def test_set_names_refuses_what_is_not_a_key_and_keeps_the_index(keys):
+    sk = new_skimmer(frozenset({53}), frozenset({443}), 16, names=["example.org"])
+    with pytest.raises(ValueError):
+        sk.set_names(keys)
+    assert sk.triage and kept_serials(walk(sk, pcap([(T0, dns_frame("www.example.org"))]))) == [1]
+
+
+def test_reloaded_signatures_reach_the_skim():
+    """live's SIGHUP: a name only the new set holds must reach Python from then on, and a
+    set the index cannot take turns triage off rather than dropping its names."""
+    observed: list[str] = []
+    extractor = Extractor(Settings(), lambda obs: observed.append(obs.name), lambda b: None, wanted=SIGNATURES)
+    sk = extractor.skimmer
+    frame = pcap([(T0, dns_frame("www.example.org"))])
+    assert kept_serials(walk(sk, frame)) == []
+    extractor.want(replace(SIGNATURES, entries=(*SIGNATURES.entries, Signature("example.org", "suffix", "web", "t", 1))))
+    assert kept_serials(walk(sk, frame)) == [2]
+    extractor.want(replace(SIGNATURES, entries=(Signature("Example.org", "suffix", "web", "t", 1),)))
+    assert not sk.triage and kept_serials(walk(sk, frame)) == [3]

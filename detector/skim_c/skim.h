@@ -3,7 +3,9 @@
  *
  * triage.c decides what to do with one frame (keep it for Python, drop it and count the
  * drop, or leave it to another worker) and holds the set of TCP flows Python still reads;
- * walk.c walks the records of a pcap or pcapng buffer and hands each frame to triage.
+ * names.c reads the names of a DNS message over UDP and drops it when none of them can
+ * match a signature; walk.c walks the records of a pcap or pcapng buffer, or the frames
+ * of a live capture's batch, and hands each frame to triage.
  *
  * The contract, tested frame by frame against the Python pipeline with nothing skimmed
  * (tests/test_skim.py): a frame is dropped here only when detector/pipeline.py would
@@ -36,12 +38,23 @@
 #define SKIM_MAX_METHOD_LEN 16
 #define SKIM_MAX_FLOWS (1 << 24)
 #define SKIM_MAX_INTERFACES 64
+/* Signature keys the name index holds at most, and the longest (RFC 1035 presentation form). */
+#define SKIM_MAX_NAMES (1 << 20)
+#define SKIM_MAX_NAME 253
+/* Distinct answer names a dropped DNS response may carry: more go to Python, which
+ * counts them (the C count needs each name compared with those before it). */
+#define SKIM_MAX_ANSWERS 32
+/* Tunnels inside tunnels: decode.py's MAX_ENCAPSULATION. */
+#define SKIM_MAX_ENCAPSULATION 3
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
 /* Why a walk stopped. */
 enum { SKIM_END = 0, SKIM_TICK = 1, SKIM_FULL = 2, SKIM_BLOCK = 3, SKIM_CORRUPT = 4 };
 /* What a walk counts, in the order of skim.DROP_KEYS. */
 enum {
-    DROP_PACKETS, DROP_BYTES, DROP_UDP, DROP_TCP, DROP_QUIC_SERVER_LONG, DROP_TABLE_FULL, DROP_OTHER_TRANSPORT, N_DROPS
+    DROP_PACKETS, DROP_BYTES, DROP_UDP, DROP_TCP, DROP_QUIC_SERVER_LONG, DROP_TABLE_FULL, DROP_OTHER_TRANSPORT,
+    DROP_DNS_QUERY_NAMES, DROP_DNS_ANSWER_NAMES, DROP_DNS_ERROR, DROP_DNS_PARTIAL, N_DROPS
 };
 /* What triage makes of one frame. */
 enum { SKIM_FOREIGN = -1, SKIM_DROPPED = 0, SKIM_KEEP = 1, SKIM_KEEP_UNREAD = 2 };
@@ -62,6 +75,8 @@ typedef struct {
     int saturated;
     uint64_t mask;
     uint64_t used;
+    uint64_t *names; /* hashes of the signature keys, 0 = empty; NULL: no name triage */
+    uint64_t names_mask;
     uint64_t drops[N_DROPS];
 } Skim;
 
@@ -81,6 +96,11 @@ typedef struct {
 } SkimKept; /* "=QdQII" */
 _Static_assert(sizeof(SkimKept) == 32, "skim.KEPT unpacks 32 bytes");
 _Static_assert(sizeof(SkimInterface) == 24, "pcapfile.INTERFACE packs 24 bytes");
+
+typedef struct {
+    uint32_t sec, usec, offset, caplen;
+} SkimFrame; /* one frame of a live capture's batch: pcapy's next_batch metadata */
+_Static_assert(sizeof(SkimFrame) == 16, "a live batch's metadata is 4 unsigned ints per frame");
 
 typedef struct {
     SkimKept *kept; /* room for SKIM_MAX_KEPT, the caller's */
@@ -103,11 +123,27 @@ uint64_t skim_flow_hash(const Skim *s, const uint8_t *src, const uint8_t *dst, i
 void skim_track(Skim *s, uint64_t key, int tracked);
 int skim_classify(Skim *s, const uint8_t *frame, size_t caplen, uint32_t linktype);
 
+/* names.c */
+/* Triage names from now on: a DNS message over UDP is dropped (and its names and faults
+ * counted as detector/pipeline.py counts them) when no name it reports equals a key or
+ * ends in "." and a key. `packed` holds the keys separated by NUL bytes, each 1..253
+ * bytes of [a-z0-9.-] (SignatureSet.prefilter_keys). 0, or -1 when a key is not of that
+ * form, there are too many, or memory runs out; then the index is left as it was. */
+int skim_set_names(Skim *s, const uint8_t *packed, size_t len);
+/* Stop triaging names: every DNS message goes to Python (the `names` command). */
+void skim_clear_names(Skim *s);
+/* A DNS message over UDP: SKIM_DROPPED (counted) or SKIM_KEEP. Needs an index. */
+int skim_dns(Skim *s, const uint8_t *message, size_t len);
+
 /* walk.c: walk buf[*pos:end]; *pos moves past every record walked. Returns why it stopped. */
 void skim_walk_start(SkimWalk *w, SkimKept *kept);
 int skim_walk_pcap(Skim *s, SkimWalk *w, const uint8_t *buf, size_t *pos, size_t end, int big, int nanos,
                    uint32_t linktype);
 int skim_walk_pcapng(Skim *s, SkimWalk *w, const uint8_t *buf, size_t *pos, size_t end, int big,
                      const SkimInterface *ifaces, size_t n_ifaces);
+/* Walk frames[*next:n] of a live capture's batch, each at buf[offset:offset+caplen] (a frame
+ * that does not lie inside buf is SKIM_CORRUPT); *next moves past every frame walked. */
+int skim_walk_frames(Skim *s, SkimWalk *w, const uint8_t *buf, size_t len, const SkimFrame *frames, size_t n,
+                     size_t *next, uint32_t linktype);
 
 #endif

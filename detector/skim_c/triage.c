@@ -24,7 +24,6 @@
 #define TCP_ACK 0x10
 #define TLS_HANDSHAKE 0x16
 
-static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline int has_port(const uint8_t *set, unsigned port) { return set[port >> 3] >> (port & 7) & 1; }
 
 /* Seeded, so nobody outside can make two flows collide (a collision could only make a
@@ -115,13 +114,17 @@ static int starts_message(const Skim *s, const uint8_t *p, size_t n) {
 }
 
 /* What to do with one frame (dropped frames counted as Python would count them). Frames
- * of another worker's flows are SKIM_FOREIGN. A frame this walk cannot read through (a tunnel,
- * an IPv6 extension header, another link type) is the first worker's, and ends the walk
+ * of another worker's flows are SKIM_FOREIGN. A frame this walk cannot read through (IP-in-IP,
+ * GRE, an IPv6 extension header, another link type) is the first worker's, and ends the walk
  * (SKIM_KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
- * must not be judged before Python has read it and reported the flow. */
+ * must not be judged before Python has read it and reported the flow. VXLAN and GTP-U, the
+ * tunnels of traffic mirrors and mobile backhaul, are opened here as decode.py opens them,
+ * and their inner packet is judged like any other. */
 #define KEEP_HERE (s->worker == 0 ? SKIM_KEEP_UNREAD : SKIM_FOREIGN)
 /* ARP: the first worker's too, but it cannot start a TCP flow. */
 #define KEEP_FIRST (s->worker == 0 ? SKIM_KEEP : SKIM_FOREIGN)
+#define VXLAN_PORT 4789
+#define GTP_U_PORT 2152
 
 /* IP protocols that may carry a TCP segment further in: IP-in-IP, IPv6-in-IP, GRE, and
  * the IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options,
@@ -134,40 +137,31 @@ static int may_carry_tcp(unsigned proto) {
         return 0;
     }
 }
-int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
-    size_t pos;
-    switch (linktype) {
-    case 1:   /* Ethernet */
-    case 113: /* Linux SLL: the same ethertype walk, 2 bytes later */
-        pos = linktype == 1 ? 12 : 14;
-        for (;;) {
-            if (pos + 2 > caplen) return KEEP_HERE;
-            unsigned et = be16(f + pos);
-            if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
-                if (pos + 6 > caplen) return KEEP_HERE;
-                pos += 4;
-                continue;
-            }
-            if (et == ETH_ARP) return KEEP_FIRST;
-            if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
-            pos += 2;
-            break;
+
+/* decode.py _gtp_u_payload: the offset of a G-PDU's user packet in f[pos:end], or 0. */
+static size_t gtp_u_payload(const uint8_t *f, size_t pos, size_t end) {
+    if (pos + 8 > end || f[pos] >> 5 != 1 || f[pos + 1] != 0xFF) return 0;
+    unsigned flags = f[pos];
+    pos += 8;
+    if (flags & 0x07) { /* sequence number, N-PDU number and next extension type follow */
+        if (pos + 4 > end) return 0;
+        unsigned next = f[pos + 3];
+        pos += 4;
+        while (next) { /* each extension: length in 4-byte units, its last byte the next type */
+            if (pos >= end || !f[pos]) return 0;
+            size_t length = (size_t)f[pos] * 4;
+            if (pos + length > end) return 0;
+            next = f[pos + length - 1];
+            pos += length;
         }
-        break;
-    case 276: { /* Linux SLL2 (tcpdump -i any): the protocol first, the packet at 20 */
-        if (caplen < 20) return KEEP_HERE;
-        unsigned et = be16(f);
-        if (et == ETH_ARP) return KEEP_FIRST;
-        if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
-        pos = 20;
-        break;
     }
-    case 101: case 228: case 229: case 14: /* raw IP */
-        pos = 0;
-        break;
-    default:
-        return KEEP_HERE;
-    }
+    return pos;
+}
+
+static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype, int depth);
+
+/* The IP packet at f[pos:caplen], inside `depth` tunnels. */
+static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int depth) {
     if (pos >= caplen) return KEEP_HERE;
     const uint8_t *src, *dst;
     int alen;
@@ -198,9 +192,15 @@ int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
     if (proto == 17) { /* UDP */
         if (l4 + 8 > end) return KEEP_HERE;
         unsigned sport = be16(f + l4), dport = be16(f + l4 + 2);
+        if (dport == VXLAN_PORT && depth < SKIM_MAX_ENCAPSULATION && l4 + 16 + 14 <= end)
+            return link_frame(s, f + l4 + 16, end - l4 - 16, 1, depth + 1);
+        if (dport == GTP_U_PORT && depth < SKIM_MAX_ENCAPSULATION) {
+            size_t inner = gtp_u_payload(f, l4 + 8, end);
+            if (inner) return ip_packet(s, f, inner, end, depth + 1);
+        }
         if (foreign(s, src, dst, alen, sport, dport)) return SKIM_FOREIGN;
-        if (dport == 4789 || dport == 2152) return SKIM_KEEP_UNREAD; /* VXLAN, GTP-U: Python opens them */
-        if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport)) return SKIM_KEEP;
+        if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport))
+            return s->names ? skim_dns(s, f + l4 + 8, end - l4 - 8) : SKIM_KEEP;
         int long_header = l4 + 8 < end && f[l4 + 8] >= 0x80;
         if (long_header && has_port(s->quic_port, dport)) return SKIM_KEEP;
         if (long_header && has_port(s->quic_port, sport)) {
@@ -242,6 +242,47 @@ int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
     return SKIM_DROPPED;
 }
 
+static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype, int depth) {
+    size_t pos;
+    switch (linktype) {
+    case 1:   /* Ethernet */
+    case 113: /* Linux SLL: the same ethertype walk, 2 bytes later */
+        pos = linktype == 1 ? 12 : 14;
+        for (;;) {
+            if (pos + 2 > caplen) return KEEP_HERE;
+            unsigned et = be16(f + pos);
+            if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
+                if (pos + 6 > caplen) return KEEP_HERE;
+                pos += 4;
+                continue;
+            }
+            if (et == ETH_ARP) return KEEP_FIRST;
+            if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
+            pos += 2;
+            break;
+        }
+        break;
+    case 276: { /* Linux SLL2 (tcpdump -i any): the protocol first, the packet at 20 */
+        if (caplen < 20) return KEEP_HERE;
+        unsigned et = be16(f);
+        if (et == ETH_ARP) return KEEP_FIRST;
+        if (et != ETH_IPV4 && et != ETH_IPV6) return KEEP_HERE;
+        pos = 20;
+        break;
+    }
+    case 101: case 228: case 229: case 14: /* raw IP */
+        pos = 0;
+        break;
+    default:
+        return KEEP_HERE;
+    }
+    return ip_packet(s, f, pos, caplen, depth);
+}
+
+int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
+    return link_frame(s, f, caplen, linktype, 0);
+}
+
 /* -- set-up ---------------------------------------------------------------------------- */
 
 int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned worker, unsigned workers) {
@@ -266,6 +307,7 @@ int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned
 void skim_free(Skim *s) {
     free(s->slots);
     s->slots = NULL;
+    skim_clear_names(s);
 }
 
 void skim_add_port(uint8_t *set, unsigned port) { set[(port & 0xFFFF) >> 3] |= (uint8_t)(1 << (port & 7)); }

@@ -113,3 +113,24 @@ int skim_walk_pcapng(Skim *s, SkimWalk *w, const uint8_t *buf, size_t *pos, size
     *pos = p;
     return status;
 }
+
+int skim_walk_frames(Skim *s, SkimWalk *w, const uint8_t *buf, size_t len, const SkimFrame *frames, size_t n,
+                     size_t *next, uint32_t linktype) {
+    size_t i = *next;
+    int status = SKIM_END;
+    while (i < n) {
+        const SkimFrame *f = &frames[i];
+        if (f->offset > len || f->caplen > len - f->offset || f->caplen > SKIM_MAX_RECORD) {
+            status = SKIM_CORRUPT;
+            break;
+        }
+        int stop = frame(s, w, buf, f->offset, f->caplen, linktype, (double)f->sec + (double)f->usec * 1e-6);
+        i++;
+        if (stop >= 0) {
+            status = stop;
+            break;
+        }
+    }
+    *next = i;
+    return status;
+}

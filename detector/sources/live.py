@@ -23,7 +23,6 @@ kernel filter cannot see.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: libpcap's read timeout, which on Linux (TPACKET_V3) is the kernel's block timeout: a
@@ -141,15 +140,12 @@ class LiveCapture:
     def fileno(self) -> int:
         return self._handle.getfd()
 
-    def batch(self) -> Iterator[tuple[float, bytes]]:
-        """The packets waiting now (up to BATCH); nothing when none are."""
+    def read(self) -> tuple[bytes, bytes]:
+        """The packets waiting now (up to BATCH; none when none are) as libpcap's buffer
+        and, per packet, (seconds, microseconds, offset, caplen) as 4 native unsigned ints
+        (``skim.FRAME``): the skim walks them without a Python object per packet."""
         data, meta = self._handle.next_batch(BATCH)
-        if not meta:
-            return
-        view = memoryview(meta).cast("I")
-        for i in range(0, len(view), 4):
-            sec, usec, offset, caplen = view[i], view[i + 1], view[i + 2], view[i + 3]
-            yield sec + usec * 1e-6, data[offset : offset + caplen]
+        return data, meta or b""
 
     def stats(self) -> CaptureStats:
         received, dropped, if_dropped = self._handle.stats()
