@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detector.errors import UserError
 from detector.match import SignatureSet, check_signatures, load_signatures
@@ -17,13 +18,14 @@ from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, default_policy, load_policy
 from detector.replay import Job, read_captures, replay_parallel
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
-from detector.report.meta import CaptureInfo
 from detector.session import Session
 from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
-from detector.sinks.metrics_server import listen_address
 from detector.sinks.outputs import check_outputs
-from detector.workers import WorkerCounts
+
+if TYPE_CHECKING:
+    from detector.report.meta import CaptureInfo
+    from detector.workers import WorkerCounts
 
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 EXIT_INPUT_ERROR = 2
@@ -135,6 +137,18 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` (every IPv4 address) for argparse."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address in brackets, [::1]:9100")
+    return host or "0.0.0.0", int(port)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     defaults = Settings()
     return Settings(
@@ -163,6 +177,8 @@ def _replay(args: argparse.Namespace) -> int:
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
     counters: WorkerCounts | Extractor
     if args.workers > 1:
+        from detector.workers import WorkerCounts
+
         counters = WorkerCounts(session.stats)
         job = Job(args.pcaps, settings, signatures, described is not None, not args.no_progress)
         errors = replay_parallel(job, args.workers, session.detector.observe, session.devices.learn, session.tick,
@@ -194,6 +210,8 @@ def _live(args: argparse.Namespace) -> int:
     check_outputs((args.events, args.alerts), (args.policy, args.signatures))
     signatures, policy = live.load_config(options)
     session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True)
+    from detector.workers import WorkerCounts
+
     counters = WorkerCounts(session.stats)
     run = live.LiveRun(options, signatures, policy, session.detector.judge, session.devices.learn, session.reload,
                        live.log_line, counters)

@@ -41,7 +41,7 @@ from detector.counters import (
     SIGNATURE_RELOAD_FAILURES,
 )
 from detector.match import SignatureError, SignatureSet, load_signatures
-from detector.pipeline import Extractor, Settings
+from detector.pipeline import Extractor, Settings, preload
 from detector.skim import CORRUPT, DROP_KEYS, FRAME, KEPT
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
@@ -129,6 +129,7 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
             group = FANOUT_GROUP_BASE + n if options.workers > 1 else None
             captures.append(LiveCapture(interface, options.settings.dns_ports, options.settings.quic_ports,
                                         options.snaplen, options.buffer_bytes, group))
+        preload()
         drop_privileges(options.user)
     except (LiveCaptureError, KeyError, PermissionError) as exc:
         pipe.send((ERROR, str(exc) if not isinstance(exc, KeyError) else f"no such user {options.user}"))

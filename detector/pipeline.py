@@ -81,6 +81,16 @@ class Wanted(Protocol):
     def prefilter_keys(self) -> tuple[str, ...] | None: ...
 
 
+def preload() -> None:
+    """Import the libraries the extractors load at their first use (cryptography for QUIC,
+    dpkt for DHCP): a live worker does so before it drops privileges, after which the
+    files may no longer be readable to it."""
+    from detector.extract import binding, quic
+
+    quic.preload()
+    binding.preload()
+
+
 def ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 

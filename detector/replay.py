@@ -31,18 +31,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detector.counters import file_key
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
 from detector.pipeline import Extractor, Settings, Wanted
 from detector.records import Observation
-from detector.report.captures import capture_info
-from detector.report.meta import CaptureInfo
 from detector.skim import DROP_KEYS
 from detector.sources.pcapfile import CaptureError, CaptureFile
-from detector.workers import DONE, ERROR, RECORDS, WorkerCounts, WorkerPool, ordered
+
+if TYPE_CHECKING:  # imported where used: a replay of one process without --report needs neither
+    from detector.report.meta import CaptureInfo
+    from detector.workers import WorkerCounts
 
 #: Wall seconds between the counter snapshots a worker sends (for --metrics-addr).
 SNAPSHOT_INTERVAL = 0.5
@@ -68,6 +69,9 @@ def read_captures(
     called with each file's index before it is read, ``on_batch`` after each walk.
     ``speaks``: this reader warns of damaged files and counts their skipped records
     (of several workers reading the same files, one does)."""
+    if described is not None:
+        from detector.report.captures import capture_info
+        from detector.report.meta import CaptureInfo
     say = warn if speaks else _ignore
     errors = 0
     stats = extractor.stats
@@ -161,6 +165,8 @@ def replay_parallel(
     Records reach the callbacks in the order one process would give them; the workers'
     snapshots go to ``counts`` as they come, their final ones at the end. ``started`` runs
     once every worker is forked: threads (a metrics server) start there."""
+    from detector.workers import WorkerPool, ordered
+
     pool = WorkerPool(workers, _worker, (job, workers), "replay")
     finals: list[dict[str, Any]] = [{} for _ in range(workers)]
     try:
@@ -188,11 +194,15 @@ def _worker(index: int, sender: Any, job: Job, workers: int) -> None:
     try:
         _replay_share(job, index, workers, sender)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits with it
+        from detector.workers import ERROR
+
         lines = traceback.format_exception_only(type(exc), exc)
         sender.send((ERROR, f"replay worker {index}: {lines[-1].strip()}"))
 
 
 def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
+    from detector.workers import DONE, RECORDS
+
     out: list[tuple] = []
     sequence = itertools.count()
     where = [0]  # index of the file being read

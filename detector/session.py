@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from detector.counters import ALERTS_CLOSED_EARLY, ALERTS_EMITTED, ALERTS_SUPPRESSED, DEVICES_EVICTED
 from detector.devices import DeviceTable
@@ -24,9 +25,11 @@ from detector.match import SignatureSet
 from detector.pipeline import Detector
 from detector.policy import Policy
 from detector.records import Verdict
-from detector.sinks.alertmanager import AlertmanagerPush
-from detector.sinks.metrics import ReplayExporter, SignatureInfo
 from detector.sinks.outputs import Outputs
+
+if TYPE_CHECKING:  # imported where used: only a run that pushes or serves metrics loads them
+    from detector.sinks.alertmanager import AlertmanagerPush
+    from detector.sinks.metrics import ReplayExporter
 
 
 class Session:
@@ -41,7 +44,11 @@ class Session:
         self.stats: Counter[str] = Counter()
         self.devices = DeviceTable()
         self.outputs = Outputs(events, alerts, policy.dedup_window, line_buffered=live, append=live)
-        self.pusher = AlertmanagerPush(alertmanager, policy.dedup_window) if alertmanager else None
+        self.pusher: AlertmanagerPush | None = None
+        if alertmanager:
+            from detector.sinks.alertmanager import AlertmanagerPush
+
+            self.pusher = AlertmanagerPush(alertmanager, policy.dedup_window)
         if self.pusher is not None:
             self.outputs.alerts.on_open = self.pusher.opened
         self._also = on_verdict
@@ -57,6 +64,8 @@ class Session:
         """Serve /metrics over ``counters`` (an object with ``snapshot()``: an extractor, or
         the sums of the workers'). After the workers are forked; nothing without an address."""
         if address is not None:
+            from detector.sinks.metrics import ReplayExporter
+
             self.exporter = ReplayExporter.start(address, web_config, counters, self.outputs.alerts, self.devices,
                                                  self.policy, self.signatures, self.pusher)
 
@@ -74,6 +83,8 @@ class Session:
         if self.pusher is not None:
             self.pusher.window = policy.dedup_window
         if self.exporter is not None:
+            from detector.sinks.metrics import SignatureInfo
+
             self.exporter.reload(policy, SignatureInfo.of(signatures, time.time()))
 
     def close(self, counters: Mapping[str, float], sources: list[str], errors: int) -> None:

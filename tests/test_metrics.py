@@ -33,7 +33,8 @@ from detector.records import Observation, Signature, Verdict
 from detector.sinks.alertmanager import AlertmanagerPush, _endpoint, alert_payload
 from detector.sinks.alerts import AlertTable
 from detector.sinks.metrics import DetectorCollector, ReplayExporter, SignatureInfo
-from detector.sinks.metrics_server import MetricsError, MetricsServer, listen_address, load_web_config
+from detector.cli import listen_address
+from detector.sinks.metrics_server import MetricsError, MetricsServer, load_web_config
 from detector.sources.pcapfile import CaptureFile
 from detector.timing import PROCESSING_BUCKETS, BatchTimer
 

@@ -212,3 +212,42 @@ def test_one_file_named_for_two_outputs_is_refused(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"tiktok-detector: {out}: named for two outputs (also as {out}); one would overwrite the other"]
     assert not out.exists()
+
+
+#: Libraries a replay loads only when it needs them (a QUIC Initial, a DHCP packet,
+#: --metrics-addr, --alertmanager, --report, --workers).
+LAZY = ("cryptography", "dpkt", "prometheus_client", "urllib.request", "detector.report.build", "multiprocessing")
+_LOADED = """
+import sys
+from detector.cli import main
+status = main(sys.argv[1:])
+print(" ".join(m for m in {lazy!r} if m in sys.modules))
+sys.exit(status)
+"""
+
+
+def loaded(tmp_path: Path, *args: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", _LOADED.format(lazy=LAZY), "replay", "--no-progress",
+                           "--events", str(tmp_path / "events.jsonl"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def test_replay_imports_only_what_it_uses(tmp_path):
+    """Start-up: a replay of a DNS-only capture loads none of the heavy libraries; QUIC
+    loads cryptography, DHCP dpkt, --workers multiprocessing, --report the report code."""
+    assert loaded(tmp_path, str(ROOT / "pcaps" / "dns-cname-chain.pcap")) == set()
+    assert loaded(tmp_path, str(ROOT / "pcaps" / "quic-v1.pcap")) == {"cryptography"}
+    assert loaded(tmp_path, str(ROOT / "pcaps" / "dhcp-arp.pcap")) == {"dpkt"}
+    assert loaded(tmp_path, "--workers", "2", str(ROOT / "pcaps" / "dns-cname-chain.pcap")) == {"multiprocessing"}
+    assert "detector.report.build" in loaded(tmp_path, "--report", str(tmp_path / "r.html"),
+                                             str(ROOT / "pcaps" / "dns-cname-chain.pcap"))
+
+
+def test_live_workers_load_the_extractors_libraries_before_dropping_privileges():
+    """A worker that becomes another user may no longer read the virtualenv (a 0700
+    checkout): it imports what the extractors load lazily while it still can."""
+    code = "import sys; from detector.pipeline import preload; preload(); print('cryptography' in sys.modules, 'dpkt' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.split() == ["True", "True"]

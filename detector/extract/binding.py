@@ -1,7 +1,9 @@
 """DHCP and ARP: the address bindings that tie a device's MAC, IP and hostname together.
 
 DHCP is parsed with dpkt (these packets are rare, so its full decode costs nothing that
-matters); ARP's fixed 28-byte Ethernet/IPv4 body is read directly.
+matters); ARP's fixed 28-byte Ethernet/IPv4 body is read directly. dpkt is imported at
+the first DHCP packet (its package loads every protocol it knows, longer than a small
+replay runs), or by ``preload`` in a live worker before it drops privileges.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-
-import dpkt
 
 DHCP_OPT_HOSTNAME = 12
 DHCP_OPT_REQUESTED_IP = 50
@@ -33,8 +33,15 @@ def format_mac(raw: bytes) -> str:
     return raw.hex(":")
 
 
+def preload() -> None:
+    """Import dpkt now."""
+    import dpkt  # noqa: F401
+
+
 def parse_dhcp(payload: bytes) -> Binding | None:
     """A DHCP client message (hostname, requested address) or server ACK (assigned address)."""
+    import dpkt
+
     try:
         msg = dpkt.dhcp.DHCP(payload)
     except (dpkt.UnpackError, struct.error, IndexError, ValueError):

@@ -42,12 +42,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
-
 from .clienthello import ClientHello, parse_client_hello
 
 VERSION_NEGOTIATION = 0x00000000
@@ -110,10 +104,20 @@ _FRAME_CONNECTION_CLOSE = 0x1C
 _MAX_VARINT = (1 << 62) - 1
 _NON_PADDING = re.compile(rb"[^\x00]")
 _ONES = b"\x01" * MAX_CRYPTO
-_SHA256 = SHA256()
 
 
 # ---------------------------------------------------------------- key derivation
+
+# cryptography is imported where it is first used: its bindings take longer to load than
+# a replay of a small capture without QUIC takes to run. A live worker imports it before
+# it drops privileges (``preload``), after which it may not be able to read the library.
+
+
+def preload() -> None:
+    """Import the cryptography this module uses, now."""
+    import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+    import cryptography.hazmat.primitives.kdf.hkdf  # noqa: F401
+
 
 
 def _hkdf_label(label: bytes, length: int) -> bytes:
@@ -124,7 +128,10 @@ def _hkdf_label(label: bytes, length: int) -> bytes:
 
 def hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
     """TLS 1.3 HKDF-Expand-Label over SHA-256 with an empty context."""
-    return HKDFExpand(_SHA256, length, _hkdf_label(label, length)).derive(secret)
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    return HKDFExpand(SHA256(), length, _hkdf_label(label, length)).derive(secret)
 
 
 def derive_client_initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes] | None:
@@ -133,10 +140,13 @@ def derive_client_initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes,
     client_initial_secret = HKDF-Expand-Label(HKDF-Extract(salt, dcid), "client in", "",
     32), which is exactly what HKDF (extract then expand) computes with that label.
     """
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     params = VERSIONS.get(version)
     if params is None:
         return None
-    secret = HKDF(_SHA256, 32, params.salt, _hkdf_label(b"client in", 32)).derive(dcid)
+    secret = HKDF(SHA256(), 32, params.salt, _hkdf_label(b"client in", 32)).derive(dcid)
     prefix = params.label_prefix
     return (
         hkdf_expand_label(secret, prefix + b"key", 16),
@@ -228,6 +238,9 @@ class InitialKeys:
     __slots__ = ("_aead", "_iv", "_hp")
 
     def __init__(self, key: bytes, iv: bytes, hp: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
         self._iv = int.from_bytes(iv, "big")
         # ECB is stateless per block, so one encryptor serves every mask of the connection.
@@ -264,6 +277,8 @@ class InitialKeys:
         pn = decode_packet_number(truncated, pn_len, expected_pn)
         nonce = (self._iv ^ pn).to_bytes(12, "big")
         ciphertext = data[header.pn_offset + pn_len : header.end]
+        from cryptography.exceptions import InvalidTag
+
         try:
             payload = self._aead.decrypt(nonce, ciphertext, plain_header)
         except InvalidTag:

@@ -17,6 +17,11 @@ The modules, in the order data flows through them:
   ``command`` is the command-line glue.
 """
 
-from detector.report.build import Report, ReportBuilder, ReportError, ReportOptions
+from detector.errors import UserError
 
-__all__ = ["Report", "ReportBuilder", "ReportError", "ReportOptions"]
+
+class ReportError(UserError):
+    """Bad input for a report (unreadable events file, unwritable output); one line.
+
+    Here rather than in ``build``: a replay without ``--report`` raises it too, and does not
+    load the report's code."""

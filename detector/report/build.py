@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from detector.errors import UserError
 from detector import __version__
+from detector.report import ReportError
 from detector.report.captures import describe_capture, locate
 from detector.report.inputs import InputError, InputFile, read_events
 from detector.report.meta import (
@@ -37,10 +37,6 @@ if TYPE_CHECKING:  # only for annotations: the report sits below policy and matc
 
     # --verify only: pyshark and asyncio are imported when a report is verified.
     from detector.report.verify import EvidenceStore, Verification
-
-
-class ReportError(UserError):
-    """Bad input for a report (unreadable events file, unwritable output); one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,17 +331,4 @@ def _distinct(items: Iterable) -> list:
 def default_capture_dirs(paths: Iterable[str]) -> list[Path]:
     """The directories of the captures a replay read (``-`` has none)."""
     return list(dict.fromkeys(Path(os.path.abspath(p)).parent for p in paths if p != "-"))
-
-
-def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
-             dns_ports: Iterable[int], quic_ports: Iterable[int]) -> RunInfo:
-    """The run record of a replay."""
-    return RunInfo(
-        captures=tuple(captures),
-        signatures=SignatureInfo(str(signatures.path), signatures.version, signatures.sha256),
-        policy=policy_info(policy),
-        dns_ports=tuple(sorted(dns_ports)),
-        quic_ports=tuple(sorted(quic_ports)),
-        created=time.time(),
-    )
 

@@ -14,14 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detector.records import Verdict
-from detector.report.build import (
-    ReportBuilder,
-    ReportError,
-    ReportOptions,
-    default_capture_dirs,
-    run_info,
-)
-from detector.report.meta import CaptureInfo, write_sidecar
+from detector.report import ReportError
+from detector.report.meta import CaptureInfo, run_info, write_sidecar
 from detector.report.model import EVIDENCE_PER_DEVICE
 from detector.report.pseudonym import RECOMMENDED_KEY_BYTES
 from detector.sinks.events import event_record
@@ -87,6 +81,8 @@ def _key(text: str | None) -> bytes | None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from detector.report.build import ReportBuilder, ReportOptions
+
     dirs = tuple(Path(d) for d in args.pcap_dir or ())
     for directory in dirs:
         if not directory.is_dir():
@@ -113,8 +109,12 @@ class ReplayReport:
     def __init__(self, args: argparse.Namespace) -> None:
         if args.verify and not args.report:
             raise ReportError("--verify needs --report")
-        self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify, progress=not args.no_progress)) \
-            if args.report else None
+        self.builder = None
+        if args.report:  # only then is the report's code loaded
+            from detector.report.build import ReportBuilder, ReportOptions
+
+            self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify,
+                                                       progress=not args.no_progress))
         self.sidecar = args.events if args.events not in (None, "-") else None
 
     def add(self, verdict: Verdict) -> None:
@@ -140,5 +140,7 @@ class ReplayReport:
                 raise ReportError(f"{self.sidecar}.meta.json: {exc.strerror or exc}") from None
         if self.builder is None:
             return 0
+        from detector.report.build import default_capture_dirs
+
         by_name = {capture.name: capture for capture in described}
         return self.builder.finish([run], by_name, default_capture_dirs(c.path for c in described if c.path))

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +33,8 @@ from typing import TYPE_CHECKING
 from detector import __version__
 from detector.records import rfc3339
 
-if TYPE_CHECKING:  # only for annotations: the report sits below policy
+if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
+    from detector.match import SignatureSet
     from detector.policy import Policy
 
 FORMAT = "tiktok-detector-run/1"
@@ -109,6 +112,19 @@ def policy_info(policy: Policy) -> PolicyInfo:
     segments = tuple(SegmentInfo(s.name, tuple(sorted(s.violations))) for s in (*policy.segments, policy.default))
     return PolicyInfo(path, policy.sha256, float(policy.dedup_window), segments, len(policy.exemptions),
                       _ts(policy.loaded_at), sum(e.trust_hostname for e in policy.exemptions))
+
+
+def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
+             dns_ports: Iterable[int], quic_ports: Iterable[int]) -> RunInfo:
+    """The run record of a replay."""
+    return RunInfo(
+        captures=tuple(captures),
+        signatures=SignatureInfo(str(signatures.path), signatures.version, signatures.sha256),
+        policy=policy_info(policy),
+        dns_ports=tuple(sorted(dns_ports)),
+        quic_ports=tuple(sorted(quic_ports)),
+        created=time.time(),
+    )
 
 
 def _ts(value: float | None) -> str | None:

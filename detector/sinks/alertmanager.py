@@ -24,9 +24,7 @@ import json
 import queue
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 
 from detector.records import Verdict, rfc3339
@@ -84,12 +82,16 @@ class AlertmanagerPush:
 
     def __init__(self, url: str, window: float, timeout: float = 5.0,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS,
-                 opener: Callable[..., object] = urllib.request.urlopen) -> None:
+                 opener: Callable[..., object] | None = None) -> None:
+        """``opener``: urllib.request.urlopen unless given (a test's). urllib.request, with
+        http.client and ssl, is imported here: only a sensor that pushes loads it."""
+        import urllib.request
+
         self.endpoint, self._auth = _endpoint(url)
         self.window = window
         self.timeout = timeout
         self.retry_delays = retry_delays
-        self._open = opener
+        self._open = opener or urllib.request.urlopen
         self._queue: queue.Queue[dict | None] = queue.Queue(MAX_QUEUED)
         self.sent = 0
         self.failed = 0
@@ -153,6 +155,9 @@ class AlertmanagerPush:
                 return
 
     def _send(self, batch: list[dict]) -> None:
+        import urllib.error
+        import urllib.request
+
         body = json.dumps(batch).encode()
         headers = {"Content-Type": "application/json"}
         if self._auth:

@@ -251,15 +251,3 @@ def _family(host: str) -> int:
 
 def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` (every IPv4 address) for argparse."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise argparse.ArgumentTypeError(f"{text!r}: write an IPv6 address in brackets, [::1]:9100")
-    return host or "0.0.0.0", int(port)
