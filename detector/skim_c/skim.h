@@ -9,14 +9,17 @@
  *
  * The contract, tested frame by frame against the Python pipeline with nothing skimmed
  * (tests/test_skim.py): a frame is dropped here only when detector/pipeline.py would
- * read nothing from it, and the counters it would have bumped are bumped here instead.
- * Everything the core does not fully understand (other link types, tunnels, ARP, IP
- * fragments, IPv6 extension headers, truncated headers) is kept for Python.
+ * write nothing from it (no binding, no observation of a wanted name, no change to its
+ * reassembly tables), and the counters it would have bumped are bumped here instead.
+ * Everything the core does not fully understand (other link types, IP-in-IP and GRE,
+ * ARP, IP fragments, IPv6 extension headers, truncated headers, DNS over TCP) is kept
+ * for Python.
  *
  * Bounds: every read of a frame is checked against its caplen, every read of a record
- * against the span the caller gives; the flow set is allocated once at its full size.
- * Nothing here allocates during a walk, takes a lock or calls Python, so a walk runs
- * without the GIL. A skim is not to be shared between threads.
+ * against the span the caller gives; the flow set and the name index are allocated
+ * before a walk, at their full size. Nothing here allocates during a walk, takes a lock
+ * or calls Python, so a walk runs without the GIL. A skim is not to be shared between
+ * threads.
  */
 #ifndef DETECTOR_SKIM_H
 #define DETECTOR_SKIM_H
