@@ -70,7 +70,7 @@ PyDoc_STRVAR(walk_pcap_doc,
 "past `until` (TICK), MAX_KEPT kept frames or a kept frame it could not read through\n"
 "(FULL: Python reads them, then walks on) or a record too long to be a packet (CORRUPT).\n"
 "Returns (status, pos, walked, kept, last_ts, ts_min, ts_max, drops): `kept`\n"
-"packs (serial, ts, offset, caplen, linktype) as \"=QdQII\"; `drops` counts, in the\n"
+"packs (serial, ts, offset, caplen, linktype, hint) as \"=QdQIII4x\"; `drops` counts, in the\n"
 "order of DROP_KEYS, what was dropped since the last call.");
 
 static PyObject *walk_pcap(Skimmer *self, PyObject *args) {
@@ -356,6 +356,7 @@ PyMODINIT_FUNC PyInit__skim(void) {
         PyModule_AddIntConstant(m, "END", SKIM_END) < 0 || PyModule_AddIntConstant(m, "TICK", SKIM_TICK) < 0 ||
         PyModule_AddIntConstant(m, "FULL", SKIM_FULL) < 0 || PyModule_AddIntConstant(m, "BLOCK", SKIM_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "CORRUPT", SKIM_CORRUPT) < 0 ||
+        PyModule_AddIntConstant(m, "HINT_UNWANTED_HELLO", SKIM_HINT_UNWANTED_HELLO) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RECORD", SKIM_MAX_RECORD) < 0 ||
         PyModule_AddIntConstant(m, "MAX_BLOCK", SKIM_MAX_BLOCK) < 0) {
         Py_DECREF(m);

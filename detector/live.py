@@ -170,9 +170,9 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
 
     by_fd = {capture.fileno(): (capture, name) for capture, name in zip(captures, names)}
 
-    def feed(ts: float, linktype: int, frame: bytes, name: str) -> None:
+    def feed(ts: float, linktype: int, frame: bytes, name: str, hint: int = 0) -> None:
         packet_ts[0] = ts
-        extractor.feed(ts, linktype, frame, name, None)
+        extractor.feed(ts, linktype, frame, name, None, hint)
 
     def read_batch(capture: LiveCapture, name: str) -> int:
         """Walk one batch through the skim (the kernel's BPF was the first stage): the
@@ -182,8 +182,8 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
         while pos < frames:
             skimmer.until = extractor.next_housekeeping
             status, pos, _, kept, last_ts, _, _, drops = skimmer.walk_frames(data, meta, pos, capture.linktype)
-            for _, ts, offset, caplen, linktype in KEPT.iter_unpack(kept):
-                feed(ts, linktype, data[offset : offset + caplen], name)
+            for _, ts, offset, caplen, linktype, hint in KEPT.iter_unpack(kept):
+                feed(ts, linktype, data[offset : offset + caplen], name, hint)
             for key, count in zip(DROP_KEYS, drops):
                 if count:
                     stats[key] += count

@@ -42,7 +42,7 @@ from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import Observation, Signature, Verdict
-from detector.skim import Skimmer, new_skimmer, set_names
+from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
 
 DHCP_PORTS = frozenset({67, 68})
@@ -56,6 +56,7 @@ TLS_HANDSHAKE = 0x16
 TLS_CHANGE_CIPHER_SPEC = b"\x14\x03\x03\x00\x01\x01"
 #: How often (in capture seconds) idle reassembly state is expired and alert windows closed.
 HOUSEKEEPING_INTERVAL = 1.0
+TLS_SNI_OBSERVED = observation_key("tls-sni")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +132,10 @@ class Extractor:
         self.timer = BatchTimer()
         self._pcap = ""
         self._frame = 0
+        self._hint = 0
 
-    def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int | None) -> None:
+    def feed(self, ts: float, linktype: int, frame: bytes, pcap: str, frame_no: int | None, hint: int = 0) -> None:
+        """One frame; ``hint`` is the skim's (``skim.HINT_UNWANTED_HELLO``) for a frame it read."""
         stats = self.stats
         stats[PACKETS] += 1
         stats[BYTES] += len(frame)
@@ -141,7 +144,7 @@ class Extractor:
         packet = decode(linktype, frame, stats)
         if packet is None:
             return
-        self._pcap, self._frame = pcap, frame_no
+        self._pcap, self._frame, self._hint = pcap, frame_no, hint
         l4 = packet.l4
         if l4 == IPPROTO_UDP:
             sport, dport = packet.sport, packet.dport
@@ -285,6 +288,12 @@ class Extractor:
                 flights.consume(key, used)
             return
         if stream[0] == TLS_HANDSHAKE:
+            if self._hint == HINT_UNWANTED_HELLO and stream == payload:
+                # The skim read this whole ClientHello, well formed, and its server name
+                # can match no signature: what parsing it would do, without the parse.
+                flights.finish(key)
+                self.stats[TLS_SNI_OBSERVED] += 1
+                return
             status, hello = clienthello.client_hello_from_records(stream)
             if status == clienthello.NEED_MORE:
                 return

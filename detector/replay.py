@@ -94,8 +94,8 @@ def read_captures(
         skimmer.until = min(extractor.next_housekeeping, next_tick)
         try:
             for frames, last_ts, drops in capture.batches(skimmer):
-                for ts, linktype, data, frame in frames:
-                    feed(ts, linktype, data, capture.name, frame)
+                for ts, linktype, data, frame, hint in frames:
+                    feed(ts, linktype, data, capture.name, frame, hint)
                 for key, count in zip(DROP_KEYS, drops):
                     if count:
                         stats[key] += count

@@ -6,7 +6,9 @@ buffer (or a live capture's batch) returns the frames the Python pipeline must r
 packed as ``KEPT`` records, and counts what it dropped under the pipeline's own stats
 keys (``DROP_KEYS``), so the summary and the metrics read the same with the skim as
 without it. Given the signature keys, it also drops DNS messages over UDP none of whose
-names can match, counting their names as Python would.
+names can match, counting their names as Python would, and marks a TCP segment that holds
+a whole ClientHello with a server name that can match nothing (``HINT_UNWANTED_HELLO``):
+Python keeps its flight table in step and counts the name without parsing the hello.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ from detector.counters import (
     BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, SKIM_TABLE_FULL, SKIM_TCP, SKIM_UDP,
     SKIP_OTHER_TRANSPORT, SKIP_QUIC_SERVER_LONG_HEADER, observation_key,
 )
-from detector._skim import BLOCK, CORRUPT, END, FULL, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
+from detector._skim import BLOCK, CORRUPT, END, FULL, HINT_UNWANTED_HELLO, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
 from detector.extract.http import METHODS
 
 __all__ = [
-    "BLOCK", "CORRUPT", "DROP_KEYS", "END", "FULL", "KEPT", "MAX_BLOCK", "MAX_RECORD", "TICK",
+    "BLOCK", "CORRUPT", "DROP_KEYS", "END", "FULL", "HINT_UNWANTED_HELLO", "KEPT", "MAX_BLOCK", "MAX_RECORD", "TICK",
     "FRAME", "REQUEST_STARTS", "Skimmer", "new_skimmer", "set_names",
 ]
 
-#: One kept frame: (serial, ts, offset in the buffer, caplen, linktype).
-KEPT = struct.Struct("=QdQII")
+#: One kept frame: (serial, ts, offset in the buffer, caplen, linktype, hint).
+KEPT = struct.Struct("=QdQIII4x")
 #: What a walk's ``drops`` tuple counts, as keys of the pipeline's stats.
 DROP_KEYS = (PACKETS, BYTES, SKIM_UDP, SKIM_TCP, SKIP_QUIC_SERVER_LONG_HEADER, SKIM_TABLE_FULL, SKIP_OTHER_TRANSPORT,
              observation_key("dns-query"), observation_key("dns-answer"), PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL)

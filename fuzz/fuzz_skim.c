@@ -14,7 +14,8 @@
  *
  * Input: 8 bytes of set-up, then the records of a capture (no file header):
  *   [0] bit 0 pcapng, bit 1 big-endian, bit 2 nanoseconds, bit 3 keep_all, bit 4 DNS
- *       triaged by name (then the records' bytes are also read as one DNS message)
+ *       and ClientHellos triaged by name (then the records' bytes are also read as one
+ *       DNS message and as one TCP payload)
  *   [1] workers - 1 (low 2 bits), the worker this skim is (next 2 bits, modulo workers)
  *   [2] linktype of the pcap, or of each pcapng interface (with [3..5]), from LINKTYPES
  *       (low 3 bits); its top 2 bits: pcapng interfaces - 1
@@ -23,8 +24,8 @@
  *       housekeeping does
  * What counts as a finding, besides a sanitizer report: a walk that does not account for
  * every record, a kept frame outside the buffer, a flow set that disagrees with its model,
- * a frame that no worker or two workers take, and a DNS message counted as more names
- * than it has bytes for.
+ * a frame that no worker or two workers take, a DNS message counted as more names
+ * than it has bytes for, and a hint on a frame of a skim that triages no names.
  */
 #define SKIM_MAX_KEPT 4
 #define SKIM_MIN_SLOTS 16
@@ -179,6 +180,7 @@ static size_t walk_all(Skim *s, const uint8_t *in, const uint8_t *buf, size_t si
             const SkimKept *k = &w.kept[i];
             CHECK(k->offset >= before && k->offset <= pos && k->caplen <= pos - k->offset);
             CHECK(k->serial > serial && k->serial <= s->serial);
+            CHECK(k->hint == SKIM_HINT_NONE || (k->hint == SKIM_HINT_UNWANTED_HELLO && s->names));
             if (frames && n_frames < max_frames) frames[n_frames++] = *k;
             /* Python reads the frame and reports its flow: tracked unless it is a FIN/RST. */
             uint8_t flags = 0;
@@ -243,6 +245,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(verdict == SKIM_KEEP || verdict == SKIM_DROPPED);
         CHECK(s.drops[DROP_DNS_QUERY_NAMES] + s.drops[DROP_DNS_ANSWER_NAMES] <= n);
         CHECK(verdict == SKIM_DROPPED || s.drops[DROP_DNS_QUERY_NAMES] + s.drops[DROP_DNS_ANSWER_NAMES] == 0);
+        int hello = skim_hello(&s, buf, n);
+        CHECK(hello == 0 || hello == 1);
+        CHECK(!hello || (n >= 9 + 35 && buf[0] == 22 && buf[5] == 1)); /* a record holding a hello body */
     }
     skim_free(&s);
     free(buf);

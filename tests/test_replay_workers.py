@@ -78,7 +78,7 @@ def test_worker_shares_split_the_flows_and_keep_both_directions_together(tap):
         skimmer = new_skimmer(frozenset({53}), frozenset({443}), 65536, worker=worker, workers=2)
         frames = {}
         for batch, _, _ in CaptureFile(str(tap)).batches(skimmer):
-            frames.update((frame, data) for _, _, data, frame in batch)
+            frames.update((frame, data) for _, _, data, frame, _ in batch)
         kept.append(frames)
     assert kept[0] and kept[1] and not kept[0].keys() & kept[1].keys()
     owner: dict[frozenset, int] = {}

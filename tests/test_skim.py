@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from detector.cli import main
 from detector.decode import decode
 from detector.extract.binding import Binding
+from detector.extract.clienthello import client_hello_from_records
 from detector.match import load_signatures
 from detector.pipeline import Extractor, Settings, Wanted
 from detector.records import Observation, Signature
@@ -44,6 +45,7 @@ from detector.skim import (
     END,
     FRAME,
     FULL,
+    HINT_UNWANTED_HELLO,
     KEPT,
     MAX_RECORD,
     REQUEST_STARTS,
@@ -768,7 +770,7 @@ def test_truncated_last_record_is_counted(cut):
     data = pcap([(T0, DNS), (T0 + 1, BULK_UDP), (T0 + 2, DNS)])[:-cut]
     for sk, expected in ((skimmer(), [1]), (skimmer(keep_all=True), [1, 2])):
         capture = CaptureFile("x.pcap", io.BytesIO(data))
-        frames = [n for batch, _, _ in capture.batches(sk) for *_, n in batch]
+        frames = [n for batch, _, _ in capture.batches(sk) for *_, n, _ in batch]
         assert frames == expected and capture.frames == 2 and capture.skipped == {"truncated_record": 1}
 
 
@@ -826,7 +828,7 @@ def test_more_than_4096_kept_frames_come_in_several_batches(bulk):
     capture = CaptureFile("x.pcap", io.BytesIO(data))
     batches = list(capture.batches(skimmer()))
     assert [len(frames) for frames, _, _ in batches] == [4096, 4096, len(expected) - 8192]
-    assert [n for frames, _, _ in batches for *_, n in frames] == expected
+    assert [n for frames, _, _ in batches for *_, n, _ in frames] == expected
     assert sum(drops[0] for _, _, drops in batches) == len(frames) - len(expected)
     assert capture.frames == len(frames)
 
@@ -956,7 +958,7 @@ def test_a_full_flow_set_keeps_every_segment_and_says_so():
 def pcapng_both_ways(scratch: Path, data: bytes) -> tuple[Run, list[int], Counter]:
     """Frame numbers the skim keeps, skipped records, and the differential over the file."""
     capture = CaptureFile("x.pcapng", io.BytesIO(data))
-    frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n in batch]
+    frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n, _ in batch]
     skimmed, _ = write_and_compare(scratch, [data], Settings(), "pcapng", wanted=None)
     return skimmed, frames, capture.skipped
 
@@ -1029,7 +1031,7 @@ def test_pcapng_block_with_a_bad_length_is_one_line(bad, message):
         frames: list[int] = []
         with pytest.raises(CaptureError, match=message) as info:
             for batch, _, _ in capture.batches(sk):
-                frames += [n for *_, n in batch]
+                frames += [n for *_, n, _ in batch]
         assert frames == [1] and "\n" not in str(info.value) and str(info.value).startswith("x.pcapng: ")
 
 
@@ -1043,7 +1045,7 @@ def test_a_block_larger_than_the_read_buffer_is_read_whole(tmp_path):
     path.write_bytes(shb() + idb(1) + epb(0, T0, DNS) + block(0x0000000A, bytes(5 << 20))
                      + epb(0, T0 + 1, dns_frame("after.example")))
     capture = CaptureFile(str(path))
-    frames = [(n, data) for batch, _, _ in capture.batches(skimmer()) for _, _, data, n in batch]
+    frames = [(n, data) for batch, _, _ in capture.batches(skimmer()) for _, _, data, n, _ in batch]
     assert [n for n, _ in frames] == [1, 2] and not capture.skipped
 
 
@@ -1054,7 +1056,7 @@ def test_an_epb_too_short_for_its_fields_is_counted_not_read_past(total):
     short = struct.pack("<II", 6, total) + bytes(total - 12) + struct.pack("<I", total)
     data = shb() + idb(1) + epb(0, T0, DNS) + short
     capture = CaptureFile("x.pcapng", io.BytesIO(data))
-    frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n in batch]
+    frames = [n for batch, _, _ in capture.batches(skimmer()) for *_, n, _ in batch]
     assert frames == [1] and capture.skipped["bad_block"] == 1
 
 
@@ -1128,3 +1130,89 @@ def test_reloaded_signatures_reach_the_skim():
     assert kept_serials(walk(sk, frame)) == [2]
     extractor.want(replace(SIGNATURES, entries=(Signature("Example.org", "suffix", "web", "t", 1),)))
     assert not sk.triage and kept_serials(walk(sk, frame)) == [3]
+
+
+# -- ClientHello triage: a whole hello in one segment, read in C as clienthello.py reads it ---
+
+HELLO_NAMES = [b"www.tiktok.com", b"WWW.TIKTOK.COM.", b"www.example.org", b"Mail.Example.ORG..", b"", b".",
+               b"caf\xc3\xa9.example", b"a\x00b.example", b"x" * 254, b"x" * 253, b"tiktokv.com.example.net",
+               b"p16-tiktok-va.ibyteimg.com"]
+
+
+def _ext(kind: int, body: bytes) -> bytes:
+    return struct.pack("!HH", kind, len(body)) + body
+
+
+@st.composite
+def hello_extension(draw) -> bytes:
+    kind = draw(st.sampled_from(["sni"] * 4 + ["alpn", "versions", "ech", "other", "other"] * 2 + ["bad-length"]))
+    if kind == "sni":
+        entries = b"".join(bytes([t]) + struct.pack("!H", len(n)) + n
+                           for t, n in draw(st.lists(st.tuples(st.sampled_from([0, 0, 0, 1]), st.sampled_from(HELLO_NAMES)),
+                                                     min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=2)))
+        declared = len(entries) + draw(st.sampled_from([0] * 8 + [1, -1]))
+        return _ext(0, struct.pack("!H", max(declared, 0)) + entries)
+    if kind == "alpn":
+        names = b"".join(bytes([len(p)]) + p for p in draw(st.lists(st.sampled_from([b"h2", b"http/1.1", b"", b"\x0a\x0a"]),
+                                                                    max_size=3)))
+        return _ext(16, struct.pack("!H", len(names) + draw(st.sampled_from([0] * 5 + [1]))) + names)
+    if kind == "versions":
+        versions = b"".join(struct.pack("!H", v) for v in draw(st.lists(st.sampled_from([0x0304, 0x0303, 0x0A0A]),
+                                                                         max_size=3)))
+        return _ext(43, bytes([len(versions) + draw(st.sampled_from([0] * 5 + [1]))]) + versions)
+    if kind == "ech":
+        return _ext(0xFE0D, bytes(draw(st.integers(0, 40))))
+    if kind == "other":
+        return _ext(draw(st.sampled_from([10, 13, 21, 51])), bytes(draw(st.integers(0, 30))))
+    return struct.pack("!HH", 0, 200) + b"\x00\x10"  # a length past the block
+
+
+@st.composite
+def client_hello_record(draw) -> bytes:
+    """A TLS record holding a ClientHello built from drawn parts (some malformed), then
+    perhaps damaged: the C reader must never claim an unwanted name Python would not."""
+    sid = bytes(draw(st.sampled_from([0, 32, 32, 33])))
+    suites = bytes(draw(st.sampled_from([2, 4, 4, 34, 3, 0])))
+    compression = draw(st.sampled_from([b"\x01\x00"] * 5 + [b"\x00"]))
+    extensions = b"".join(draw(st.lists(hello_extension(), max_size=5)))
+    ext_block = b"" if draw(st.integers(0, 19)) == 0 else struct.pack("!H", max(0, len(extensions) + draw(
+        st.sampled_from([0] * 8 + [2, -2])))) + extensions
+    body = b"\x03\x03" + bytes(32) + bytes([len(sid)]) + sid + struct.pack("!H", len(suites)) + suites + compression + ext_block
+    handshake = b"\x01" + max(0, len(body) + draw(st.sampled_from([0] * 8 + [1, -1]))).to_bytes(3, "big") + body
+    record = b"\x16\x03\x01" + struct.pack("!H", len(handshake) + draw(st.sampled_from([0] * 8 + [5, -1]))) + handshake
+    return draw(damaged(record + bytes(draw(st.sampled_from([0, 0, 3])))))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hellos=st.lists(client_hello_record(), min_size=1, max_size=6))
+def test_hello_triage_equals_python_on_random_hellos(scratch, hellos):
+    """Each hello in one segment after a SYN: the skim's hint must change nothing (the
+    same observations, parse errors and flight-table counts as parsing every hello), and
+    a hinted segment must be one Python reads as a well-formed hello naming no TikTok host."""
+    frames = []
+    for i, hello in enumerate(hellos):
+        frames.append(eth_ip(ipv4(CLIENT, SERVER, 6, tcp(41000 + i, 443, 999, SYN))))
+        frames.append(eth_ip(ipv4(CLIENT, SERVER, 6, tcp(41000 + i, 443, 1000, PSH | ACK, hello))))
+    data = pcap([(T0, f) for f in frames])
+    write_and_compare(scratch, [data], Settings(), "pcap")
+    sk = new_skimmer(frozenset({53}), frozenset({443}), 64, names=SIGNATURES.prefilter_keys())
+    hinted = {serial for serial, *_, hint in KEPT.iter_unpack(walk(sk, data)[3]) if hint == HINT_UNWANTED_HELLO}
+    for i, hello in enumerate(hellos):
+        status, parsed = client_hello_from_records(hello)
+        unwanted = status == "done" and parsed is not None and parsed.sni and SIGNATURES.match(parsed.sni) is None
+        # Each hello is one record here, which the C reader takes whole: both ways, but
+        # for a name Python writes with U+FFFD, which C leaves to Python.
+        readable = unwanted and parsed.sni.isascii() and parsed.sni.isprintable()
+        assert (2 * i + 2 in hinted) == bool(readable), hello
+
+
+def test_hello_triage_hints_only_unwanted_whole_hellos():
+    sk = new_skimmer(frozenset({53}), frozenset({443}), 64, names=SIGNATURES.prefilter_keys())
+    split = client_hello(b"www.example.org")
+    segments = [client_hello(b"www.example.org"), client_hello(b"www.tiktok.com"), split[:40],
+                b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n"]
+    frames = [eth_ip(ipv4(CLIENT, SERVER, 6, tcp(42000 + i, 443, 1000, PSH | ACK, s))) for i, s in enumerate(segments)]
+    kept = {serial: hint for serial, *_, hint in KEPT.iter_unpack(walk(sk, pcap([(T0, f) for f in frames]))[3])}
+    assert kept == {1: HINT_UNWANTED_HELLO, 2: 0, 3: 0, 4: 0}
+    # Without signature keys (`names`, every name wanted) nothing is hinted.
+    assert {h for *_, h in KEPT.iter_unpack(walk(skimmer(), pcap([(T0, frames[0])]))[3])} == {0}

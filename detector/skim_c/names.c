@@ -244,3 +244,116 @@ int skim_dns(Skim *s, const uint8_t *m, size_t n) {
     if (malformed) s->drops[DROP_DNS_PARTIAL]++;
     return SKIM_DROPPED;
 }
+
+/* -- a ClientHello in one segment (detector/extract/clienthello.py) ------------------- */
+
+#define TLS_HANDSHAKE_RECORD 22
+#define TLS_MAX_RECORD (16384 + 2048)
+#define TLS_MAX_HELLO (64 * 1024)
+#define EXT_SERVER_NAME 0x0000
+#define EXT_ALPN 0x0010
+#define EXT_SUPPORTED_VERSIONS 0x002B
+
+/* _server_name: 1 and the first host_name entry (*name NULL if none), or 0 when malformed. */
+static int server_name(const uint8_t *b, size_t p, size_t end, const uint8_t **name, size_t *len) {
+    *name = NULL;
+    if (end - p < 2 || be16(b + p) != end - p - 2) return 0;
+    p += 2;
+    while (p + 3 <= end) {
+        unsigned type = b[p];
+        size_t n = be16(b + p + 1);
+        p += 3;
+        if (p + n > end) return 0;
+        if (type == 0 && *name == NULL) {
+            *name = b + p;
+            *len = n;
+        }
+        p += n;
+    }
+    return p == end;
+}
+
+static int alpn_ok(const uint8_t *b, size_t p, size_t end) {
+    if (end - p < 2 || be16(b + p) != end - p - 2) return 0;
+    for (p += 2; p < end;) {
+        size_t n = b[p++];
+        if (n == 0 || p + n > end) return 0;
+        p += n;
+    }
+    return 1;
+}
+
+static int versions_ok(const uint8_t *b, size_t p, size_t end) {
+    return end - p >= 1 && b[p] == end - p - 1 && !(b[p] & 1);
+}
+
+/* _parse_body, as far as the server name: 1 with *sni set (NULL: no name, the hello
+ * still valid), or 0 when Python would find the hello malformed. */
+static int hello_body(const uint8_t *b, size_t n, const uint8_t **sni, size_t *sni_len) {
+    *sni = NULL;
+    if (n < 35) return 0;
+    size_t sid = b[34], p = 35 + sid;
+    if (sid > 32 || p + 2 > n) return 0;
+    size_t cs = be16(b + p);
+    p += 2 + cs;
+    if (cs < 2 || cs & 1 || p + 1 > n) return 0;
+    size_t cm = b[p];
+    p += 1 + cm;
+    if (cm < 1 || p > n) return 0;
+    if (p == n) return 1;
+    if (p + 2 > n) return 0;
+    size_t end = p + 2 + be16(b + p);
+    p += 2;
+    if (end > n) return 0;
+    int seen_sni = 0, seen_alpn = 0, seen_versions = 0, faulted = 0;
+    while (p + 4 <= end) {
+        unsigned type = be16(b + p);
+        size_t q = p + 4 + be16(b + p + 2);
+        p += 4;
+        if (q > end) {
+            faulted = 1;
+            break;
+        }
+        if (type == EXT_SERVER_NAME && !seen_sni) {
+            seen_sni = 1;
+            if (!server_name(b, p, q, sni, sni_len)) return 0;
+        } else if (type == EXT_ALPN && !seen_alpn) {
+            seen_alpn = 1;
+            if (!alpn_ok(b, p, q)) {
+                faulted = 1;
+                break;
+            }
+        } else if (type == EXT_SUPPORTED_VERSIONS && !seen_versions) {
+            seen_versions = 1;
+            if (!versions_ok(b, p, q)) {
+                faulted = 1;
+                break;
+            }
+        }
+        p = q;
+    }
+    return !((faulted || p != end) && *sni == NULL);
+}
+
+int skim_hello(const Skim *s, const uint8_t *p, size_t n) {
+    /* client_hello_from_records, for a hello whose handshake message lies in the first
+     * record of the segment (a hello over several records goes to Python) */
+    if (n < 5 || p[0] != TLS_HANDSHAKE_RECORD || p[1] != 3) return 0;
+    size_t length = be16(p + 3), avail = n - 5 < length ? n - 5 : length;
+    if (length == 0 || length > TLS_MAX_RECORD || avail < 4 || p[5] != 1) return 0;
+    size_t need = 4 + ((size_t)p[6] << 16 | (size_t)p[7] << 8 | p[8]);
+    if (need - 4 > TLS_MAX_HELLO || need > avail) return 0;
+    const uint8_t *raw;
+    size_t raw_len = 0;
+    if (!hello_body(p + 9, need - 4, &raw, &raw_len) || raw == NULL) return 0;
+    /* normalize_name: lowercased, trailing dots stripped, 1..253 characters */
+    while (raw_len > 0 && raw[raw_len - 1] == '.') raw_len--;
+    if (raw_len == 0 || raw_len > SKIM_MAX_NAME) return 0;
+    uint8_t text[SKIM_MAX_NAME];
+    for (size_t i = 0; i < raw_len; i++) {
+        uint8_t c = raw[i];
+        if (c < 0x20 || c > 0x7E) return 0; /* Python writes U+FFFD for it */
+        text[i] = c >= 'A' && c <= 'Z' ? (uint8_t)(c | 0x20) : c;
+    }
+    return !may_match(s, text, raw_len);
+}

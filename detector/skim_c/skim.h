@@ -61,6 +61,10 @@ enum {
 };
 /* What triage makes of one frame. */
 enum { SKIM_FOREIGN = -1, SKIM_DROPPED = 0, SKIM_KEEP = 1, SKIM_KEEP_UNREAD = 2 };
+/* What triage tells Python of a kept frame: nothing, or that the segment holds a whole
+ * ClientHello whose server name can match no signature (Python still keeps its flight
+ * table in step, and parses the hello itself unless its stream is this segment alone). */
+enum { SKIM_HINT_NONE = 0, SKIM_HINT_UNWANTED_HELLO = 1 };
 
 typedef struct {
     int keep_all;
@@ -80,6 +84,7 @@ typedef struct {
     uint64_t used;
     uint64_t *names; /* hashes of the signature keys, 0 = empty; NULL: no name triage */
     uint64_t names_mask;
+    uint32_t hint; /* SKIM_HINT_* of the frame last classified */
     uint64_t drops[N_DROPS];
 } Skim;
 
@@ -96,8 +101,10 @@ typedef struct {
     uint64_t offset;
     uint32_t caplen;
     uint32_t linktype;
-} SkimKept; /* "=QdQII" */
-_Static_assert(sizeof(SkimKept) == 32, "skim.KEPT unpacks 32 bytes");
+    uint32_t hint;
+    uint32_t pad;
+} SkimKept; /* "=QdQIII4x" */
+_Static_assert(sizeof(SkimKept) == 40, "skim.KEPT unpacks 40 bytes");
 _Static_assert(sizeof(SkimInterface) == 24, "pcapfile.INTERFACE packs 24 bytes");
 
 typedef struct {
@@ -137,6 +144,10 @@ int skim_set_names(Skim *s, const uint8_t *packed, size_t len);
 void skim_clear_names(Skim *s);
 /* A DNS message over UDP: SKIM_DROPPED (counted) or SKIM_KEEP. Needs an index. */
 int skim_dns(Skim *s, const uint8_t *message, size_t len);
+/* 1 when a TCP payload is a whole ClientHello (its handshake message in the first record)
+ * that detector/extract/clienthello.py reads as well formed, with a server name that can
+ * match no key; else 0. Needs an index. */
+int skim_hello(const Skim *s, const uint8_t *payload, size_t len);
 
 /* walk.c: walk buf[*pos:end]; *pos moves past every record walked. Returns why it stopped. */
 void skim_walk_start(SkimWalk *w, SkimKept *kept);

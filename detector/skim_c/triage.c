@@ -235,6 +235,7 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
     uint64_t key = skim_flow_hash(s, src, dst, alen, sport, dport);
     if (starts_message(s, f + l4 + doff, end - l4 - doff)) {
         add(s, key);
+        if (s->names && skim_hello(s, f + l4 + doff, end - l4 - doff)) s->hint = SKIM_HINT_UNWANTED_HELLO;
         return SKIM_KEEP;
     }
     if (contains(s, key)) return SKIM_KEEP;
@@ -280,6 +281,7 @@ static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktyp
 }
 
 int skim_classify(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype) {
+    s->hint = SKIM_HINT_NONE;
     return link_frame(s, f, caplen, linktype, 0);
 }
 

@@ -42,6 +42,8 @@ static int frame(Skim *s, SkimWalk *w, const uint8_t *buf, size_t offset, size_t
         k->offset = offset;
         k->caplen = (uint32_t)caplen;
         k->linktype = linktype;
+        k->hint = s->keep_all ? SKIM_HINT_NONE : s->hint;
+        k->pad = 0;
     } else if (verdict == SKIM_DROPPED) {
         s->drops[DROP_PACKETS]++;
         s->drops[DROP_BYTES] += caplen;

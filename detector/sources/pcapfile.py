@@ -57,8 +57,9 @@ CHUNK = 4 << 20
 #: The SHA-256 thread's buffers: how many, and their size.
 HASH_BUFFERS, HASH_BUFFER = 4, 1 << 20
 
-#: One frame for the pipeline: (ts, linktype, data, frame number in its file).
-Frame = tuple[float, int, bytes, int]
+#: One frame for the pipeline: (ts, linktype, data, frame number in its file, the skim's
+#: hint: skim.HINT_UNWANTED_HELLO or 0).
+Frame = tuple[float, int, bytes, int, int]
 #: What ``CaptureFile.batches`` yields: kept frames, time of the last frame walked, drops.
 Batch = tuple[list[Frame], float | None, tuple[int, ...]]
 _NO_DROPS = (0,) * len(DROP_KEYS)
@@ -183,11 +184,12 @@ class CaptureFile:
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes, int]]:
         for frames, _, _ in self.batches(new_skimmer(frozenset(), frozenset(), 1, keep_all=True)):
-            yield from frames
+            for ts, linktype, data, frame, _ in frames:
+                yield ts, linktype, data, frame
 
     def batches(self, skimmer: Skimmer) -> Iterator[Batch]:
         """Walk the file through ``skimmer``: each batch holds the kept frames as
-        ``(ts, linktype, data, frame)``, the time of the last frame walked (None
+        ``(ts, linktype, data, frame, hint)``, the time of the last frame walked (None
         if it had none) and the counts of what was dropped (``skim.DROP_KEYS``).
 
         A walk stops early once a frame reaches ``skimmer.until``; set it before asking
@@ -213,8 +215,8 @@ class CaptureFile:
             self._span(ts_max)
         data = self._buf.data
         frames = [
-            (ts, linktype, bytes(data[offset : offset + caplen]), serial - base)
-            for serial, ts, offset, caplen, linktype in KEPT.iter_unpack(kept)
+            (ts, linktype, bytes(data[offset : offset + caplen]), serial - base, hint)
+            for serial, ts, offset, caplen, linktype, hint in KEPT.iter_unpack(kept)
         ]
         return frames, last_ts, drops
 
@@ -329,7 +331,7 @@ class CaptureFile:
                 linktype, tick, offset = interfaces[iface]
                 ts = ((ts_high << 32) | ts_low) * tick + offset
                 self._span(ts)
-                return ts, linktype, body[20 : 20 + caplen], serial - base
+                return ts, linktype, body[20 : 20 + caplen], serial - base, 0
         elif block_type == PCAPNG_SPB:
             serial = skimmer.next_serial()
             self.frames += 1
@@ -338,7 +340,7 @@ class CaptureFile:
             else:
                 orig = struct.unpack_from(order + "I", body, 0)[0] if len(body) >= 4 else 0
                 # SPBs carry no timestamp; 0 tells the operator it is unknown.
-                return 0.0, interfaces[0][0], body[4 : 4 + min(orig, len(body) - 8)], serial - base
+                return 0.0, interfaces[0][0], body[4 : 4 + min(orig, len(body) - 8)], serial - base, 0
         return None
 
 
