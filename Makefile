@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay \
 	clang libclang-rt-14-dev llvm
 
-.PHONY: demo test bench fuzz fuzz-smoke system-deps clean
+.PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean
 
 # The skim is compiled by pip install: a change to its C source rebuilds it.
 $(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c $(wildcard detector/skim_c/*.[ch])
@@ -61,6 +61,12 @@ $(BENCH_CORPUS): benchmarks/generate.py pcaps/make_fixtures.py pcaps/make_quic_f
 bench: $(VENV)/.test $(BENCH_CORPUS)
 	@$(MAKE) --no-print-directory system-deps TEST_SYSTEM_PACKAGES="$(BENCH_PACKAGES)"
 	$(BIN)/python benchmarks/run.py --corpus $(BENCH_CORPUS)
+
+# Live capture at tcpreplay's top speed into a veth (root): kernel drops and names found,
+# for an upload-heavy mix and the tap corpus (benchmarks/live.py). Not a test.
+bench-live: $(VENV)/.test $(BENCH_CORPUS)
+	@$(MAKE) --no-print-directory system-deps TEST_SYSTEM_PACKAGES="tcpreplay iproute2 ethtool"
+	$(BIN)/python benchmarks/live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis fuzz/build fuzz/findings
