@@ -15,6 +15,8 @@ that forked workers share once per process).
 The tools:
   detector    tiktok-detector replay --events FILE (the venv's console script)
   workers     the same with --workers 2, when replay has that option
+  vxlan       the same (one process) on a VXLAN-wrapped copy of the corpus, as a cloud
+              traffic mirror delivers it (benchmarks/tunnel.py writes it on first use)
   tcpdump     tcpdump -r with a BPF filter keeping what a skim keeps (DNS, SYN/FIN/RST,
               TLS handshake records, HTTP requests, QUIC long headers; VLAN and IPv6 too)
               and writing the kept packets to /dev/null: libpcap + BPF, the C-reader peer
@@ -59,6 +61,8 @@ TARGET_PPS = 3_000_000
 TARGET_RSS_MB = 150
 TARGET_VS = {"tcpdump": 0.5, "tshark": 60.0, "ndpi": 5.0}
 TARGET_WORKERS_SPEEDUP = 1.8
+#: The VXLAN-wrapped corpus takes at most this many times the plain one's time.
+TARGET_VXLAN_SLOWDOWN = 1.2
 
 _BPF_SKIM_IP4 = (
     "udp port 53 or tcp port 53"
@@ -216,6 +220,11 @@ def tools(corpus: Path, wanted: set[str], work: Path, workers: int) -> list[Tool
                                                  "--workers", str(workers), str(corpus)]))
         else:
             found.append(Tool("workers", label, None, "replay has no --workers option"))
+    if "vxlan" in wanted:
+        from tunnel import ensure
+
+        found.append(Tool("vxlan", "  the same in VXLAN", [*replay, str(work / "events-vxlan.jsonl"),
+                                                           str(ensure(corpus))]))
     peers = {
         "tcpdump": ("tcpdump + BPF skim", ["-n", "-r", str(corpus), "-w", "/dev/null", BPF_SKIM], None),
         "tshark": ("tshark names", ["-n", "-r", str(corpus), "-Y", TSHARK_FILTER, "-T", "fields", "-E", "aggregator=,",
@@ -379,6 +388,11 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
         value = workers["packets_per_s"] / pps
         out["workers_speedup"] = {"value": round(value, 3), "target": TARGET_WORKERS_SPEEDUP,
                                   "met": value >= TARGET_WORKERS_SPEEDUP}
+    vxlan = results.get("vxlan", {})
+    if vxlan.get("available"):
+        value = vxlan["wall_s"] / det["wall_s"]
+        out["vxlan_slowdown"] = {"value": round(value, 3), "target": TARGET_VXLAN_SLOWDOWN,
+                                 "met": value <= TARGET_VXLAN_SLOWDOWN}
     return out
 
 
@@ -397,7 +411,11 @@ def print_table(corpus: Path, truth: dict, results: dict[str, dict], found: list
             print(f"{tool.label:<24}{'n/a':>8}   ({r['why']})")
             continue
         ratio, target = "", ""
-        if tool.key in vs_key and vs_key[tool.key] in rat:
+        if tool.key == "vxlan" and "vxlan_slowdown" in rat:
+            item = rat["vxlan_slowdown"]
+            ratio = f"{item['value']:.3g}× plain"
+            target = f"≤ {item['target']:g}×  {'met' if item['met'] else 'MISSED'}"
+        elif tool.key in vs_key and vs_key[tool.key] in rat:
             item = rat[vs_key[tool.key]]
             name = "speed-up" if tool.key == "workers" else "det ÷ this"
             ratio = f"{item['value']:.3g}× {name}"
@@ -493,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
                         help="pcap with its .truth.json beside it (default benchmarks/corpus/tap-1m.pcap)")
     parser.add_argument("--runs", type=int, default=3, help="rounds; the median is reported (default %(default)s)")
-    parser.add_argument("--tools", default="detector,workers,tcpdump,tshark,ndpi",
+    parser.add_argument("--tools", default="detector,workers,vxlan,tcpdump,tshark,ndpi",
                         help="comma-separated subset of %(default)s")
     parser.add_argument("--workers", type=int, default=2, help="the --workers count to measure (default %(default)s)")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
@@ -508,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         return profile(corpus, args.top, RESULTS / f"{corpus.name.removesuffix('.pcap')}.prof")
     wanted = {t.strip() for t in args.tools.split(",") if t.strip()}
-    unknown = wanted - {"detector", "workers", "tcpdump", "tshark", "ndpi"}
+    unknown = wanted - {"detector", "workers", "vxlan", "tcpdump", "tshark", "ndpi"}
     if unknown or args.runs < 1:
         parser.error(f"unknown tool(s): {', '.join(sorted(unknown))}" if unknown else "--runs must be positive")
     truth = load_truth(corpus)
@@ -542,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 if run["exit"] != 0:
                     errors += 1
                     print(f"run.py: {tool.key} exited {run['exit']}: {' | '.join(run['stderr_tail'])}", file=sys.stderr)
-                if tool.key in ("detector", "workers"):
+                if tool.key in ("detector", "workers", "vxlan"):
                     check = check_events(Path(tool.argv[tool.argv.index("--events") + 1]), truth)
                     # Keep the worst round: a name missed once is missed.
                     if tool.key not in checks or len(check["missing"]) > len(checks[tool.key]["missing"]):
