@@ -79,7 +79,7 @@ def _skimmed(capture: bytes, worker: int, workers: int) -> tuple[list[tuple], in
     error = None
     try:
         for frames, last_ts, _ in cap.batches(skimmer):
-            for ts, linktype, data, number in frames:
+            for ts, linktype, data, number, _ in frames:
                 kept.append((number, ts, linktype, data))
                 packet = decode(linktype, data, stats)
                 if packet is not None and packet.l4 == IPPROTO_TCP:
