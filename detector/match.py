@@ -40,10 +40,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from detector.errors import UserError
-from detector.records import Signature
+from detector.records import CATEGORIES, Signature
 
-#: The categories an entry may carry; also the bounded label set for metrics.
-CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 #: How an entry's pattern is compared with a name.
 KINDS = ("suffix", "exact", "regex")
 

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from detector.errors import UserError
-from detector.records import Observation, Signature, Verdict
+from detector.records import BLIND_SPOT_CATEGORIES, CATEGORIES, Observation, Signature, Verdict
 
-CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 #: Shared ByteDance infrastructure also serves CapCut, Lemon8 and others: not a violation by default.
 DEFAULT_VIOLATIONS = ("app", "api", "cdn", "telemetry", "web")
 DEFAULT_SEGMENT = "default"
@@ -99,11 +98,12 @@ class Policy:
         return self.default
 
     def decide(self, obs: Observation, signature: Signature, hostname: str | None) -> Verdict:
-        """``violation``, ``exempt`` (a violation by an exempt device) or ``allowed`` (the
-        category is no violation on that segment: counted, never written out)."""
+        """``violation``, ``exempt`` (a violation by an exempt device), ``blind-spot`` (a
+        visibility category the segment does not make a violation: written, never alerted)
+        or ``allowed`` (counted, never written out)."""
         segment = self.segment_of(obs.client_ip, obs.vlan)
         if signature.category not in segment.violations:
-            decision = "allowed"
+            decision = "blind-spot" if signature.category in BLIND_SPOT_CATEGORIES else "allowed"
         else:
             ip = ipaddress.ip_address(obs.client_ip)
             exempt = any(e.covers(obs, ip, hostname, segment.name) for e in self.exemptions)

@@ -13,6 +13,16 @@ from datetime import datetime, timezone
 
 #: The protocols an observation can come from; part of the event schema.
 PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
+#: What a TikTok entry (signatures/tiktok.toml) says a name is.
+TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
+#: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor
+#: is blind to what follows (encrypted DNS, a relay or proxy, a VPN service).
+BLIND_SPOT_CATEGORIES = ("encrypted-dns", "relay", "vpn")
+#: Every category an entry may carry; also the bounded label set for metrics.
+CATEGORIES = TIKTOK_CATEGORIES + BLIND_SPOT_CATEGORIES
+#: What policy decides of a matched observation. ``blind-spot``: a visibility category the
+#: segment does not make a violation, written and counted per device, never alerted.
+DECISIONS = ("violation", "exempt", "blind-spot", "allowed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,7 @@ class Verdict:
     segment: str
     device: str
     hostname: str | None
-    decision: str  # "violation", "exempt" or "allowed" (never written out)
+    decision: str  # one of DECISIONS; "allowed" is never written out
 
 
 def rfc3339(ts: float) -> str:

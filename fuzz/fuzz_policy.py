@@ -26,8 +26,8 @@ import tomllib  # noqa: F401 - imported before instrumentation: the fuzzer aims 
 from scratch import scratch_file
 
 with atheris.instrument_imports():
-    from detector.policy import CATEGORIES, PolicyError, load_policy
-    from detector.records import Observation, Signature
+    from detector.policy import PolicyError, load_policy
+    from detector.records import BLIND_SPOT_CATEGORIES, CATEGORIES, DECISIONS, Observation, Signature
 
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 _SIGNATURES = tuple(Signature(f"{c}.example", "suffix", c, "fuzz") for c in CATEGORIES)
@@ -59,7 +59,11 @@ def TestOneInput(data: bytes) -> None:
         obs = Observation(0.0, "dns-query", "a.example", ip, mac, vlan, "198.19.0.53", 53, "fuzz", 1)
         for signature in _SIGNATURES:
             verdict = policy.decide(obs, signature, hostname)
-            assert verdict.decision in ("violation", "exempt", "allowed"), verdict.decision
+            assert verdict.decision in DECISIONS, verdict.decision
+            # A category is a violation where the segment lists it, else only a blind spot may be written.
+            listed = signature.category in policy.segment_of(ip, vlan).violations
+            assert (verdict.decision in ("violation", "exempt")) == listed, verdict
+            assert (verdict.decision == "blind-spot") == (not listed and signature.category in BLIND_SPOT_CATEGORIES)
 
 
 #: Policies as the tests write them, and small variations that reach every check.

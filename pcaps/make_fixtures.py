@@ -1301,6 +1301,18 @@ def build_tls_http() -> list[Capture]:
     )
     caps.append(ech)
 
+    blind = Capture(
+        "blind-spots.pcap",
+        "where the sensor is blind: iCloud Private Relay's DNS check, DoH to dns.google, DoT to dns.quad9.net "
+        "on port 853, and an innocent TLS connection (visibility signatures)",
+    )
+    dns_udp(blind, STAFF, "mask.icloud.com", a_chain("mask.icloud.com", addrs=["198.19.9.1"]))
+    tls_connect(blind, STAFF2, "198.19.8.8", "dns.google", client_hello("dns.google", "blind-doh", pq=False))
+    tls_connect(blind, GUEST, "198.19.9.9", "dns.quad9.net", client_hello("dns.quad9.net", "blind-dot", pq=False),
+                port=853)
+    tls_connect(blind, GUEST, INNOCENT, "en.wikipedia.org", client_hello("en.wikipedia.org", "blind-none", pq=False))
+    caps.append(blind)
+
     port = Capture(
         "tls-nonstandard-port.pcap",
         "ClientHello to TCP port 8443 (SNI is extracted on any port)",

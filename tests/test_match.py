@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.match import (
-    CATEGORIES,
     SignatureError,
     SignatureSet,
     check_signatures,
     load_signatures,
 )
-from detector.records import Signature
+from detector.records import BLIND_SPOT_CATEGORIES, TIKTOK_CATEGORIES, Signature
 
 SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 TIKTOK = SIGNATURES / "tiktok.toml"
+VISIBILITY = SIGNATURES / "visibility.toml"
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +37,32 @@ def test_shipped_set_is_valid_and_identified(sigs: SignatureSet) -> None:
     assert sigs.version
     assert sigs.path == str(TIKTOK)
     assert sigs.sha256 == hashlib.sha256(TIKTOK.read_bytes()).hexdigest()
-    assert sigs.categories == CATEGORIES
+    assert sigs.categories == TIKTOK_CATEGORIES
     assert all(sig.source and sig.line > 0 for sig in sigs.entries)
 
 
 def test_directory_load_matches_file_load(sigs: SignatureSet) -> None:
     from_dir = load_signatures(SIGNATURES)
-    assert from_dir.entries == sigs.entries
+    visibility = load_signatures(VISIBILITY)
+    assert from_dir.entries == sigs.entries + visibility.entries
     assert from_dir.path == str(SIGNATURES)
+
+
+def test_visibility_set_holds_only_blind_spot_categories() -> None:
+    """The second shipped set says where the sensor is blind, never that TikTok was used."""
+    visibility = load_signatures(VISIBILITY)
+    assert check_signatures(VISIBILITY) == []
+    assert visibility.categories == BLIND_SPOT_CATEGORIES
+    both = load_signatures(SIGNATURES)
+    found = {name: (both.match(name).category if both.match(name) else None) for name in (
+        "dns.google", "mozilla.cloudflare-dns.com", "dns.quad9.net", "abc123.dns.nextdns.io", "mask.icloud.com",
+        "mask-h2.icloud.com", "engage.cloudflareclient.com", "www.quad9.net", "www.icloud.com", "google.com",
+        "www.tiktok.com")}
+    assert found == {
+        "dns.google": "encrypted-dns", "mozilla.cloudflare-dns.com": "encrypted-dns", "dns.quad9.net": "encrypted-dns",
+        "abc123.dns.nextdns.io": "encrypted-dns", "mask.icloud.com": "relay", "mask-h2.icloud.com": "relay",
+        "engage.cloudflareclient.com": "vpn", "www.quad9.net": None, "www.icloud.com": None, "google.com": None,
+        "www.tiktok.com": "web"}
 
 
 @pytest.mark.parametrize(

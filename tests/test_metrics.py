@@ -35,6 +35,7 @@ from detector.sinks.alerts import AlertTable
 from detector.sinks.metrics import DetectorCollector, ReplayExporter, SignatureInfo
 from detector.cli import listen_address
 from detector.sinks.metrics_server import MetricsError, MetricsServer, load_web_config
+from detector.records import CATEGORIES
 from detector.sources.pcapfile import CaptureFile
 from detector.timing import PROCESSING_BUCKETS, BatchTimer
 
@@ -48,7 +49,7 @@ AMTOOL = shutil.which("amtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
 needs_amtool = pytest.mark.skipif(AMTOOL is None,
                                   reason="amtool not installed (Debian package prometheus-alertmanager)")
-INFO = SignatureInfo("2026-11-29", "ab" * 32, 110, ("app", "api", "cdn", "telemetry", "web", "bytedance-shared"), 1.7e9)
+INFO = SignatureInfo("2026-11-29", "ab" * 32, 110, CATEGORIES, 1.7e9)
 SEGMENTS = ("staff", "guest", "lab.b2", "default")
 
 
@@ -84,6 +85,7 @@ def test_collector_maps_each_snapshot_key_to_its_metric():
         "matches.staff.tls-sni.app": 5, "matches.lab.b2.dns-query.cdn": 2,
         "verdicts.staff.violation": 4, "verdicts.staff.exempt": 1, "verdicts.lab.b2.allowed": 2,
         "verdicts.violation": 4, "verdicts.exempt": 1, "verdicts.allowed": 2,
+        "verdicts.guest.blind-spot": 3, "verdicts.blind-spot": 3, "matches.guest.tls-sni.encrypted-dns": 3,
         "devices_in_violation.staff": 2, "alerts.emitted": 3, "alerts.suppressed": 9,
         "tcp_flight.evicted_full": 6, "quic_initial.expired": 4, "devices.evicted": 1,
         "tcp_flight.flows": 12, "devices.entries": 30, "capture.kernel_drops": 17,
@@ -110,6 +112,9 @@ def test_collector_maps_each_snapshot_key_to_its_metric():
         (p + "violations_total", (("segment", "default"),)): 0,
         (p + "exempt_matches_total", (("segment", "staff"),)): 1,
         (p + "allowed_matches_total", (("segment", "lab.b2"),)): 2,
+        (p + "blind_spots_total", (("segment", "guest"),)): 3,
+        (p + "blind_spots_total", (("segment", "staff"),)): 0,
+        (p + "matches_total", (("category", "encrypted-dns"), ("proto", "tls-sni"), ("segment", "guest"))): 3,
         (p + "devices_in_violation", (("segment", "staff"),)): 2,
         (p + "devices_in_violation", (("segment", "guest"),)): 0,
         (p + "alerts_emitted_total", ()): 3,
@@ -620,7 +625,7 @@ def test_endpoint_url_forms():
 @needs_promtool
 def test_rules_pass_promtool_check_and_unit_tests():
     check = promtool("check", "rules", str(DEPLOY / "prometheus" / "tiktok-detector.rules.yml"))
-    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 8 rules found" in check.stdout, check.stdout + check.stderr
     unit = promtool("test", "rules", str(DEPLOY / "prometheus" / "tests" / "tiktok-detector.rules.test.yml"))
     assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
 
@@ -645,6 +650,7 @@ def test_alertmanager_example_routes_sensor_alerts():
 
     assert route("service=tiktok-detector", "alertname=TikTokDeviceInViolation", "segment=staff") == "security-office"
     assert route("service=tiktok-detector", "alertname=TikTokUse", "device=02:00:c6:12:0a:22") == "security-office"
+    assert route("service=tiktok-detector", "alertname=TikTokBlindSpot", "segment=staff") == "security-office"
     assert route("service=tiktok-detector", "alertname=TikTokDetectorDown") == "sensor-operations"
     assert route("alertname=SomethingElse") == "default"
 
@@ -654,8 +660,8 @@ def test_every_alert_of_the_rules_routes_somewhere_meaningful():
 
     rules = yaml.safe_load((DEPLOY / "prometheus" / "tiktok-detector.rules.yml").read_text())
     alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
-    assert len(alerts) == 7
-    assert all(r["labels"]["service"] == "tiktok-detector" and r["labels"]["severity"] in ("warning", "critical")
+    assert len(alerts) == 8
+    assert all(r["labels"]["service"] == "tiktok-detector" and r["labels"]["severity"] in ("info", "warning", "critical")
                for r in alerts)
     assert all(r["annotations"]["summary"] and r["annotations"]["description"] for r in alerts)
 

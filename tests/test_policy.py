@@ -201,3 +201,28 @@ def test_errors_name_the_line_of_the_key(tmp_path):
     path.write_text("dedup_window = -1\n")
     with pytest.raises(PolicyError, match=rf"^{re.escape(str(path))}:1: top level: dedup_window"):
         load_policy(path)
+
+
+DOH = Signature("dns.google", "suffix", "encrypted-dns", "test")
+VPN = Signature("engage.cloudflareclient.com", "exact", "vpn", "test")
+
+
+def test_blind_spots_are_written_never_alerted_unless_a_segment_bans_them(tmp_path):
+    """A visibility category is a ``blind-spot`` (written, counted, never alerted) on a
+    segment that does not list it; a segment that lists it (staff may not use VPNs) makes
+    it a violation like any other, exemptions included."""
+    verdict = default_policy().decide(obs(name="dns.google", proto="tls-sni"), DOH, None)
+    assert verdict.decision == "blind-spot"
+    emitted = []
+    table = AlertTable(window=60, emit=emitted.append)
+    table.add(verdict)
+    table.flush()
+    assert not emitted
+    path = tmp_path / "p.toml"
+    path.write_text('[[segment]]\nname = "staff"\ncidrs = ["198.18.10.0/24"]\n'
+                    'violations = ["api", "web", "vpn"]\n')
+    policy = load_policy(path)
+    assert policy.decide(obs(name="engage.cloudflareclient.com"), VPN, None).decision == "violation"
+    assert policy.decide(obs(name="dns.google"), DOH, None).decision == "blind-spot"
+    assert policy.decide(obs(ip="203.0.113.9", vlan=None, name="engage.cloudflareclient.com"), VPN,
+                         None).decision == "blind-spot"  # the default segment does not ban VPNs

@@ -278,7 +278,7 @@ def test_prometheus_and_alertmanager_end_to_end(tmp_path):
             ("tiktok-detector", "staff"), ("tiktok-detector-tls", "staff")}  # the guest segment is not paged
         groups = get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        assert len(rules) == 7 and all(rule["health"] == "ok" for rule in rules), rules
+        assert len(rules) == 8 and all(rule["health"] == "ok" for rule in rules), rules
 
         # -- Alertmanager holds both kinds of alert and routes them to the security office -----
         pushed = [json.loads(line) for line in out["alerts-b"].read_text().splitlines()]

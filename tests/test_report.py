@@ -640,3 +640,24 @@ def test_a_hostname_only_exemption_is_flagged_in_the_report(tmp_path):
     result = detector("report", str(events), "--json", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "r.json").read_text())["policies"][0]["trusted_hostnames"] == 1
+
+
+def test_model_counts_blind_spots_apart_from_tiktok_events():
+    """A blind-spot event is no TikTok event: it counts per device and category, shows the
+    device among those with blind spots, and leaves violations, timelines and exempt-only
+    lists as they were."""
+    model = ReportModel()
+    model.add(_event(10.0, device="both"))
+    doh = Event(11.0, "tls-sni", "dns.google", "encrypted-dns", "blind-spot", "both", None, "198.18.10.1", None,
+                "staff", "a.pcap", 7)
+    model.add(doh)
+    model.add(doh._replace(device="blind", category="relay", name="mask.icloud.com", frame=9))
+    assert (model.events, model.violations, model.exempt, model.blind_spots) == (1, 1, 0, 2)
+    assert [d.device for d in model.violators()] == ["both"]
+    assert model.exempt_only() == [] and [d.device for d in model.blind_only()] == ["blind"]
+    assert [(d.device, dict(d.blind)) for d in model.with_blind_spots()] == [("blind", {"relay": 1}),
+                                                                              ("both", {"encrypted-dns": 1})]
+    assert [e.frame for e in model.devices["both"].blind_evidence] == [7]
+    assert model.devices["both"].evidence_omitted == 0 and sum(model.devices["both"].timeline.counts.values()) == 1
+    assert parse_event({"ts": "2026-03-02T09:00:00Z", "proto": "tls-sni", "name": "dns.google", "device": "d",
+                        "segment": "s", "decision": "blind-spot", "pcap": "a.pcap"}).decision == "blind-spot"

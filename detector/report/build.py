@@ -312,8 +312,10 @@ class ReportBuilder:
     def _summary(self, report: Report, log: TextIO) -> None:
         model = report.model
         outputs = ", ".join(p for p in (self.options.html, self.options.csv, self.options.json) if p)
+        blind = (f", {model.blind_spots} blind spot(s) on {len(model.with_blind_spots())} device(s)"
+                 if model.blind_spots else "")
         print(f"report: {len(model.violators())} device(s) in violation, {model.violations} violation(s), "
-              f"{model.exempt} exempt match(es); written to {outputs}", file=log)
+              f"{model.exempt} exempt match(es){blind}; written to {outputs}", file=log)
         for stats in report.inputs:
             if stats.skipped:
                 print(f"report: {stats.path}: {stats.skipped} line(s) skipped ({stats.examples[0]})", file=log)

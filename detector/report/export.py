@@ -20,7 +20,7 @@ FORMAT = "tiktok-detector-report/1"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
-               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted"]
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots"]
 
 
 def _cell(value: object) -> object:
@@ -34,16 +34,23 @@ def _listed(values: BoundedSet) -> str:
 
 
 def write_csv(report: Report, stream: TextIO) -> None:
-    """One row per device (devices in violation first), the columns of ``CSV_COLUMNS``."""
+    """One row per device (devices in violation first, those with blind spots only last),
+    the columns of ``CSV_COLUMNS``."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for d in report.model.violators() + report.model.exempt_only():
+    for d in _devices(report):
         row = [d.device, _listed(d.macs), _listed(d.ips), _listed(d.hostnames), _listed(d.segments),
                rfc3339(d.first), rfc3339(d.last), d.violations, d.exempt, *(d.protos.get(p, 0) for p in PROTOS),
                " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
-               d.events - d.evidence_omitted, d.evidence_omitted]
+               d.events - d.evidence_omitted, d.evidence_omitted,
+               " ".join(f"{c}={n}" for c, n in d.blind.most_common())]
         writer.writerow([_cell(v) for v in row])
+
+
+def _devices(report: Report) -> list[Device]:
+    m = report.model
+    return m.violators() + m.exempt_only() + m.blind_only()
 
 
 def _evidence(report: Report, e: Evidence) -> dict:
@@ -62,6 +69,8 @@ def _device(report: Report, d: Device) -> dict:
         "names": dict(d.names.most_common()), "other_names": d.other_names,
         "timeline": {"bucket_seconds": d.timeline.width, "buckets": [[rfc3339(t), c] for t, c in d.timeline.buckets()]},
         "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
+        "blind_spots": dict(d.blind.most_common()),
+        "blind_spot_evidence": [_evidence(report, e) for e in d.blind_evidence],
     }
 
 
@@ -87,7 +96,9 @@ def report_json(report: Report) -> dict:
                    "last": rfc3339(m.last) if m.last is not None else None},
         "totals": {"events": m.events, "violations": m.violations, "exempt": m.exempt,
                    "devices_in_violation": len(m.violators()), "protos": dict(m.protos),
-                   "categories": dict(m.categories), "untracked_events": m.untracked_events},
+                   "categories": dict(m.categories), "untracked_events": m.untracked_events,
+                   "blind_spots": m.blind_spots, "blind_spot_categories": dict(m.blind_categories),
+                   "devices_with_blind_spots": len(m.with_blind_spots())},
         "inputs": [{"path": f.path, "lines": f.lines, "events": f.events, "skipped": f.skipped,
                     "skipped_examples": f.examples, "error": f.error} for f in report.inputs],
         "captures": captures,
@@ -109,7 +120,7 @@ def report_json(report: Report) -> dict:
             {"segment": segment, "day": rfc3339(day * 86400)[:10], "violations": count}
             for (segment, day), count in sorted(m.segment_days.items(), key=lambda item: (item[0][1], item[0][0]))
         ],
-        "devices": [_device(report, d) for d in m.violators() + m.exempt_only()],
+        "devices": [_device(report, d) for d in _devices(report)],
     }
 
 

@@ -27,7 +27,7 @@ from detector.report.model import BoundedSet, Device
 
 CSS = """
 :root { --ink: #1b1f24; --muted: #5b6570; --line: #d7dde3; --bg: #ffffff; --band: #f3f5f7;
-        --bad: #b3261e; --good: #1e7d32; --accent: #0072b2; }
+        --bad: #b3261e; --good: #1e7d32; --accent: #0072b2; --warn: #8a5a00; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
        background: var(--bg); }
@@ -44,6 +44,7 @@ nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 150px; background: var(--band); }
 .card b { display: block; font-size: 22px; }
 .card.bad b { color: var(--bad); }
+.card.warn b { color: var(--warn); }
 .card.good b { color: var(--good); }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; font-size: 12.5px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -170,7 +171,7 @@ TEMPLATE = r"""<!doctype html>
 <h1>TikTok use on the network: audit report</h1>
 <p class="meta">Generated {{ utc(r.generated) }} by {{ r.tool }}. All times are UTC.
 {%- if r.pseudonymized %} Device addresses and hostnames are pseudonymized.{% endif %}</p>
-<nav><a href="#summary">Summary</a><a href="#inputs">Inputs</a><a href="#verification">Verification</a><a href="#segments">Segments</a><a href="#devices">Devices</a><a href="#evidence">Evidence</a></nav>
+<nav><a href="#summary">Summary</a><a href="#inputs">Inputs</a><a href="#verification">Verification</a><a href="#segments">Segments</a><a href="#devices">Devices</a><a href="#blind-spots">Blind spots</a><a href="#evidence">Evidence</a></nav>
 </header>
 <main>
 <section id="summary">
@@ -179,6 +180,7 @@ TEMPLATE = r"""<!doctype html>
 <div class="card{% if violators %} bad{% endif %}"><b>{{ num(violators|length) }}</b>device{{ 's' if violators|length != 1 }} in violation</div>
 <div class="card{% if m.violations %} bad{% endif %}"><b>{{ num(m.violations) }}</b>violation{{ 's' if m.violations != 1 }}</div>
 <div class="card"><b>{{ num(m.exempt) }}</b>exempt match{{ 'es' if m.exempt != 1 }}</div>
+<div class="card{% if blind %} warn{% endif %}"><b>{{ num(blind|length) }}</b>device{{ 's' if blind|length != 1 }} with blind spots</div>
 <div class="card"><b>{{ num(r.captures|length) }}</b>capture{{ 's' if r.captures|length != 1 }}</div>
 {%- if v %}
 <div class="card {{ 'good' if not v.unconfirmed_count else 'bad' }}"><b>{{ num(v.confirmed) }} / {{ num(v.total) }}</b>events confirmed by Wireshark</div>
@@ -316,6 +318,27 @@ re-read every evidence frame and states how many events they confirm.</p>
 {%- endif %}
 </section>
 
+<section id="blind-spots">
+<h2>Blind spots</h2>
+<p>What the sensor could not see. These devices resolved names over encrypted DNS (DNS over HTTPS, TLS or QUIC), sent traffic
+through a relay such as iCloud Private Relay, or called a VPN service, at least once: whatever they reached that way showed
+no name to a passive sensor. For them, "no violation" means "none seen". Each row counts the blind-spot events of a device by
+kind and lists the first of them as evidence.</p>
+{%- if blind %}
+<div class="scroll"><table class="sortable">
+<thead><tr><th>Device</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th class="num">Violations</th><th>Blind spots</th><th>Evidence (first)</th></tr></thead>
+<tbody>
+{%- for d in blind %}
+<tr><td class="mono">{{ d.device }}</td><td class="mono">{{ joined(d.ips) }}</td><td>{{ joined(d.hostnames) }}</td><td>{{ joined(d.segments) }}</td>
+<td class="num">{{ num(d.violations) }}</td><td>{% for c, n in d.blind.most_common() %}{{ c }} {{ num(n) }}{{ ', ' if not loop.last }}{% endfor %}</td>
+<td>{% for e in d.blind_evidence %}<span class="mono">{{ e.name }}</span> ({{ e.proto }}, {{ e.pcap }}{% if e.frame is not none %} frame {{ e.frame }}{% endif %}){{ '; ' if not loop.last }}{% endfor %}</td></tr>
+{%- endfor %}
+</tbody></table></div>
+{%- else %}
+<p>None seen: no event of the inputs shows encrypted DNS, a relay or a VPN service.</p>
+{%- endif %}
+</section>
+
 <section id="evidence">
 <h2>Evidence by device</h2>
 <p>Per device (named by its MAC address, else its IP address): its events over time (one chart per device, all on the same time axis) and its events, earliest first.
@@ -407,6 +430,7 @@ def render_html(report: Report, stream: TextIO) -> None:
         rows.setdefault(_day(day * charts.DAY), {})[segment] = count
     for chunk in _TEMPLATE.generate(
         r=report, m=model, v=report.verification, violators=violators, exempt_only=exempt_only, devices=devices,
+        blind=model.with_blind_spots(),
         ids={d.device: i for i, d in enumerate(devices, 1)}, timelines=timelines, seg_chart=seg_chart,
         seg_colors=seg_colors, seg_rows=sorted(rows.items()), protos=PROTOS, css=Markup(CSS), js=Markup(JS), csp=CSP, utc=_utc, clock=_clock, day=_day, num=_num, size=_size, joined=_joined, rfc3339=rfc3339,
     ):

@@ -33,7 +33,9 @@ MAX_CAPTURES = 100_000
 OTHER = "(other)"
 #: Buckets a device's time histogram may hold before its resolution halves.
 HISTOGRAM_BUCKETS = 4096
-DECISIONS = ("violation", "exempt")
+DECISIONS = ("violation", "exempt", "blind-spot")
+#: Blind-spot events listed per device (the earliest in the events' order).
+BLIND_EVIDENCE_PER_DEVICE = 8
 SECONDS_PER_DAY = 86400
 
 
@@ -83,7 +85,7 @@ def parse_event(record: object) -> Event | str:
             return f"missing or invalid {key!r}"
     decision = record["decision"]
     if decision not in DECISIONS:
-        return f"decision {decision[:32]!r} is not a violation or exemption"
+        return f"decision {decision[:32]!r} is not a violation, exemption or blind spot"
     proto = record["proto"]
     if proto not in _PROTOS:
         return f"unknown proto {proto[:32]!r}"
@@ -173,6 +175,8 @@ class Device:
     categories: Counter[str] = field(default_factory=Counter)
     names: Counter[str] = field(default_factory=Counter)
     other_names: int = 0
+    blind: Counter[str] = field(default_factory=Counter)  # blind-spot events by category
+    blind_evidence: list[Evidence] = field(default_factory=list)
     timeline: Histogram = field(default_factory=Histogram)
     # Max-heap of the earliest events by (time, input order), as negated keys.
     _heap: list[tuple[float, int, Evidence]] = field(default_factory=list)
@@ -209,9 +213,11 @@ class ReportModel:
         self.max_devices = max_devices
         self.devices: dict[str, Device] = {}
         self.untracked_events = 0  # events of devices beyond max_devices
-        self.events = 0
+        self.events = 0  # violations and exempt matches
         self.violations = 0
         self.exempt = 0
+        self.blind_spots = 0
+        self.blind_categories: Counter[str] = Counter()
         self.protos: Counter[str] = Counter()
         self.categories: Counter[str] = Counter()
         self.first: float | None = None
@@ -222,6 +228,9 @@ class ReportModel:
         self._seq = 0
 
     def add(self, event: Event) -> None:
+        if event.decision == "blind-spot":
+            self._add_blind_spot(event)
+            return
         self.events += 1
         ts = event.ts
         self.first = ts if self.first is None or ts < self.first else self.first
@@ -236,13 +245,46 @@ class ReportModel:
         else:
             self.exempt += 1
         self._add_capture(event)
+        device = self._device(event)
+        if device is not None:
+            self._add_to_device(device, event, segment)
+
+    def _add_blind_spot(self, event: Event) -> None:
+        """A place the sensor was blind: counted per device and category, its first events
+        kept as evidence; not a TikTok event (no timeline, totals or segment days)."""
+        self.blind_spots += 1
+        self.blind_categories[event.category] += 1
+        device = self._device(event)
+        if device is None:
+            return
+        in_bounds = event.segment in self.segments or len(self.segments) < MAX_SEGMENTS
+        self._note_device(device, event, event.segment if in_bounds else OTHER)
+        device.blind[event.category] += 1
+        if len(device.blind_evidence) < BLIND_EVIDENCE_PER_DEVICE:
+            device.blind_evidence.append(Evidence(event.ts, event.proto, event.name, event.category, event.decision,
+                                                  event.pcap, event.frame))
+
+    def _device(self, event: Event) -> Device | None:
+        """The event's device, made at its first event; None beyond ``max_devices``."""
         device = self.devices.get(event.device)
         if device is None:
             if len(self.devices) >= self.max_devices:
                 self.untracked_events += 1
-                return
-            device = self.devices[event.device] = Device(event.device, ts, ts)
-        self._add_to_device(device, event, segment)
+                return None
+            device = self.devices[event.device] = Device(event.device, event.ts, event.ts)
+        return device
+
+    def _note_device(self, device: Device, event: Event, segment: str) -> None:
+        """Times, addresses, hostnames and segments: what every event tells of its device."""
+        ts = event.ts
+        if ts < device.first:
+            device.first = ts
+        if ts > device.last:
+            device.last = ts
+        for bounded, value in ((device.macs, event.client_mac), (device.ips, event.client_ip),
+                               (device.hostnames, event.hostname), (device.segments, segment)):
+            if value is not None and value not in bounded.values:
+                bounded.add(value)
 
     def _add_capture(self, event: Event) -> None:
         name = event.pcap if event.pcap in self.captures or len(self.captures) < MAX_CAPTURES else OTHER
@@ -255,14 +297,7 @@ class ReportModel:
 
     def _add_to_device(self, device: Device, event: Event, segment: str) -> None:
         ts = event.ts
-        if ts < device.first:
-            device.first = ts
-        if ts > device.last:
-            device.last = ts
-        for bounded, value in ((device.macs, event.client_mac), (device.ips, event.client_ip),
-                               (device.hostnames, event.hostname), (device.segments, segment)):
-            if value is not None and value not in bounded.values:
-                bounded.add(value)
+        self._note_device(device, event, segment)
         if event.decision == "violation":
             device.violations += 1
         else:
@@ -296,4 +331,14 @@ class ReportModel:
 
     def exempt_only(self) -> list[Device]:
         """Devices whose every match was covered by an exemption."""
-        return sorted((d for d in self.devices.values() if not d.violations), key=lambda d: (-d.exempt, d.device))
+        return sorted((d for d in self.devices.values() if not d.violations and d.exempt),
+                      key=lambda d: (-d.exempt, d.device))
+
+    def blind_only(self) -> list[Device]:
+        """Devices with blind spots and no TikTok match: clean only as far as the sensor saw."""
+        return sorted((d for d in self.devices.values() if d.blind and not d.events),
+                      key=lambda d: (-sum(d.blind.values()), d.device))
+
+    def with_blind_spots(self) -> list[Device]:
+        """Every device with a blind spot, the most first."""
+        return sorted((d for d in self.devices.values() if d.blind), key=lambda d: (-sum(d.blind.values()), d.device))

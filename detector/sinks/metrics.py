@@ -46,6 +46,9 @@ PREFIX = "tiktok_detector_"
 DECISIONS = {
     "violation": ("violations", "Matches that are a violation on the client's segment, by segment."),
     "exempt": ("exempt_matches", "Violations by exempt devices (written, never alerted), by segment."),
+    "blind-spot": ("blind_spots", "Observations of where the sensor is blind (encrypted DNS, relays, "
+                   "VPN services) that are no violation on the client's segment (written, never "
+                   "alerted), by segment."),
     "allowed": ("allowed_matches", "Matches of a category that is no violation on the client's "
                 "segment (counted, not written), by segment."),
 }

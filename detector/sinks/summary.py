@@ -25,7 +25,8 @@ class _Device:
     last: float
     violations: int = 0
     exempt: int = 0
-    names: Counter[str] = field(default_factory=Counter)
+    names: Counter[str] = field(default_factory=Counter)  # TikTok names
+    blind: Counter[str] = field(default_factory=Counter)  # blind-spot categories
 
 
 class Summary:
@@ -43,6 +44,9 @@ class Summary:
             device = self.devices[verdict.device] = _Device(verdict.hostname, verdict.segment, ts, ts)
         device.first, device.last = min(device.first, ts), max(device.last, ts)
         device.hostname = verdict.hostname or device.hostname
+        if verdict.decision == "blind-spot":
+            device.blind[verdict.signature.category] += 1
+            return
         if verdict.decision == "violation":
             device.violations += 1
         else:
@@ -56,21 +60,28 @@ class Summary:
         stats = Counter(stats)
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
+        tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt)
+        blind = sum(1 for dev in self.devices.values() if dev.blind)
         out.write(
             f"\n{len(files)} source(s), {packets} packets, {observations} names seen, "
             f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
-            f"{len(self.devices)} device(s) with TikTok traffic"
+            f"{tiktok} device(s) with TikTok traffic"
+            + (f", {stats['verdicts.blind-spot']} blind spot(s) on {blind} device(s)"
+               if stats["verdicts.blind-spot"] else "")
             + (f", {errors} file error(s)" if errors else "")
             + "\n"
         )
         if self.devices:
-            rows = sorted(self.devices.items(), key=lambda kv: (-kv[1].violations, -kv[1].exempt, kv[0]))
-            header = ("device", "hostname", "segment", "violations", "exempt", "first seen", "last seen", "top names")
+            rows = sorted(self.devices.items(),
+                          key=lambda kv: (-kv[1].violations, -kv[1].exempt, -sum(kv[1].blind.values()), kv[0]))
+            header = ("device", "hostname", "segment", "violations", "exempt", "blind spots", "first seen",
+                      "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
-                              rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top))
+                              _blind(dev.blind), rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z",
+                              top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
             for row in table:
                 out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
@@ -90,3 +101,9 @@ class Summary:
         for key, meaning in counters.losses():
             if stats[key]:
                 out.write(f"LOST STATE: {int(stats[key])} {meaning} ({key})\n")
+
+
+def _blind(categories: Counter[str]) -> str:
+    """``3 (encrypted-dns, relay)``, or ``0``."""
+    total = sum(categories.values())
+    return f"{total} ({', '.join(sorted(categories))})" if total else "0"
