@@ -41,7 +41,7 @@ from detector.counters import (
     SIGNATURE_RELOAD_FAILURES,
 )
 from detector.match import SignatureError, SignatureSet, load_signatures
-from detector.pipeline import Extractor, Settings, preload
+from detector.pipeline import Extractor, Settings, preload, signature_of
 from detector.skim import CORRUPT, DROP_KEYS, FRAME, KEPT
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
@@ -144,7 +144,7 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
     current = [signatures]
 
     def on_observation(obs) -> None:
-        signature = current[0].match(obs.name)
+        signature = signature_of(current[0], obs)
         if signature is not None:
             out.append((obs.ts, (obs, signature)))
 

@@ -34,14 +34,14 @@ from detector.counters import (
 )
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
-from detector.extract import clienthello, http
+from detector.extract import clienthello, http, tunnels
 from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
 from detector.extract.dns import parse_dns, split_tcp_messages
 from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
-from detector.records import Observation, Signature, Verdict
+from detector.records import TUNNEL_PROTOS, Observation, Signature, Verdict
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
 
@@ -159,7 +159,11 @@ class Extractor:
                 if binding is not None:
                     self.on_binding(binding)
             else:
-                stats[SKIM_UDP] += 1
+                tunnel = tunnels.recognise_udp(packet.payload, sport, dport)
+                if tunnel is None:
+                    stats[SKIM_UDP] += 1
+                else:
+                    self._emit_tunnel(ts, packet, tunnel)
         elif l4 == IPPROTO_TCP:
             self._tcp(ts, packet)
         elif l4 == ARP:
@@ -287,6 +291,12 @@ class Extractor:
             if used:
                 flights.consume(key, used)
             return
+        if packet.dport == tunnels.OPENVPN_PORT:
+            tunnel = tunnels.recognise_tcp(stream, packet.dport)
+            if tunnel is not None:
+                flights.finish(key)
+                self._emit_tunnel(ts, packet, tunnel)
+                return
         if stream[0] == TLS_HANDSHAKE:
             if self._hint == HINT_UNWANTED_HELLO and stream == payload:
                 # The skim read this whole ClientHello, well formed, and its server name
@@ -331,12 +341,19 @@ class Extractor:
         for name in names:
             self._emit(ts, packet, proto, name, client_is_source)
 
+    def _emit_tunnel(self, ts: float, packet: Packet, proto: str) -> None:
+        """A VPN or tunnel handshake: always wanted (a blind spot by what it is); its name
+        is the server's address and port, which is what an auditor can look up."""
+        server = ip_text(packet.dst_ip)
+        endpoint = f"[{server}]:{packet.dport}" if ":" in server else f"{server}:{packet.dport}"
+        self._emit(ts, packet, proto, endpoint, True, wanted=True)
+
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
-        ech: bool | None = None, alpn: tuple[str, ...] = (),
+        ech: bool | None = None, alpn: tuple[str, ...] = (), wanted: bool = False,
     ) -> None:
         self.stats[observation_key(proto)] += 1
-        if self.wanted is not None and not self.wanted(name):
+        if not wanted and self.wanted is not None and not self.wanted(name):
             return
         if client_is_source:
             client_ip, client_mac, server_ip, server_port = packet.src_ip, packet.src_mac, packet.dst_ip, packet.dport
@@ -375,6 +392,16 @@ def _starts_message(payload: bytes) -> bool:
     return first in HTTP_REQUEST_FIRST_BYTES and payload.startswith(HTTP_REQUEST_STARTS)
 
 
+#: What a recognised tunnel handshake matches, whatever its name: a VPN, a blind spot.
+TUNNEL_SIGNATURES = {proto: Signature(proto, "handshake", "vpn", "detector.extract.tunnels")
+                     for proto in TUNNEL_PROTOS}
+
+
+def signature_of(signatures: SignatureSet, obs: Observation) -> Signature | None:
+    """The entry an observation matches: its handshake's for a tunnel, else its name's."""
+    return TUNNEL_SIGNATURES.get(obs.proto) or signatures.match(obs.name)
+
+
 class Detector:
     """Match -> policy -> sinks for each observation; bindings go to the device table."""
 
@@ -393,7 +420,7 @@ class Detector:
         self.stats = stats
 
     def observe(self, obs: Observation) -> None:
-        signature = self.signatures.match(obs.name)
+        signature = signature_of(self.signatures, obs)
         if signature is not None:
             self.judge(obs, signature)
 

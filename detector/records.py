@@ -11,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+#: The protocols whose observations carry a name a device asked for.
+NAME_PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
+#: VPN and tunnel handshakes (detector/extract/tunnels.py): their observation's name is the
+#: server's address and port, and they are blind spots by what they are, not by a name.
+TUNNEL_PROTOS = ("wireguard", "ike", "openvpn")
 #: The protocols an observation can come from; part of the event schema.
-PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
+PROTOS = NAME_PROTOS + TUNNEL_PROTOS
 #: What a TikTok entry (signatures/tiktok.toml) says a name is.
 TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 #: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor

@@ -51,6 +51,7 @@ COVERED = {
     "signatures": ["detector/match.py"],
     "skim": ["detector/skim_c/triage.c", "detector/skim_c/names.c", "detector/skim_c/walk.c"],
     "tcpflight": ["detector/extract/tcpflight.py"],
+    "tunnels": ["detector/extract/tunnels.py"],
 }
 #: Input size bound per target (libFuzzer's -max_len): captures need room, names do not.
 MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048}

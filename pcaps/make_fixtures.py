@@ -1313,6 +1313,37 @@ def build_tls_http() -> list[Capture]:
     tls_connect(blind, GUEST, INNOCENT, "en.wikipedia.org", client_hello("en.wikipedia.org", "blind-none", pq=False))
     caps.append(blind)
 
+    tunnel = Capture(
+        "tunnels.pcap",
+        "VPN handshakes, each a blind spot: a WireGuard handshake initiation on port 51820, an IKEv2 "
+        "IKE_SA_INIT to 500, an OpenVPN hard reset over UDP and over TCP to 1194; and what must not pass "
+        "for them: a WireGuard response, ESP on 4500, another OpenVPN opcode",
+    )
+    rng = tunnel.rng
+    wg_init = b"\x01\x00\x00\x00" + bytes(rng.randrange(256) for _ in range(144))
+    frame = tunnel.send(tunnel.l3(STAFF.ip, "198.19.7.1") / UDP(sport=41641, dport=51820) / Raw(wg_init), STAFF, UP)
+    tunnel.expect(frame, "wireguard", ["198.19.7.1:51820"], STAFF.ip)
+    wg_response = b"\x02\x00\x00\x00" + bytes(88)
+    tunnel.send(tunnel.l3("198.19.7.1", STAFF.ip) / UDP(sport=51820, dport=41641) / Raw(wg_response), STAFF, DOWN)
+    ike = bytes(rng.randrange(256) for _ in range(8)) + bytes(8) + bytes([33, 0x20, 34, 0x08]) + bytes(4)
+    body = bytes(40)
+    ike += (28 + len(body)).to_bytes(4, "big") + body
+    frame = tunnel.send(tunnel.l3(STAFF2.ip, "198.19.7.2") / UDP(sport=500, dport=500) / Raw(ike), STAFF2, UP)
+    tunnel.expect(frame, "ike", ["198.19.7.2:500"], STAFF2.ip)
+    esp = (0x1234ABCD).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(60)
+    tunnel.send(tunnel.l3(STAFF2.ip, "198.19.7.2") / UDP(sport=4500, dport=4500) / Raw(esp), STAFF2, UP)
+    reset = bytes([7 << 3]) + bytes(rng.randrange(256) for _ in range(8)) + bytes([0, 0, 0, 0, 0])
+    frame = tunnel.send(tunnel.l3(GUEST.ip, "198.19.7.3") / UDP(sport=50111, dport=1194) / Raw(reset), GUEST, UP)
+    tunnel.expect(frame, "openvpn", ["198.19.7.3:1194"], GUEST.ip)
+    data = bytes([9 << 3]) + bytes(40)
+    tunnel.send(tunnel.l3(GUEST.ip, "198.19.7.3") / UDP(sport=50111, dport=1194) / Raw(data), GUEST, UP)
+    flow = TcpFlow(tunnel, STAFF, "198.19.7.4", 1194)
+    flow.handshake()
+    framed = len(reset).to_bytes(2, "big") + reset
+    flow.expect(UP, len(framed), "openvpn", "198.19.7.4:1194")
+    flow.data(UP, framed)
+    caps.append(tunnel)
+
     port = Capture(
         "tls-nonstandard-port.pcap",
         "ClientHello to TCP port 8443 (SNI is extracted on any port)",

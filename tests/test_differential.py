@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.records import NAME_PROTOS
 from detector.pipeline import Extractor, Settings
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
@@ -127,7 +128,7 @@ def ours(path: Path) -> tuple[set[Name], Counter]:
     stats: Counter = Counter()
     extractor = Extractor(
         Settings(quic_ports=QUIC_PORTS),
-        lambda obs: found.add((obs.frame, obs.proto, obs.name)),
+        lambda obs: found.add((obs.frame, obs.proto, obs.name)) if obs.proto in NAME_PROTOS else None,
         lambda binding: None,
         stats,
     )

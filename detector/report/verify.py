@@ -48,11 +48,13 @@ TSHARK_PREFS = {
     "http.desegment_body": "FALSE",
 }
 #: Only these protocols' trees are printed by tshark (``-J``): far less JSON to parse.
-TSHARK_PROTOCOLS = "frame dns tls quic http"
+TSHARK_PROTOCOLS = "frame ip ipv6 udp tcp dns tls quic http wg isakmp openvpn"
+#: The layers whose trees ``wireshark_names`` reads.
+TREE_LAYERS = ("ip", "ipv6", "udp", "tcp", "dns", "tls", "quic", "http", "wg", "isakmp", "openvpn")
 #: A display filter longer than this is not passed on the command line (Linux caps one
 #: argument at 128 KiB); the protocol filter below is used and frames picked in Python.
 MAX_FILTER_CHARS = 32 * 1024
-PROTOCOL_FILTER = "dns || tls.handshake.type == 1 || http.request"
+PROTOCOL_FILTER = "dns || tls.handshake.type == 1 || http.request || wg.type == 1 || isakmp || openvpn"
 #: Unconfirmed events the report lists; the rest are counted.
 MAX_UNCONFIRMED_LISTED = 1000
 #: Rows inserted per SQLite transaction.
@@ -125,7 +127,45 @@ def wireshark_names(trees: dict[str, list[dict]]) -> set[NameKey]:
             found |= {(proto, _name(n)) for n in _values(tree, "tls.handshake.extensions_server_name")}
     for http in trees.get("http", ()):
         found |= {("http-host", _host_without_port(h)) for h in _values(http, "http.host")}
-    return found
+    return found | _handshakes(trees)
+
+
+def _first(node: object, key: str) -> str:
+    return next(_values(node, key), "")
+
+
+def _number(text: str) -> int | None:
+    """A field tshark prints in decimal or ``0x`` hex; None when it is neither."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
+    """A client's first VPN packet as Wireshark dissects it (what extract/tunnels.py names),
+    keyed by the server's ``address:port`` as the event's name is: a WireGuard handshake
+    initiation, an ISAKMP initiator's first message, an OpenVPN hard reset with key id 0."""
+    kinds = set()
+    if any(_first(tree, "wg.type") == "1" for tree in trees.get("wg", ())):
+        kinds.add("wireguard")
+    for tree in trees.get("isakmp", ()):
+        if (_first(tree, "isakmp.rspi").replace(":", "").strip("0") == ""
+                and _first(tree, "isakmp.exchangetype") in ("2", "4", "34")):
+            kinds.add("ike")
+    for tree in trees.get("openvpn", ()):
+        if _number(_first(tree, "openvpn.opcode")) in (7, 10) and _number(_first(tree, "openvpn.keyid")) == 0:
+            kinds.add("openvpn")
+    if not kinds:
+        return set()
+    ips = trees.get("ip", ()) or trees.get("ipv6", ())
+    transport = trees.get("udp", ()) or trees.get("tcp", ())
+    if not ips or not transport:
+        return set()
+    address = _first(ips[-1], "ip.dst") or _first(ips[-1], "ipv6.dst")
+    port = _first(transport[-1], "udp.dstport") or _first(transport[-1], "tcp.dstport")
+    endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return {(kind, endpoint) for kind in kinds}
 
 
 def frame_filter(frames: Iterable[int], separator: str = ", ", max_chars: int = MAX_FILTER_CHARS) -> str | None:
@@ -343,7 +383,7 @@ def check_captures(jobs: list[tuple[str, Path]], store: EvidenceStore, dns_ports
             frame = int(packet.number)
             expected = store.expected(name, frame)
             if expected:
-                seen = wireshark_names({p: _trees(packet, p) for p in ("dns", "tls", "quic", "http")})
+                seen = wireshark_names({p: _trees(packet, p) for p in TREE_LAYERS})
                 store.confirm(name, frame, expected & seen)
                 checked += 1
                 if on_frame is not None:

@@ -138,6 +138,16 @@ static int may_carry_tcp(unsigned proto) {
     }
 }
 
+/* Every datagram extract/tunnels.py may recognise as a client's first VPN packet (a few
+ * more: Python counts those as it counts other UDP): a WireGuard handshake initiation on
+ * any port, IKE to 500, IKE behind the non-ESP marker to 4500, an OpenVPN hard reset to 1194. */
+static int may_be_tunnel(const uint8_t *p, size_t n, unsigned dport) {
+    if (n == 148 && p[0] == 1 && !p[1] && !p[2] && !p[3]) return 1;
+    if (dport == 500) return 1;
+    if (dport == 4500) return n >= 4 && !p[0] && !p[1] && !p[2] && !p[3];
+    return dport == 1194 && n >= 10 && (p[0] == 7 << 3 || p[0] == 10 << 3);
+}
+
 /* decode.py _gtp_u_payload: the offset of a G-PDU's user packet in f[pos:end], or 0. */
 static size_t gtp_u_payload(const uint8_t *f, size_t pos, size_t end) {
     if (pos + 8 > end || f[pos] >> 5 != 1 || f[pos + 1] != 0xFF) return 0;
@@ -208,6 +218,7 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
             return SKIM_DROPPED;
         }
         if ((sport == 67 || sport == 68) && (dport == 67 || dport == 68)) return SKIM_KEEP;
+        if (may_be_tunnel(f + l4 + 8, end - l4 - 8, dport)) return SKIM_KEEP;
         s->drops[DROP_UDP]++;
         return SKIM_DROPPED;
     }
