@@ -41,7 +41,7 @@ from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
-from detector.records import TUNNEL_PROTOS, Observation, Signature, Verdict
+from detector.records import ENCRYPTED_DNS_PROTOS, TUNNEL_PROTOS, Observation, Signature, Verdict
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
 
@@ -163,7 +163,7 @@ class Extractor:
                 if tunnel is None:
                     stats[SKIM_UDP] += 1
                 else:
-                    self._emit_tunnel(ts, packet, tunnel)
+                    self._emit_handshake(ts, packet, tunnel)
         elif l4 == IPPROTO_TCP:
             self._tcp(ts, packet)
         elif l4 == ARP:
@@ -295,7 +295,7 @@ class Extractor:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
                 flights.finish(key)
-                self._emit_tunnel(ts, packet, tunnel)
+                self._emit_handshake(ts, packet, tunnel)
                 return
         if stream[0] == TLS_HANDSHAKE:
             if self._hint == HINT_UNWANTED_HELLO and stream == payload:
@@ -310,10 +310,15 @@ class Extractor:
             flights.finish(key)
             if status == clienthello.NOT_TLS or hello is None:
                 self.stats[PARSE_ERROR_TLS] += 1
-            elif hello.sni:
+                return
+            if hello.sni:
                 self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
                 self.stats[TLS_NO_SNI] += 1
+            if packet.dport == tunnels.DOT_PORT and not (hello.sni and self.wanted is not None and self.wanted(hello.sni)):
+                # DNS over TLS to a resolver no signature names (by its SNI): a blind spot by its
+                # port. (`names`, which wants every name, lists it beside the SNI.)
+                self._emit_handshake(ts, packet, tunnels.DOT)
             return
         status, host = http.parse_http_host(stream)
         if status == http.NEED_MORE:
@@ -341,9 +346,9 @@ class Extractor:
         for name in names:
             self._emit(ts, packet, proto, name, client_is_source)
 
-    def _emit_tunnel(self, ts: float, packet: Packet, proto: str) -> None:
-        """A VPN or tunnel handshake: always wanted (a blind spot by what it is); its name
-        is the server's address and port, which is what an auditor can look up."""
+    def _emit_handshake(self, ts: float, packet: Packet, proto: str) -> None:
+        """A VPN handshake or encrypted DNS on its port: always wanted (a blind spot by
+        what it is); its name is the server's address and port, which an auditor can look up."""
         server = ip_text(packet.dst_ip)
         endpoint = f"[{server}]:{packet.dport}" if ":" in server else f"{server}:{packet.dport}"
         self._emit(ts, packet, proto, endpoint, True, wanted=True)
@@ -392,14 +397,18 @@ def _starts_message(payload: bytes) -> bool:
     return first in HTTP_REQUEST_FIRST_BYTES and payload.startswith(HTTP_REQUEST_STARTS)
 
 
-#: What a recognised tunnel handshake matches, whatever its name: a VPN, a blind spot.
-TUNNEL_SIGNATURES = {proto: Signature(proto, "handshake", "vpn", "detector.extract.tunnels")
-                     for proto in TUNNEL_PROTOS}
+#: What a recognised handshake matches, whatever its name (the server's address): a VPN,
+#: or encrypted DNS on its own port; a blind spot either way.
+HANDSHAKE_SIGNATURES = {
+    **{proto: Signature(proto, "handshake", "vpn", "detector.extract.tunnels") for proto in TUNNEL_PROTOS},
+    **{proto: Signature(proto, "port", "encrypted-dns", "RFC 7858, RFC 9250: port 853")
+       for proto in ENCRYPTED_DNS_PROTOS},
+}
 
 
 def signature_of(signatures: SignatureSet, obs: Observation) -> Signature | None:
-    """The entry an observation matches: its handshake's for a tunnel, else its name's."""
-    return TUNNEL_SIGNATURES.get(obs.proto) or signatures.match(obs.name)
+    """The entry an observation matches: its handshake's, else its name's."""
+    return HANDSHAKE_SIGNATURES.get(obs.proto) or signatures.match(obs.name)
 
 
 class Detector:

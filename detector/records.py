@@ -13,11 +13,16 @@ from datetime import datetime, timezone
 
 #: The protocols whose observations carry a name a device asked for.
 NAME_PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
-#: VPN and tunnel handshakes (detector/extract/tunnels.py): their observation's name is the
-#: server's address and port, and they are blind spots by what they are, not by a name.
+#: VPN handshakes (detector/extract/tunnels.py): their observation's name is the server's
+#: address and port, and they are blind spots by what they are, not by a name.
 TUNNEL_PROTOS = ("wireguard", "ike", "openvpn")
+#: Encrypted DNS recognised by its port (RFC 7858 DoT, RFC 9250 DoQ: 853) when no name
+#: told the resolver: the same kind of observation, an encrypted-dns blind spot.
+ENCRYPTED_DNS_PROTOS = ("dot", "doq")
+#: Observations whose name is a server's address and port, matched by their protocol.
+HANDSHAKE_PROTOS = TUNNEL_PROTOS + ENCRYPTED_DNS_PROTOS
 #: The protocols an observation can come from; part of the event schema.
-PROTOS = NAME_PROTOS + TUNNEL_PROTOS
+PROTOS = NAME_PROTOS + HANDSHAKE_PROTOS
 #: What a TikTok entry (signatures/tiktok.toml) says a name is.
 TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 #: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor

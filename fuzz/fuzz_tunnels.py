@@ -3,7 +3,7 @@
 Run alone: ``.venv/bin/python fuzz/fuzz_tunnels.py fuzz/corpus/tunnels -dict=fuzz/dicts/tunnels.dict``
 (seed it first with ``.venv/bin/python fuzz/run.py --seeds-only tunnels``).
 
-Input: two bytes choosing the destination port (500, 4500, 1194, 51820 or the bytes
+Input: two bytes choosing the destination port (500, 4500, 1194, 853 or the bytes
 themselves), then a UDP payload, also read as the start of a TCP stream. What counts as a
 finding: any exception; a result that is not None or one of the protocols; and a datagram
 Python recognises that the C skim drops (the skim keeps every frame the recognisers may
@@ -20,10 +20,10 @@ import atheris
 
 with atheris.instrument_imports():
     from detector.extract.tunnels import recognise_tcp, recognise_udp
-    from detector.records import TUNNEL_PROTOS
+    from detector.records import HANDSHAKE_PROTOS
     from detector.skim import KEPT, new_skimmer
 
-PORTS = (500, 4500, 1194, 51820)
+PORTS = (500, 4500, 1194, 853)
 _SRC, _DST = bytes([198, 18, 10, 21]), bytes([198, 19, 7, 1])
 _SKIMMER = new_skimmer(frozenset({53}), frozenset({443}), 16)
 
@@ -40,7 +40,7 @@ def TestOneInput(data: bytes) -> None:
     dport = PORTS[data[0] % 4] if data[1] & 0x80 else data[0] << 8 | data[1]
     payload = data[2:2048]
     found = recognise_udp(payload, 40000, dport)
-    assert found is None or found in TUNNEL_PROTOS, found
+    assert found is None or found in HANDSHAKE_PROTOS, found
     assert recognise_tcp(payload, dport) in (None, "openvpn")
     frame = _frame(payload, dport)
     record = struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame

@@ -1308,9 +1308,24 @@ def build_tls_http() -> list[Capture]:
     )
     dns_udp(blind, STAFF, "mask.icloud.com", a_chain("mask.icloud.com", addrs=["198.19.9.1"]))
     tls_connect(blind, STAFF2, "198.19.8.8", "dns.google", client_hello("dns.google", "blind-doh", pq=False))
-    tls_connect(blind, GUEST, "198.19.9.9", "dns.quad9.net", client_hello("dns.quad9.net", "blind-dot", pq=False),
-                port=853)
+    # DNS over TLS, to a resolver a signature names and to ones none does (blind spots by the
+    # port, 853; `names` lists DoT beside any SNI), and DNS over QUIC.
+    for host, sni, server, seed in ((GUEST, "dns.quad9.net", "198.19.9.9", "blind-dot"),
+                                    (STAFF, "resolver.corp.example", "198.19.9.54", "blind-dot-54"),
+                                    (STAFF, None, "198.19.9.55", "blind-dot-55")):
+        flow = TcpFlow(blind, host, server, 853)
+        flow.handshake()
+        hello = client_hello(sni, seed, pq=False)
+        if sni:
+            flow.expect(UP, len(hello), "tls-sni", sni)
+        flow.expect(UP, len(hello), "dot", f"{server}:853")
+        flow.data(UP, hello)
+        flow.ack(DOWN)
     tls_connect(blind, GUEST, INNOCENT, "en.wikipedia.org", client_hello("en.wikipedia.org", "blind-none", pq=False))
+    initial = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + blind.rng.randbytes(8) + b"\x00\x00" + b"\x44\xb0"
+    initial += blind.rng.randbytes(1200 - len(initial))
+    frame = blind.send(blind.l3(STAFF2.ip, "198.19.9.56") / UDP(sport=51515, dport=853) / Raw(initial), STAFF2, UP)
+    blind.expect(frame, "doq", ["198.19.9.56:853"], STAFF2.ip)
     caps.append(blind)
 
     tunnel = Capture(

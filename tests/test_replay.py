@@ -255,9 +255,10 @@ def test_live_workers_load_the_extractors_libraries_before_dropping_privileges()
 
 def test_blind_spots_are_written_per_device_and_never_alerted(tmp_path):
     """pcaps/blind-spots.pcap: iCloud Private Relay's DNS check, DoH to dns.google, DoT to
-    dns.quad9.net and an innocent connection. Each device's blind spot is an event of its own
-    category, the summary and the report count them per device, nothing is alerted, and the
-    innocent name is written nowhere."""
+    dns.quad9.net (named) and to two resolvers no signature names (one without SNI), DoQ,
+    and an innocent connection. Each device's blind spot is an event of its own category, the
+    summary and the report count them per device, nothing is alerted, and the innocent name
+    and the unnamed resolver's SNI are written nowhere."""
     events_path, alerts_path, report = tmp_path / "e.jsonl", tmp_path / "a.jsonl", tmp_path / "r.json"
     result = detector("replay", "--events", str(events_path), "--alerts", str(alerts_path),
                       str(ROOT / "pcaps" / "blind-spots.pcap"))
@@ -268,12 +269,16 @@ def test_blind_spots_are_written_per_device_and_never_alerted(tmp_path):
         ("dns-answer", "mask.icloud.com", "relay", "blind-spot", 53),
         ("tls-sni", "dns.google", "encrypted-dns", "blind-spot", 443),
         ("tls-sni", "dns.quad9.net", "encrypted-dns", "blind-spot", 853),
+        ("dot", "198.19.9.54:853", "encrypted-dns", "blind-spot", 853),
+        ("dot", "198.19.9.55:853", "encrypted-dns", "blind-spot", 853),
+        ("doq", "198.19.9.56:853", "encrypted-dns", "blind-spot", 853),
     ]
     assert alerts_path.read_text() == ""
-    assert "0 device(s) with TikTok traffic, 4 blind spot(s) on 3 device(s)" in result.stderr
-    assert "2 (relay)" in result.stderr and "en.wikipedia.org" not in events_path.read_text() + result.stderr
+    assert "0 device(s) with TikTok traffic, 7 blind spot(s) on 3 device(s)" in result.stderr
+    written = events_path.read_text() + result.stderr
+    assert "4 (encrypted-dns, relay)" in result.stderr and "en.wikipedia.org" not in written and "resolver.corp" not in written
     made = detector("report", str(events_path), "--json", str(report))
     assert made.returncode == 0, made.stderr
     totals = json.loads(report.read_text())["totals"]
-    assert (totals["violations"], totals["blind_spots"], totals["devices_with_blind_spots"]) == (0, 4, 3)
-    assert totals["blind_spot_categories"] == {"relay": 2, "encrypted-dns": 2}
+    assert (totals["violations"], totals["blind_spots"], totals["devices_with_blind_spots"]) == (0, 7, 3)
+    assert totals["blind_spot_categories"] == {"relay": 2, "encrypted-dns": 5}

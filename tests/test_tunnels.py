@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.extract.tunnels import IKE, OPENVPN, WIREGUARD, recognise_tcp, recognise_udp
+from detector.extract.tunnels import DOQ, IKE, OPENVPN, WIREGUARD, recognise_tcp, recognise_udp
 from detector.pipeline import Extractor, Settings
 from detector.records import TUNNEL_PROTOS
 from detector.replay import read_captures
@@ -58,6 +58,10 @@ RESET = bytes([7 << 3]) + bytes(range(8)) + bytes(5)
     (bytes([7 << 3 | 1]) + RESET[1:], 50111, 1194, None),  # key id 1: not a first packet
     (RESET, 50111, 443, None),  # OpenVPN elsewhere cannot be told statelessly
     (RESET[:9], 50111, 1194, None),
+    (b"\xc3" + bytes(1199), 51515, 853, DOQ),  # a padded QUIC client Initial
+    (b"\xc3" + bytes(1000), 51515, 853, None),  # too short for a client's Initial
+    (b"\x43" + bytes(1199), 51515, 853, None),  # a short header
+    (b"\xc3" + bytes(1199), 51515, 443, None),  # QUIC elsewhere is QUIC
 ])
 def test_udp_first_packets(payload, sport, dport, expected):
     assert recognise_udp(payload, sport, dport) == expected

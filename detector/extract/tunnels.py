@@ -15,17 +15,25 @@ or the start of one TCP stream, strict enough that ordinary traffic does not pas
   1194, over UDP, or over TCP behind the two-byte packet length. OpenVPN on other ports
   (443 to pass firewalls) has no stateless signature this test could trust; nDPI follows
   the server's answer for it.
+- DNS over QUIC (RFC 9250): a QUIC client Initial (long header, padded to at least 1200
+  bytes as RFC 9000 section 14.1 requires of a client) to UDP 853, unless 853 is one of the
+  QUIC ports, where the Initial is decrypted and its server name read. (DNS over TLS, a
+  ClientHello to TCP 853, is told by the pipeline from the hello it parses.)
 
-Each returns the protocol's name (``WIREGUARD``, ``IKE``, ``OPENVPN``) or None. The skim
-(``skim_c/triage.c``) keeps exactly the UDP datagrams that may pass them.
+Each returns the protocol's name (``WIREGUARD``, ``IKE``, ``OPENVPN``, ``DOQ``) or None.
+The skim (``skim_c/triage.c``) keeps exactly the UDP datagrams that may pass them.
 """
 
 from __future__ import annotations
 
-from detector.records import TUNNEL_PROTOS
+from detector.records import ENCRYPTED_DNS_PROTOS, TUNNEL_PROTOS
 
 #: The protocols these recognisers name; each is an observation's ``proto``.
 WIREGUARD, IKE, OPENVPN = TUNNEL_PROTOS
+DOT, DOQ = ENCRYPTED_DNS_PROTOS
+DOT_PORT = DOQ_PORT = 853
+#: RFC 9000 14.1: a client pads every datagram holding an Initial to 1200 bytes.
+QUIC_CLIENT_INITIAL_MIN = 1200
 
 WIREGUARD_INITIATION_LEN = 148
 IKE_PORT = 500
@@ -52,6 +60,8 @@ def recognise_udp(payload: bytes, sport: int, dport: int) -> str | None:
         return IKE
     if dport == OPENVPN_PORT and len(payload) >= _OPENVPN_MIN and payload[0] in _OPENVPN_HARD_RESETS:
         return OPENVPN
+    if dport == DOQ_PORT and len(payload) >= QUIC_CLIENT_INITIAL_MIN and payload[0] & 0xC0 == 0xC0:
+        return DOQ
     return None
 
 

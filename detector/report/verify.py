@@ -54,7 +54,7 @@ TREE_LAYERS = ("ip", "ipv6", "udp", "tcp", "dns", "tls", "quic", "http", "wg", "
 #: A display filter longer than this is not passed on the command line (Linux caps one
 #: argument at 128 KiB); the protocol filter below is used and frames picked in Python.
 MAX_FILTER_CHARS = 32 * 1024
-PROTOCOL_FILTER = "dns || tls.handshake.type == 1 || http.request || wg.type == 1 || isakmp || openvpn"
+PROTOCOL_FILTER = "dns || tls.handshake.type == 1 || http.request || wg.type == 1 || isakmp || openvpn || quic"
 #: Unconfirmed events the report lists; the rest are counted.
 MAX_UNCONFIRMED_LISTED = 1000
 #: Rows inserted per SQLite transaction.
@@ -143,9 +143,10 @@ def _number(text: str) -> int | None:
 
 
 def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
-    """A client's first VPN packet as Wireshark dissects it (what extract/tunnels.py names),
-    keyed by the server's ``address:port`` as the event's name is: a WireGuard handshake
-    initiation, an ISAKMP initiator's first message, an OpenVPN hard reset with key id 0."""
+    """A client's first VPN or encrypted-DNS packet as Wireshark dissects it (what
+    extract/tunnels.py and the pipeline name), keyed by the server's ``address:port`` as the
+    event's name is: a WireGuard handshake initiation, an ISAKMP initiator's first message,
+    an OpenVPN hard reset with key id 0, a ClientHello or QUIC Initial to port 853."""
     kinds = set()
     if any(_first(tree, "wg.type") == "1" for tree in trees.get("wg", ())):
         kinds.add("wireguard")
@@ -156,14 +157,19 @@ def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     for tree in trees.get("openvpn", ()):
         if _number(_first(tree, "openvpn.opcode")) in (7, 10) and _number(_first(tree, "openvpn.keyid")) == 0:
             kinds.add("openvpn")
-    if not kinds:
-        return set()
     ips = trees.get("ip", ()) or trees.get("ipv6", ())
     transport = trees.get("udp", ()) or trees.get("tcp", ())
     if not ips or not transport:
         return set()
-    address = _first(ips[-1], "ip.dst") or _first(ips[-1], "ipv6.dst")
     port = _first(transport[-1], "udp.dstport") or _first(transport[-1], "tcp.dstport")
+    if port == "853":  # DNS over TLS and over QUIC: a client's first message to the port
+        if any("1" in _values(tree, "tls.handshake.type") for tree in trees.get("tls", ())):
+            kinds.add("dot")
+        if any(_first(tree, "quic.long.packet_type") == "0" for tree in trees.get("quic", ())):
+            kinds.add("doq")
+    if not kinds:
+        return set()
+    address = _first(ips[-1], "ip.dst") or _first(ips[-1], "ipv6.dst")
     endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     return {(kind, endpoint) for kind in kinds}
 
@@ -358,7 +364,7 @@ def check_captures(jobs: list[tuple[str, Path]], store: EvidenceStore, dns_ports
     parsed and checked in this thread, as pyshark's coroutines deliver it.
     """
     separator = ", " if int(tshark_version.split(".", 1)[0]) >= 4 else " "  # 4.0 made sets comma-separated
-    decode_as = {}
+    decode_as = {"udp.port==853": "quic"}  # DNS over QUIC (tshark's default there is DTLS)
     for port in sorted(set(dns_ports) - {53}):
         decode_as[f"udp.port=={port}"] = "dns"
         decode_as[f"tcp.port=={port}"] = "dns"

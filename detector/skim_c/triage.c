@@ -138,13 +138,15 @@ static int may_carry_tcp(unsigned proto) {
     }
 }
 
-/* Every datagram extract/tunnels.py may recognise as a client's first VPN packet (a few
- * more: Python counts those as it counts other UDP): a WireGuard handshake initiation on
- * any port, IKE to 500, IKE behind the non-ESP marker to 4500, an OpenVPN hard reset to 1194. */
+/* Every datagram extract/tunnels.py may recognise as a client's first VPN or DoQ packet (a
+ * few more: Python counts those as it counts other UDP): a WireGuard handshake initiation on
+ * any port, IKE to 500, IKE behind the non-ESP marker to 4500, an OpenVPN hard reset to
+ * 1194, a padded QUIC client Initial to 853. */
 static int may_be_tunnel(const uint8_t *p, size_t n, unsigned dport) {
     if (n == 148 && p[0] == 1 && !p[1] && !p[2] && !p[3]) return 1;
     if (dport == 500) return 1;
     if (dport == 4500) return n >= 4 && !p[0] && !p[1] && !p[2] && !p[3];
+    if (dport == 853) return n >= 1200 && (p[0] & 0xC0) == 0xC0;
     return dport == 1194 && n >= 10 && (p[0] == 7 << 3 || p[0] == 10 << 3);
 }
 
@@ -246,7 +248,9 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
     uint64_t key = skim_flow_hash(s, src, dst, alen, sport, dport);
     if (starts_message(s, f + l4 + doff, end - l4 - doff)) {
         add(s, key);
-        if (s->names && skim_hello(s, f + l4 + doff, end - l4 - doff)) s->hint = SKIM_HINT_UNWANTED_HELLO;
+        /* To 853 (DNS over TLS) Python writes an unwanted name's hello as a blind spot. */
+        if (s->names && dport != 853 && skim_hello(s, f + l4 + doff, end - l4 - doff))
+            s->hint = SKIM_HINT_UNWANTED_HELLO;
         return SKIM_KEEP;
     }
     if (contains(s, key)) return SKIM_KEEP;

@@ -8,7 +8,8 @@ of downloads) never reaches user space. Kept:
 - ARP, DHCP, DNS on the DNS ports (both directions, UDP and TCP);
 - UDP long-header packets (first byte's top bit set) to a QUIC port;
 - a client's first VPN packet: UDP to 500, 4500 (IKE) or 1194 (OpenVPN), and a WireGuard
-  handshake initiation (a 148-byte datagram starting 01 00 00 00) on any port;
+  handshake initiation (a 148-byte datagram starting 01 00 00 00) on any port; UDP to 853
+  (DNS over QUIC);
 - TCP with SYN, FIN or RST;
 - TCP segments with payload that a client sends to a server, recognised by the source
   port being above the destination port (clients use ephemeral ports: 32768-60999 on
@@ -73,8 +74,8 @@ def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linkty
         )),
         # Tunnels (IP-in-IP, GRE, VXLAN, GTP-U) are kept whole: their inner packets are what counts.
         "ip proto 4 or ip proto 41 or ip proto 47 or udp port 4789 or udp port 2152",
-        # VPN handshakes (extract/tunnels.py): IKE, OpenVPN, a WireGuard initiation (148 bytes).
-        "udp dst port 500 or udp dst port 4500 or udp dst port 1194",
+        # VPN handshakes (extract/tunnels.py): IKE, OpenVPN, DoQ, a WireGuard initiation (148 bytes).
+        "udp dst port 500 or udp dst port 4500 or udp dst port 1194 or udp dst port 853",
         "udp[4:2] == 156 and udp[8:4] == 0x01000000",
     ))
     # libpcap reads IPv6 transport fields only right after the fixed header, so the byte
@@ -83,7 +84,7 @@ def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linkty
         "ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60",
         _all("udp or tcp", dns),
         _all("udp", quic, "ip6[48] & 0x80 != 0"),
-        _all("udp", "dst port 500 or dst port 4500 or dst port 1194"),
+        _all("udp", "dst port 500 or dst port 4500 or dst port 1194 or dst port 853"),
         "ip6[6] == 17 and ip6[44:2] == 156 and ip6[48:4] == 0x01000000",
         _all("tcp", _any(
             "ip6[53] & 0x07 != 0",
