@@ -661,3 +661,16 @@ def test_model_counts_blind_spots_apart_from_tiktok_events():
     assert model.devices["both"].evidence_omitted == 0 and sum(model.devices["both"].timeline.counts.values()) == 1
     assert parse_event({"ts": "2026-03-02T09:00:00Z", "proto": "tls-sni", "name": "dns.google", "device": "d",
                         "segment": "s", "decision": "blind-spot", "pcap": "a.pcap"}).decision == "blind-spot"
+
+
+def test_model_counts_encrypted_client_hellos_per_device():
+    """An event whose ClientHello carried ECH names the public (outer) name: the real one may
+    differ, so the device shows among those with blind spots, counted apart."""
+    event = parse_event({"ts": "2026-03-02T09:00:00Z", "proto": "tls-sni", "name": "www.tiktok.com", "device": "d",
+                         "segment": "s", "decision": "violation", "pcap": "a.pcap", "ech": True})
+    assert event.ech and not parse_event({**event._asdict(), "ts": "2026-03-02T09:00:00Z", "ech": "yes"}).ech
+    model = ReportModel()
+    model.add(event)
+    model.add(_event(12.0, device="d"))
+    assert model.devices["d"].ech == 1 and model.devices["d"].violations == 2
+    assert [d.device for d in model.with_blind_spots()] == ["d"] and model.blind_only() == []

@@ -20,7 +20,7 @@ FORMAT = "tiktok-detector-report/1"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
-               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots"]
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech"]
 
 
 def _cell(value: object) -> object:
@@ -44,7 +44,7 @@ def write_csv(report: Report, stream: TextIO) -> None:
                " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
                d.events - d.evidence_omitted, d.evidence_omitted,
-               " ".join(f"{c}={n}" for c, n in d.blind.most_common())]
+               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech]
         writer.writerow([_cell(v) for v in row])
 
 
@@ -69,7 +69,7 @@ def _device(report: Report, d: Device) -> dict:
         "names": dict(d.names.most_common()), "other_names": d.other_names,
         "timeline": {"bucket_seconds": d.timeline.width, "buckets": [[rfc3339(t), c] for t, c in d.timeline.buckets()]},
         "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
-        "blind_spots": dict(d.blind.most_common()),
+        "blind_spots": dict(d.blind.most_common()), "ech": d.ech,
         "blind_spot_evidence": [_evidence(report, e) for e in d.blind_evidence],
     }
 

@@ -323,14 +323,17 @@ re-read every evidence frame and states how many events they confirm.</p>
 <p>What the sensor could not see. These devices resolved names over encrypted DNS (DNS over HTTPS, TLS or QUIC), sent traffic
 through a relay such as iCloud Private Relay, or called a VPN service, at least once: whatever they reached that way showed
 no name to a passive sensor. For them, "no violation" means "none seen". Each row counts the blind-spot events of a device by
-kind and lists the first of them as evidence.</p>
+kind and lists the first of them as evidence. <i>ECH</i> counts the device's events whose ClientHello carried an Encrypted
+ClientHello extension: their name is the public (outer) one, and the real one may differ (browsers also send the extension
+as GREASE, so it says "may", not "does").</p>
 {%- if blind %}
 <div class="scroll"><table class="sortable">
-<thead><tr><th>Device</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th class="num">Violations</th><th>Blind spots</th><th>Evidence (first)</th></tr></thead>
+<thead><tr><th>Device</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th class="num">Violations</th><th>Blind spots</th><th class="num">ECH</th><th>Evidence (first)</th></tr></thead>
 <tbody>
 {%- for d in blind %}
 <tr><td class="mono">{{ d.device }}</td><td class="mono">{{ joined(d.ips) }}</td><td>{{ joined(d.hostnames) }}</td><td>{{ joined(d.segments) }}</td>
 <td class="num">{{ num(d.violations) }}</td><td>{% for c, n in d.blind.most_common() %}{{ c }} {{ num(n) }}{{ ', ' if not loop.last }}{% endfor %}</td>
+<td class="num">{{ num(d.ech) }}</td>
 <td>{% for e in d.blind_evidence %}<span class="mono">{{ e.name }}</span> ({{ e.proto }}, {{ e.pcap }}{% if e.frame is not none %} frame {{ e.frame }}{% endif %}){{ '; ' if not loop.last }}{% endfor %}</td></tr>
 {%- endfor %}
 </tbody></table></div>

@@ -66,6 +66,7 @@ class Event(NamedTuple):
     segment: str
     pcap: str
     frame: int | None
+    ech: bool = False  # an Encrypted ClientHello: the name is the public (outer) one
 
 
 _REQUIRED = ("ts", "proto", "name", "device", "segment", "decision", "pcap")
@@ -101,7 +102,7 @@ def parse_event(record: object) -> Event | str:
         if value is not None and type(value) is not str:
             return "invalid address, hostname or category"
     return Event(ts, proto, record["name"], category or "unknown", decision, record["device"], mac, ip, hostname,
-                 record["segment"], record["pcap"], frame)
+                 record["segment"], record["pcap"], frame, get("ech") is True)
 
 
 @dataclass(slots=True)
@@ -176,6 +177,7 @@ class Device:
     names: Counter[str] = field(default_factory=Counter)
     other_names: int = 0
     blind: Counter[str] = field(default_factory=Counter)  # blind-spot events by category
+    ech: int = 0  # events whose ClientHello was encrypted (ECH): the real name may be another
     blind_evidence: list[Evidence] = field(default_factory=list)
     timeline: Histogram = field(default_factory=Histogram)
     # Max-heap of the earliest events by (time, input order), as negated keys.
@@ -260,6 +262,7 @@ class ReportModel:
         in_bounds = event.segment in self.segments or len(self.segments) < MAX_SEGMENTS
         self._note_device(device, event, event.segment if in_bounds else OTHER)
         device.blind[event.category] += 1
+        device.ech += event.ech
         if len(device.blind_evidence) < BLIND_EVIDENCE_PER_DEVICE:
             device.blind_evidence.append(Evidence(event.ts, event.proto, event.name, event.category, event.decision,
                                                   event.pcap, event.frame))
@@ -298,6 +301,7 @@ class ReportModel:
     def _add_to_device(self, device: Device, event: Event, segment: str) -> None:
         ts = event.ts
         self._note_device(device, event, segment)
+        device.ech += event.ech
         if event.decision == "violation":
             device.violations += 1
         else:
@@ -340,5 +344,6 @@ class ReportModel:
                       key=lambda d: (-sum(d.blind.values()), d.device))
 
     def with_blind_spots(self) -> list[Device]:
-        """Every device with a blind spot, the most first."""
-        return sorted((d for d in self.devices.values() if d.blind), key=lambda d: (-sum(d.blind.values()), d.device))
+        """Every device with a blind spot (ECH counts), the most first."""
+        return sorted((d for d in self.devices.values() if d.blind or d.ech),
+                      key=lambda d: (-sum(d.blind.values()) - d.ech, d.device))
