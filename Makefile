@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
-# ethtool, openssl, curl and chromium for captures made by real clients in network namespaces;
+# ethtool, openssl, curl, kdig (knot-dnsutils) and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
 # clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
-TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl chromium prometheus prometheus-alertmanager tcpreplay \
+TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
 	clang libclang-rt-14-dev llvm
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean

@@ -45,7 +45,9 @@ from netns import Capture, VethPair
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve()
-HTTPS_PORT, OTHER_HTTPS_PORT, HTTP_PORT, QUIC_PORT = 443, 8443, 8080, 443
+HTTPS_PORT, OTHER_HTTPS_PORT, HTTP_PORT, QUIC_PORT, DOT_PORT = 443, 8443, 8080, 443, 853
+#: What the DoH and DoT servers answer every A question with: the server's own address.
+DOH_ANSWER = netns.SERVER_IP4
 #: Bounds: one client run, a server's start, a Chromium page load, the detector's run.
 CLIENT_TIMEOUT = 15.0
 SERVER_START_TIMEOUT = 10.0
@@ -284,6 +286,39 @@ def test_openssl_and_curl_over_ipv4_and_ipv6(tmp_path, tls_files):
     }
 
 
+def test_encrypted_dns_from_curl_and_kdig_is_a_blind_spot(tmp_path, tls_files):
+    """curl resolving over DNS over HTTPS (``--doh-url`` to dns.google, served here) and kdig
+    over DNS over TLS (to dns.quad9.net and to a resolver no signature names): the sensor
+    never sees the TikTok lookup itself, so each resolver is a blind-spot event, the TikTok
+    connection that follows is the one violation, and no DNS name is written."""
+    require("curl", "kdig", "tcpdump", "ss")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        pair.spawn(pair.server, [sys.executable, HELPER, "dot-server", *tls_files])
+        pair.wait_listening(pair.server, DOT_PORT, timeout=SERVER_START_TIMEOUT)
+        with Capture(pair, tmp_path / "encrypted-dns.pcap") as capture:
+            pair.run(c, ["curl", "--silent", "--show-error", "--fail", "--insecure", "--doh-insecure",
+                         "--max-time", "10", "--output", "/dev/null", "--resolve", f"dns.google:443:{s.ip4}",
+                         "--doh-url", "https://dns.google/dns-query", "https://www.tiktok.com/"],
+                     timeout=CLIENT_TIMEOUT)
+            for hostname in ("dns.quad9.net", "resolver.corp.example"):
+                pair.run(c, ["kdig", f"@{s.ip4}", "-p", str(DOT_PORT), "+tls", f"+tls-sni={hostname}",
+                             "+time=5", "+retry=0", "vm.tiktok.com", "A"], timeout=CLIENT_TIMEOUT)
+    assert capture.dropped == 0
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--events", str(events),
+                           str(capture.path)], capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    found = {(e["proto"], e["name"], e["category"], e["decision"]) for e in map(json.loads, events.read_text().splitlines())}
+    assert found == {
+        ("tls-sni", "dns.google", "encrypted-dns", "blind-spot"),
+        ("tls-sni", "www.tiktok.com", "web", "violation"),
+        ("tls-sni", "dns.quad9.net", "encrypted-dns", "blind-spot"),
+        ("dot", f"{s.ip4}:{DOT_PORT}", "encrypted-dns", "blind-spot"),
+    }
+
+
 def test_small_mtu_splits_every_first_message(tmp_path, tls_files):
     """On a 296-byte-MTU link the kernel splits ordinary ClientHellos and a long-URL HTTP
     request (the Host header then sits in a later segment) over several segments."""
@@ -373,6 +408,16 @@ class _Page(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(PAGE)
 
+    def do_POST(self) -> None:
+        """DNS over HTTPS (RFC 8484): every A question answered with this server's address."""
+        query = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        answer = dns_answer(query)
+        self.send_response(200 if answer else 400)
+        self.send_header("Content-Type", "application/dns-message")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
     def log_message(self, *args) -> None:
         pass
 
@@ -400,6 +445,44 @@ class _DualStackServer(ThreadingHTTPServer):
             return
         with self.context.wrap_socket(request, server_side=True) as tls:
             self.RequestHandlerClass(tls, client_address, self)
+
+
+def dns_answer(query: bytes) -> bytes:
+    """The answer of a resolver that sends every name to this server (empty if not DNS)."""
+    try:
+        message = dpkt.dns.DNS(query)
+    except (dpkt.UnpackError, IndexError, ValueError):
+        return b""
+    message.qr, message.rcode, message.ra = dpkt.dns.DNS_R, dpkt.dns.DNS_RCODE_NOERR, 1
+    message.an = []
+    for question in message.qd:
+        if question.type == dpkt.dns.DNS_A:
+            message.an.append(dpkt.dns.DNS.RR(name=question.name, type=dpkt.dns.DNS_A, cls=dpkt.dns.DNS_IN, ttl=60,
+                                              rdata=socket.inet_aton(DOH_ANSWER)))
+    return bytes(message)
+
+
+def serve_dot(cert: str, key: str) -> None:
+    """DNS over TLS (RFC 7858) on 853: length-prefixed messages, each answered."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.settimeout(CLIENT_TIMEOUT)
+            with context.wrap_socket(self.request, server_side=True) as tls:
+                while (head := tls.recv(2)) and len(head) == 2:
+                    query = b""
+                    while len(query) < struct.unpack("!H", head)[0] and (chunk := tls.recv(4096)):
+                        query += chunk
+                    answer = dns_answer(query)
+                    tls.sendall(struct.pack("!H", len(answer)) + answer)
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    Server(("0.0.0.0", DOT_PORT), Handler).serve_forever()
 
 
 def serve_tcp(cert: str, key: str) -> None:
@@ -450,7 +533,7 @@ def connect_quic(address: str, sni: str, *flags: str) -> None:
     asyncio.run(asyncio.wait_for(main(), CLIENT_TIMEOUT))
 
 
-ROLES = {"tcp-server": serve_tcp, "quic-server": serve_quic, "quic-client": connect_quic}
+ROLES = {"tcp-server": serve_tcp, "quic-server": serve_quic, "quic-client": connect_quic, "dot-server": serve_dot}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])
