@@ -157,15 +157,21 @@ HEALTH = (
     Family("table_evictions", "State dropped from a bounded table before it was done with, by table and reason.",
            {("tcp_flight", "capacity"): "tcp_flight.evicted_full", ("tcp_flight", "timeout"): "tcp_flight.expired",
             ("quic_initial", "capacity"): "quic_initial.evicted", ("quic_initial", "timeout"): "quic_initial.expired",
+            ("dns_answers", "capacity"): "dns_answers.evicted", ("dns_answers", "timeout"): "dns_answers.expired",
             ("devices", "capacity"): DEVICES_EVICTED, ("alert_windows", "capacity"): ALERTS_CLOSED_EARLY},
            ("table", "reason"), summary=LOST, lost={
                "tcp_flight.evicted_full": "TCP flows evicted from the full first-flight table",
                "quic_initial.evicted": "QUIC connections evicted from the full Initial table",
+               "dns_answers.evicted": "TikTok answer addresses evicted from the full DNS answer table",
                DEVICES_EVICTED: "address bindings evicted from the full device table",
                ALERTS_CLOSED_EARLY: "alert windows closed early because the alert table was full"}),
     Family("table_entries", "Entries held in each bounded table.",
            {("tcp_flight",): "tcp_flight.flows", ("quic_initial",): "quic_initial.connections",
-            ("devices",): DEVICES_ENTRIES}, ("table",), gauge=True),
+            ("dns_answers",): "dns_answers.entries", ("devices",): DEVICES_ENTRIES}, ("table",), gauge=True),
+    Family("dns_answer_addresses", "Addresses DNS answers gave clients for TikTok names, remembered for the "
+           "connections that follow.", _one("dns_answers.learnt")),
+    Family("inferred_connections", "TLS and QUIC connections that showed no TikTok name to an address a DNS "
+           "answer gave the client for one: the name is inferred.", _one("dns_answers.inferred")),
     Family("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.", _one(DEVICES_LEARNT)),
     Family("skim_flow_set_full_segments", "TCP segments the skim kept for Python because its flow set was full "
            "(Python judged them; nothing is lost, only speed).", _one(SKIM_TABLE_FULL), summary=LOST,

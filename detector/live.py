@@ -42,6 +42,7 @@ from detector.counters import (
 )
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings, preload, signature_of
+from detector.records import UNNAMED
 from detector.skim import CORRUPT, DROP_KEYS, FRAME, KEPT
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
@@ -144,6 +145,9 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
     current = [signatures]
 
     def on_observation(obs) -> None:
+        if obs.evidence == UNNAMED:  # the writer, which sees every flow's DNS answers, infers it
+            out.append((obs.ts, (obs, None)))
+            return
         signature = signature_of(current[0], obs)
         if signature is not None:
             out.append((obs.ts, (obs, signature)))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from detector.counters import (
@@ -35,13 +35,17 @@ from detector.counters import (
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http, tunnels
+from detector.extract.answers import AnswerTable
 from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
 from detector.extract.dns import parse_dns, split_tcp_messages
 from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
-from detector.records import ENCRYPTED_DNS_PROTOS, TUNNEL_PROTOS, Observation, Signature, Verdict
+from detector.records import (
+    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation, Signature,
+    Verdict,
+)
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
 
@@ -241,7 +245,9 @@ class Extractor:
             self.stats[PARSE_ERROR_DNS_PARTIAL] += 1
         if parsed.is_response:
             # The client of a response is its destination.
-            self._emit_all(ts, packet, "dns-answer", parsed.answers, client_is_source=False)
+            addresses = tuple((ip_text(a), ttl) for a, ttl in parsed.addresses)
+            for name in parsed.answers:
+                self._emit(ts, packet, "dns-answer", name, False, addresses=addresses)
         else:
             self._emit_all(ts, packet, "dns-query", parsed.questions, client_is_source=True)
 
@@ -299,8 +305,8 @@ class Extractor:
                 return
         if stream[0] == TLS_HANDSHAKE:
             if self._hint == HINT_UNWANTED_HELLO and stream == payload:
-                # The skim read this whole ClientHello, well formed, and its server name
-                # can match no signature: what parsing it would do, without the parse.
+                # The skim read this whole ClientHello, well formed, without ECH, and its
+                # server name can match no signature: what parsing it would do, without the parse.
                 flights.finish(key)
                 self.stats[TLS_SNI_OBSERVED] += 1
                 return
@@ -310,11 +316,14 @@ class Extractor:
             flights.finish(key)
             if status == clienthello.NOT_TLS or hello is None:
                 self.stats[PARSE_ERROR_TLS] += 1
+                self._infer(ts, packet, "tls-sni")
                 return
             if hello.sni:
                 self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
                 self.stats[TLS_NO_SNI] += 1
+            if not hello.sni or hello.ech:
+                self._infer(ts, packet, "tls-sni", hello.sni)
             if packet.dport == tunnels.DOT_PORT and not (hello.sni and self.wanted is not None and self.wanted(hello.sni)):
                 # DNS over TLS to a resolver no signature names (by its SNI): a blind spot by its
                 # port. (`names`, which wants every name, lists it beside the SNI.)
@@ -339,12 +348,34 @@ class Extractor:
                 self._emit(ts, packet, "quic-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
                 self.stats[QUIC_NO_SNI] += 1
+            if not hello.sni or hello.ech:
+                self._infer(ts, packet, "quic-sni", hello.sni)
 
     # -- emission ----------------------------------------------------------------------
 
     def _emit_all(self, ts: float, packet: Packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
         for name in names:
             self._emit(ts, packet, proto, name, client_is_source)
+
+    # -- names inferred from DNS answers ------------------------------------------------
+
+    def _is_tiktok(self, name: str) -> bool:
+        """Whether a TikTok entry matches ``name`` (not a visibility one)."""
+        signature = self._wanted.match(name) if self._wanted is not None else None
+        return signature is not None and signature.category in TIKTOK_CATEGORIES
+
+    def _infer(self, ts: float, packet: Packet, proto: str, shown: str | None = None) -> None:
+        """A TLS or QUIC connection that showed no TikTok name (none, an ECH outer one
+        ``shown``, or a ClientHello that could not be read) goes to the writer, which infers
+        its name if a DNS answer sent this client to this address for a TikTok name."""
+        if self._wanted is None or (shown is not None and self._is_tiktok(shown)):
+            return  # every name is printed (`names`), or the name is seen: nothing to infer
+        self.on_observation(Observation(
+            ts=ts, proto=proto, name=shown or "", client_ip=ip_text(packet.src_ip),
+            client_mac=format_mac(packet.src_mac) if packet.src_mac is not None else None, vlan=packet.vlan,
+            server_ip=ip_text(packet.dst_ip), server_port=packet.dport, pcap=self._pcap, frame=self._frame,
+            evidence=UNNAMED,
+        ))
 
     def _emit_handshake(self, ts: float, packet: Packet, proto: str) -> None:
         """A VPN handshake or encrypted DNS on its port: always wanted (a blind spot by
@@ -356,6 +387,7 @@ class Extractor:
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (), wanted: bool = False,
+        addresses: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.stats[observation_key(proto)] += 1
         if not wanted and self.wanted is not None and not self.wanted(name):
@@ -378,6 +410,7 @@ class Extractor:
                 frame=self._frame,
                 ech=ech,
                 alpn=alpn,
+                addresses=addresses,
             )
         )
 
@@ -427,14 +460,34 @@ class Detector:
         self.devices = devices
         self.on_verdict = on_verdict
         self.stats = stats
+        self.answers = AnswerTable(stats)
 
     def observe(self, obs: Observation) -> None:
+        if obs.evidence == UNNAMED:
+            self.infer(obs)
+            return
         signature = signature_of(self.signatures, obs)
         if signature is not None:
             self.judge(obs, signature)
 
-    def judge(self, obs: Observation, signature: Signature) -> None:
-        """Policy for a matched observation (live workers match, the writer judges)."""
+    def infer(self, obs: Observation) -> None:
+        """A connection that showed no TikTok name: judged under the TikTok name a DNS answer
+        gave this client for this address, if one still holds, with the answer as evidence."""
+        answer = self.answers.lookup(obs.client_ip, obs.server_ip, obs.ts)
+        signature = self.signatures.match(answer.name) if answer is not None else None
+        if signature is not None:
+            self.judge(replace(obs, name=answer.name, evidence=DNS_ANSWER_ADDRESS, evidence_pcap=answer.pcap,
+                               evidence_frame=answer.frame, evidence_ts=answer.ts), signature)
+
+    def judge(self, obs: Observation, signature: Signature | None) -> None:
+        """Policy for a matched observation (live workers match, the writer judges; a worker
+        sends a connection that showed no TikTok name without a signature, to be inferred);
+        a dns-answer of a TikTok name also teaches the answer table its addresses."""
+        if signature is None:
+            self.infer(obs)
+            return
+        if obs.addresses and signature.category in TIKTOK_CATEGORIES:
+            self.answers.learn(obs.client_ip, obs.addresses, obs.name, obs.ts, obs.pcap, obs.frame)
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
         stats = self.stats
         stats[match_key(verdict.segment, obs.proto, signature.category)] += 1

@@ -85,6 +85,10 @@ class Policy:
     exemptions: tuple[Exemption, ...]
     dedup_window: float
     source: str
+    #: What an inferred match (a connection to an address a TikTok name resolved to, showing
+    #: no TikTok name) is on a segment where its category is a violation: "report" writes it
+    #: as ``inferred`` (never alerted), "violation" treats it as any violation.
+    inferred: str = "report"
     #: The file's SHA-256 and the time it was read: hashed when loaded, so a run record
     #: names the policy that was applied even if the file changed since.
     sha256: str | None = None
@@ -98,16 +102,22 @@ class Policy:
         return self.default
 
     def decide(self, obs: Observation, signature: Signature, hostname: str | None) -> Verdict:
-        """``violation``, ``exempt`` (a violation by an exempt device), ``blind-spot`` (a
-        visibility category the segment does not make a violation: written, never alerted)
-        or ``allowed`` (counted, never written out)."""
+        """``violation``, ``exempt`` (a violation by an exempt device), ``inferred`` (a
+        violation known only from a DNS answer's address, unless ``inferred = "violation"``),
+        ``blind-spot`` (a visibility category the segment does not make a violation: written,
+        never alerted) or ``allowed`` (counted, never written out)."""
         segment = self.segment_of(obs.client_ip, obs.vlan)
         if signature.category not in segment.violations:
             decision = "blind-spot" if signature.category in BLIND_SPOT_CATEGORIES else "allowed"
         else:
             ip = ipaddress.ip_address(obs.client_ip)
             exempt = any(e.covers(obs, ip, hostname, segment.name) for e in self.exemptions)
-            decision = "exempt" if exempt else "violation"
+            if exempt:
+                decision = "exempt"
+            elif obs.evidence is not None and self.inferred != "violation":
+                decision = "inferred"
+            else:
+                decision = "violation"
         return Verdict(
             observation=obs,
             signature=signature,
@@ -150,7 +160,10 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
     """The policy a parsed file describes. Every value is checked for type and range
     here, so a mistyped value is refused with its table and key named instead of
     failing later (or, worse, matching nothing in silence)."""
-    _only(doc, {"dedup_window", "violations", "segment", "exemption"}, "top level")
+    _only(doc, {"dedup_window", "violations", "segment", "exemption", "inferred"}, "top level")
+    inferred = doc.get("inferred", "report")
+    if inferred not in ("report", "violation"):
+        raise ValueError('top level: inferred must be "report" (written, never alerted) or "violation"')
     violations = _categories(doc.get("violations", list(DEFAULT_VIOLATIONS)), "top level")
     window = doc.get("dedup_window", DEFAULT_DEDUP_WINDOW)
     # Compared, not converted: a TOML integer of 400 digits overflows a float.
@@ -209,7 +222,7 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
         exemptions.append(Exemption(reason, mac, network, hostname.lower() if hostname else None, segment,
                                     trust and mac is None and network is None))
     default = Segment(DEFAULT_SEGMENT, (), frozenset(), violations)
-    return Policy(tuple(segments), default, tuple(exemptions), float(window), source)
+    return Policy(tuple(segments), default, tuple(exemptions), float(window), source, inferred)
 
 
 def _line_of(text: str, problem: str) -> int | None:

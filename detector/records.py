@@ -32,7 +32,9 @@ BLIND_SPOT_CATEGORIES = ("encrypted-dns", "relay", "vpn")
 CATEGORIES = TIKTOK_CATEGORIES + BLIND_SPOT_CATEGORIES
 #: What policy decides of a matched observation. ``blind-spot``: a visibility category the
 #: segment does not make a violation, written and counted per device, never alerted.
-DECISIONS = ("violation", "exempt", "blind-spot", "allowed")
+#: ``inferred``: a TikTok violation known only from a DNS answer's address (the policy's
+#: ``inferred = "violation"`` makes it a violation), written, never alerted.
+DECISIONS = ("violation", "exempt", "blind-spot", "inferred", "allowed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,23 @@ class Observation:
     frame: int | None  # 1-based frame number in that file; None when live
     ech: bool | None = None
     alpn: tuple[str, ...] = ()
+    #: Set when the name was not seen but inferred: the connection went to an address a DNS
+    #: answer (at ``evidence_ts``, in ``evidence_pcap`` at ``evidence_frame``; live captures
+    #: have no frame numbers) gave this client for the name.
+    evidence: str | None = None
+    evidence_pcap: str | None = None
+    evidence_frame: int | None = None
+    evidence_ts: float | None = None
+    #: A dns-answer's A and AAAA addresses with their TTLs, as text: the writer remembers
+    #: them when the name is TikTok's, to infer the name of a connection that hides it.
+    addresses: tuple[tuple[str, int], ...] = ()
+
+
+#: ``Observation.evidence`` of a connection to an address a TikTok name resolved to.
+DNS_ANSWER_ADDRESS = "dns-answer-address"
+#: ``Observation.evidence`` of a TLS or QUIC connection that showed no TikTok name (``name``
+#: is the ECH outer name, or empty): the writer infers its name if a DNS answer allows.
+UNNAMED = "unnamed"
 
 
 @dataclass(frozen=True, slots=True)

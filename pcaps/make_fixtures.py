@@ -1328,6 +1328,24 @@ def build_tls_http() -> list[Capture]:
     blind.expect(frame, "doq", ["198.19.9.56:853"], STAFF2.ip)
     caps.append(blind)
 
+    inferred = Capture(
+        "dns-address-inference.pcap",
+        "a DNS answer gives a client TikTok's address; that client then connects there with no SNI and with ECH "
+        "(the name is inferred from the answer), with another name (not inferred), and another client without "
+        "the answer connects there too (not inferred)",
+    )
+    dns_udp(inferred, STAFF, "www.tiktok.com", a_chain("www.tiktok.com", addrs=[TIKTOK_WEB]))
+    for host, sni, seed, ech in ((STAFF, None, "infer-none", False), (STAFF, "cloudflare-ech.com", "infer-ech", True),
+                                 (STAFF, "en.wikipedia.org", "infer-other", False), (GUEST, None, "infer-guest", False)):
+        flow = TcpFlow(inferred, host, TIKTOK_WEB, 443)
+        flow.handshake()
+        hello = client_hello(sni, seed, pq=False, ech=ech)
+        if sni:
+            flow.expect(UP, len(hello), "tls-sni", sni)
+        flow.data(UP, hello)
+        flow.ack(DOWN)
+    caps.append(inferred)
+
     tunnel = Capture(
         "tunnels.pcap",
         "VPN handshakes, each a blind spot: a WireGuard handshake initiation on port 51820, an IKEv2 "

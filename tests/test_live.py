@@ -182,7 +182,14 @@ def replay_events(tmp_path: Path, files: Iterable[Path], *args: str) -> list[dic
 
 
 def comparable(events: list[dict]) -> list[dict]:
-    return [{k: v for k, v in event.items() if k not in CAPTURE_FIELDS} for event in events]
+    """Events without where the capture put them (an inferred name's evidence too)."""
+    out = []
+    for event in events:
+        event = {k: v for k, v in event.items() if k not in CAPTURE_FIELDS}
+        if "evidence" in event:
+            event["evidence"] = {k: v for k, v in event["evidence"].items() if k not in CAPTURE_FIELDS}
+        out.append(event)
+    return out
 
 
 def capture_counts(log: str) -> tuple[int, int, int]:

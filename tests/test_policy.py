@@ -226,3 +226,17 @@ def test_blind_spots_are_written_never_alerted_unless_a_segment_bans_them(tmp_pa
     assert policy.decide(obs(name="dns.google"), DOH, None).decision == "blind-spot"
     assert policy.decide(obs(ip="203.0.113.9", vlan=None, name="engage.cloudflareclient.com"), VPN,
                          None).decision == "blind-spot"  # the default segment does not ban VPNs
+
+
+def test_inferred_matches_are_reported_unless_the_policy_makes_them_violations(tmp_path):
+    inferred = Observation(1000.0, "tls-sni", "www.tiktok.com", "198.18.10.5", "02:00:00:00:10:05", 10,
+                           "198.19.1.10", 443, "t.pcap", 6, evidence="dns-answer-address", evidence_pcap="t.pcap",
+                           evidence_frame=2)
+    assert default_policy().decide(inferred, TIKTOK_WEB, None).decision == "inferred"
+    assert default_policy().decide(inferred, SHARED, None).decision == "allowed"  # not a violation category
+    path = tmp_path / "p.toml"
+    path.write_text('inferred = "violation"\n')
+    assert load_policy(path).decide(inferred, TIKTOK_WEB, None).decision == "violation"
+    path.write_text('inferred = "alert"\n')
+    with pytest.raises(PolicyError, match=r'p.toml:1: top level: inferred must be "report"'):
+        load_policy(path)

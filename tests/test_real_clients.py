@@ -319,6 +319,35 @@ def test_encrypted_dns_from_curl_and_kdig_is_a_blind_spot(tmp_path, tls_files):
     }
 
 
+def test_a_connection_without_sni_to_an_address_a_tiktok_name_resolved_to_is_inferred(tmp_path, tls_files):
+    """kdig resolves vm.tiktok.com over plain DNS; then OpenSSL connects to the answer's
+    address without any server name (-noservername). The sensor sees no name in that
+    connection, and infers it from the answer, which it names as evidence."""
+    require("openssl", "kdig", "tcpdump", "ss")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        pair.spawn(pair.server, [sys.executable, HELPER, "dns-server"])
+        pair.wait_listening(pair.server, 53, udp=True, timeout=SERVER_START_TIMEOUT)
+        with Capture(pair, tmp_path / "no-sni.pcap") as capture:
+            pair.run(c, ["kdig", f"@{s.ip4}", "+time=5", "+retry=0", "vm.tiktok.com", "A"], timeout=CLIENT_TIMEOUT)
+            pair.run(c, ["openssl", "s_client", "-connect", f"{s.ip4}:{HTTPS_PORT}", "-noservername"],
+                     timeout=CLIENT_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert capture.dropped == 0
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--events", str(events),
+                           str(capture.path)], capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    answer = next(r for r in records if r["proto"] == "dns-answer")
+    assert [(r["proto"], r["name"], r["decision"], r.get("evidence")) for r in records] == [
+        ("dns-query", "vm.tiktok.com", "violation", None),
+        ("dns-answer", "vm.tiktok.com", "violation", None),
+        ("tls-sni", "vm.tiktok.com", "inferred", {"kind": "dns-answer-address", "ts": answer["ts"],
+                                                   "pcap": capture.path.name, "frame": answer["frame"]}),
+    ]
+
+
 def test_small_mtu_splits_every_first_message(tmp_path, tls_files):
     """On a 296-byte-MTU link the kernel splits ordinary ClientHellos and a long-URL HTTP
     request (the Host header then sits in a later segment) over several segments."""
@@ -462,6 +491,17 @@ def dns_answer(query: bytes) -> bytes:
     return bytes(message)
 
 
+def serve_dns() -> None:
+    """Plain DNS over UDP on 53, every A question answered with this server's address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 53))
+        while True:
+            query, client = sock.recvfrom(4096)
+            answer = dns_answer(query)
+            if answer:
+                sock.sendto(answer, client)
+
+
 def serve_dot(cert: str, key: str) -> None:
     """DNS over TLS (RFC 7858) on 853: length-prefixed messages, each answered."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -533,7 +573,8 @@ def connect_quic(address: str, sni: str, *flags: str) -> None:
     asyncio.run(asyncio.wait_for(main(), CLIENT_TIMEOUT))
 
 
-ROLES = {"tcp-server": serve_tcp, "quic-server": serve_quic, "quic-client": connect_quic, "dot-server": serve_dot}
+ROLES = {"tcp-server": serve_tcp, "quic-server": serve_quic, "quic-client": connect_quic, "dot-server": serve_dot,
+         "dns-server": serve_dns}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])

@@ -141,7 +141,8 @@ def test_device_rows_counts_and_evidence(sample):
         assert row["categories"] == dict(Counter(e["category"] for e in mine))
         assert row["evidence"] == [
             {"ts": e["ts"], "proto": e["proto"], "name": e["name"], "category": e["category"],
-             "decision": e["decision"], "pcap": e["pcap"], "frame": e["frame"], "confirmed": None}
+             "decision": e["decision"], "pcap": e["pcap"], "frame": e["frame"], "inferred_from": None,
+             "confirmed": None}
             for e in sorted(mine, key=lambda e: e["ts"])]
         assert row["evidence_omitted"] == 0
     assert doc["totals"]["violations"] == 15 and doc["totals"]["exempt"] == 3

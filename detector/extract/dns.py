@@ -2,8 +2,10 @@
 
 Only what the detector matches on is decoded: the QNAMEs of the question section and,
 from the answer section, every owner name plus the names an answer points a client at
-(CNAME and DNAME targets, the TargetName of SVCB/HTTPS records).  The authority and
-additional sections, and the RDATA of every other type, are skipped by length.
+(CNAME and DNAME targets, the TargetName of SVCB/HTTPS records), and the addresses of A
+and AAAA records with their TTLs (a client connecting to one without showing a name is
+still going where the name pointed it).  The authority and additional sections, and the
+RDATA of every other type, are skipped by length.
 
 Why hand-written rather than ``dpkt.dns.DNS``: dpkt decodes every section eagerly (slow
 on a path every DNS packet takes) and rejects a whole message that holds an HTTPS record,
@@ -28,9 +30,11 @@ over-report, never hide a name.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: RR types whose RDATA starts with a domain name a client is sent to.
+_TYPE_A = 1
+_TYPE_AAAA = 28
 _TYPE_CNAME = 5
 _TYPE_DNAME = 39
 #: SVCB (RFC 9460) and HTTPS: a 2-byte SvcPriority, then the uncompressed TargetName.
@@ -40,8 +44,8 @@ _TYPE_HTTPS = 65
 _HEADER_LEN = 12
 #: A question is at least a 1-byte root name plus QTYPE and QCLASS.
 _QUESTION_FIXED = 4
-#: TYPE, CLASS, TTL, RDLENGTH after an RR's owner name; we need TYPE and RDLENGTH only.
-_RR_FIXED = struct.Struct("!H6xH")
+#: TYPE, CLASS, TTL, RDLENGTH after an RR's owner name; CLASS is not needed.
+_RR_FIXED = struct.Struct("!H2xIH")
 _RR_FIXED_LEN = _RR_FIXED.size
 #: RFC 1035 3.1: a name is at most 255 octets on the wire, length octets and root included.
 _MAX_NAME_WIRE = 255
@@ -64,6 +68,9 @@ class DnsMessage:
     questions: tuple[str, ...]
     answers: tuple[str, ...]
     malformed: bool
+    #: (A or AAAA address, TTL) of the answer section; not part of equality, which is about
+    #: the names (what every caller compares).
+    addresses: tuple[tuple[bytes, int], ...] = field(default=(), compare=False)
 
 
 def parse_dns(message: bytes | memoryview) -> DnsMessage | None:
@@ -85,6 +92,7 @@ def parse_dns(message: bytes | memoryview) -> DnsMessage | None:
 
     questions: list[str] = []
     answers: list[str] = []
+    addresses: list[tuple[bytes, int]] = []
     seen: dict[int, tuple[str, int, int]] = {}
     malformed = False
     pos = _HEADER_LEN
@@ -114,12 +122,15 @@ def parse_dns(message: bytes | memoryview) -> DnsMessage | None:
             if pos + _RR_FIXED_LEN > size:
                 malformed = True
                 break
-            rtype, rdlength = _RR_FIXED.unpack_from(data, pos)
+            rtype, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
             rdata = pos + _RR_FIXED_LEN
             pos = rdata + rdlength
             if pos > size:
                 malformed = True
                 break
+            if (rtype == _TYPE_A and rdlength == 4) or (rtype == _TYPE_AAAA and rdlength == 16):
+                addresses.append((data[rdata:pos], ttl))
+                continue
             if rtype == _TYPE_CNAME or rtype == _TYPE_DNAME:
                 target_at = rdata
             elif rtype == _TYPE_HTTPS or rtype == _TYPE_SVCB:
@@ -139,6 +150,7 @@ def parse_dns(message: bytes | memoryview) -> DnsMessage | None:
         questions=tuple(questions),
         answers=tuple(dict.fromkeys(answers)),
         malformed=malformed,
+        addresses=tuple(addresses),
     )
 
 

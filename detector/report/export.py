@@ -20,7 +20,7 @@ FORMAT = "tiktok-detector-report/1"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
-               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech"]
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred"]
 
 
 def _cell(value: object) -> object:
@@ -44,7 +44,7 @@ def write_csv(report: Report, stream: TextIO) -> None:
                " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
                d.events - d.evidence_omitted, d.evidence_omitted,
-               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech]
+               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred]
         writer.writerow([_cell(v) for v in row])
 
 
@@ -57,7 +57,8 @@ def _evidence(report: Report, e: Evidence) -> dict:
     v = report.verification
     return {"ts": rfc3339(e.ts), "proto": e.proto, "name": e.name, "category": e.category, "decision": e.decision,
             "pcap": e.pcap, "frame": e.frame,
-            "confirmed": None if v is None else v.is_confirmed(e.pcap, e.frame, e.proto, e.name)}
+            "inferred_from": None if e.answer_frame is None else {"pcap": e.answer_pcap, "frame": e.answer_frame},
+            "confirmed": None if v is None else v.is_confirmed(*e.checked_as())}
 
 
 def _device(report: Report, d: Device) -> dict:
@@ -65,7 +66,7 @@ def _device(report: Report, d: Device) -> dict:
         "device": d.device, "macs": list(d.macs), "ips": list(d.ips), "ips_more": d.ips.more,
         "hostnames": list(d.hostnames), "segments": list(d.segments),
         "first_seen": rfc3339(d.first), "last_seen": rfc3339(d.last),
-        "violations": d.violations, "exempt": d.exempt, "protos": dict(d.protos), "categories": dict(d.categories),
+        "violations": d.violations, "exempt": d.exempt, "inferred": d.inferred, "protos": dict(d.protos), "categories": dict(d.categories),
         "names": dict(d.names.most_common()), "other_names": d.other_names,
         "timeline": {"bucket_seconds": d.timeline.width, "buckets": [[rfc3339(t), c] for t, c in d.timeline.buckets()]},
         "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
@@ -94,7 +95,7 @@ def report_json(report: Report) -> dict:
         "pseudonymized": report.pseudonymized,
         "period": {"first": rfc3339(m.first) if m.first is not None else None,
                    "last": rfc3339(m.last) if m.last is not None else None},
-        "totals": {"events": m.events, "violations": m.violations, "exempt": m.exempt,
+        "totals": {"events": m.events, "violations": m.violations, "exempt": m.exempt, "inferred": m.inferred,
                    "devices_in_violation": len(m.violators()), "protos": dict(m.protos),
                    "categories": dict(m.categories), "untracked_events": m.untracked_events,
                    "blind_spots": m.blind_spots, "blind_spot_categories": dict(m.blind_categories),

@@ -162,7 +162,7 @@ TEMPLATE = r"""<!doctype html>
 <tr><td class="num" data-v="{{ ids[d.device] }}"><a href="#dev-{{ ids[d.device] }}">#{{ ids[d.device] }}</a></td><td class="mono">{{ joined(d.macs) }}</td><td class="mono">{{ joined(d.ips) }}</td>
 <td>{{ joined(d.hostnames) }}</td><td>{{ joined(d.segments) }}</td>
 <td class="mono" data-v="{{ d.first }}">{{ day(d.first) }}<br>{{ clock(d.first) }}</td><td class="mono" data-v="{{ d.last }}">{{ day(d.last) }}<br>{{ clock(d.last) }}</td>
-<td class="num">{{ num(d.violations) }}</td><td class="num">{{ num(d.exempt) }}</td>
+<td class="num">{{ num(d.violations) }}</td><td class="num">{{ num(d.exempt) }}</td><td class="num">{{ num(d.inferred) }}</td>
 <td class="nowrap">{% for p in protos if d.protos.get(p) %}{{ p }} {{ num(d.protos[p]) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
 <td class="nowrap">{% for c, n in d.categories.most_common() %}{{ c }} {{ num(n) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
 {%- endmacro %}
@@ -297,7 +297,7 @@ re-read every evidence frame and states how many events they confirm.</p>
 <p class="filter"><input type="search" placeholder="Filter devices (address, hostname, segment, name…)" aria-label="Filter devices" data-filter="devices-scope" data-count="devices-count"> <span id="devices-count" class="muted"></span></p>
 <div id="devices-scope"><div data-group="1">
 <div class="scroll"><table class="sortable" id="devices-table">
-<thead><tr><th class="num">#</th><th>MAC</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th>First seen (UTC)</th><th>Last seen (UTC)</th><th class="num">Violations</th><th class="num">Exempt</th><th>By protocol</th><th>By category</th></tr></thead>
+<thead><tr><th class="num">#</th><th>MAC</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th>First seen (UTC)</th><th>Last seen (UTC)</th><th class="num">Violations</th><th class="num">Exempt</th><th class="num">Inferred</th><th>By protocol</th><th>By category</th></tr></thead>
 <tbody>
 {%- for d in violators %}{{ device_row(d) }}{% endfor %}
 </tbody></table></div></div></div>
@@ -305,10 +305,12 @@ re-read every evidence frame and states how many events they confirm.</p>
 <p>None.</p>
 {%- endif %}
 {%- if exempt_only %}
-<h3>Devices with exempt matches only</h3>
-<p class="muted">These devices matched TikTok signatures on a segment where that is a violation, but an exemption of the policy covers them.</p>
+<h3>Devices with exempt or inferred matches only</h3>
+<p class="muted">These devices matched TikTok signatures on a segment where that is a violation, but an exemption of the policy covers them,
+or the name was not seen and is inferred: the device connected, without showing a TikTok name (no SNI, ECH), to an address a DNS answer
+had just given it for one (the event's evidence names that answer's frame).</p>
 <div class="scroll"><table class="sortable">
-<thead><tr><th class="num">#</th><th>MAC</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th>First seen (UTC)</th><th>Last seen (UTC)</th><th class="num">Violations</th><th class="num">Exempt</th><th>By protocol</th><th>By category</th></tr></thead>
+<thead><tr><th class="num">#</th><th>MAC</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th>First seen (UTC)</th><th>Last seen (UTC)</th><th class="num">Violations</th><th class="num">Exempt</th><th class="num">Inferred</th><th>By protocol</th><th>By category</th></tr></thead>
 <tbody>
 {%- for d in exempt_only %}{{ device_row(d) }}{% endfor %}
 </tbody></table></div>
@@ -360,9 +362,9 @@ Names: {% for name, n in d.names.most_common(8) %}<span class="mono">{{ name }}<
 <thead><tr><th>Time (UTC)</th><th>Proto</th><th>Name</th><th>Category</th><th>Decision</th><th>Capture</th><th class="num">Frame</th><th>Wireshark</th></tr></thead>
 <tbody>
 {%- for e in d.evidence() %}
-<tr><td class="mono" data-v="{{ e.ts }}">{{ rfc3339(e.ts) }}</td><td>{{ e.proto }}</td><td class="mono">{{ e.name }}</td><td>{{ e.category }}</td><td>{{ e.decision }}</td>
+<tr><td class="mono" data-v="{{ e.ts }}">{{ rfc3339(e.ts) }}</td><td>{{ e.proto }}</td><td class="mono">{{ e.name }}{% if e.answer_frame is not none %}<br><span class="muted">inferred: DNS answer in {{ e.answer_pcap }} frame {{ e.answer_frame }}</span>{% endif %}</td><td>{{ e.category }}</td><td>{{ e.decision }}</td>
 <td class="mono">{{ e.pcap }}</td><td class="num">{{ e.frame if e.frame is not none else '' }}</td>
-<td>{% if v %}{% if v.is_confirmed(e.pcap, e.frame, e.proto, e.name) %}<span class="ok">confirmed</span>{% else %}<span class="no">not confirmed</span>{% endif %}{% else %}<span class="muted">not checked</span>{% endif %}</td></tr>
+<td>{% if v %}{% if v.is_confirmed(*e.checked_as()) %}<span class="ok">confirmed</span>{% else %}<span class="no">not confirmed</span>{% endif %}{% else %}<span class="muted">not checked</span>{% endif %}</td></tr>
 {%- endfor %}
 </tbody></table>
 {%- if d.evidence_omitted %}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from detector.records import PROTOS
+from detector.records import DNS_ANSWER_ADDRESS, PROTOS
 
 #: What a report lists per device by default: the earliest events, the rest counted.
 EVIDENCE_PER_DEVICE = 100
@@ -33,7 +33,7 @@ MAX_CAPTURES = 100_000
 OTHER = "(other)"
 #: Buckets a device's time histogram may hold before its resolution halves.
 HISTOGRAM_BUCKETS = 4096
-DECISIONS = ("violation", "exempt", "blind-spot")
+DECISIONS = ("violation", "exempt", "inferred", "blind-spot")
 #: Blind-spot events listed per device (the earliest in the events' order).
 BLIND_EVIDENCE_PER_DEVICE = 8
 SECONDS_PER_DAY = 86400
@@ -49,6 +49,15 @@ class Evidence(NamedTuple):
     decision: str
     pcap: str
     frame: int | None
+    answer_pcap: str | None = None  # an inferred name: the DNS answer that gave the address
+    answer_frame: int | None = None
+
+    def checked_as(self) -> tuple[str, int | None, str, str]:
+        """What Wireshark must show to confirm the event: the name in its frame, or for an
+        inferred one, the name in the DNS answer it was inferred from."""
+        if self.answer_frame is not None and self.answer_pcap is not None:
+            return self.answer_pcap, self.answer_frame, "dns-answer", self.name
+        return self.pcap, self.frame, self.proto, self.name
 
 
 class Event(NamedTuple):
@@ -67,6 +76,8 @@ class Event(NamedTuple):
     pcap: str
     frame: int | None
     ech: bool = False  # an Encrypted ClientHello: the name is the public (outer) one
+    answer_pcap: str | None = None  # an inferred name: where the DNS answer that gave the address is
+    answer_frame: int | None = None
 
 
 _REQUIRED = ("ts", "proto", "name", "device", "segment", "decision", "pcap")
@@ -86,7 +97,7 @@ def parse_event(record: object) -> Event | str:
             return f"missing or invalid {key!r}"
     decision = record["decision"]
     if decision not in DECISIONS:
-        return f"decision {decision[:32]!r} is not a violation, exemption or blind spot"
+        return f"decision {decision[:32]!r} is not a violation, exemption, inference or blind spot"
     proto = record["proto"]
     if proto not in _PROTOS:
         return f"unknown proto {proto[:32]!r}"
@@ -101,8 +112,19 @@ def parse_event(record: object) -> Event | str:
     for value in (mac, ip, hostname, category):
         if value is not None and type(value) is not str:
             return "invalid address, hostname or category"
+    answer_pcap = answer_frame = None
+    evidence = get("evidence")
+    if type(evidence) is dict and evidence.get("kind") == DNS_ANSWER_ADDRESS:
+        answer_pcap, answer_frame = evidence.get("pcap"), evidence.get("frame")
+        if type(answer_pcap) is not str or type(answer_frame) is not int or answer_frame < 1:
+            return "invalid 'evidence'"
     return Event(ts, proto, record["name"], category or "unknown", decision, record["device"], mac, ip, hostname,
-                 record["segment"], record["pcap"], frame, get("ech") is True)
+                 record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame)
+
+
+def _evidence(event: Event) -> Evidence:
+    return Evidence(event.ts, event.proto, event.name, event.category, event.decision, event.pcap, event.frame,
+                    event.answer_pcap, event.answer_frame)
 
 
 @dataclass(slots=True)
@@ -172,6 +194,7 @@ class Device:
     segments: BoundedSet = field(default_factory=lambda: BoundedSet(MAX_SEGMENTS_PER_DEVICE))
     violations: int = 0
     exempt: int = 0
+    inferred: int = 0  # TikTok names inferred from a DNS answer's address, not seen
     protos: Counter[str] = field(default_factory=Counter)
     categories: Counter[str] = field(default_factory=Counter)
     names: Counter[str] = field(default_factory=Counter)
@@ -185,7 +208,7 @@ class Device:
 
     @property
     def events(self) -> int:
-        return self.violations + self.exempt
+        return self.violations + self.exempt + self.inferred
 
     def evidence(self) -> list[Evidence]:
         """The kept events, earliest first (ties in input order)."""
@@ -215,9 +238,10 @@ class ReportModel:
         self.max_devices = max_devices
         self.devices: dict[str, Device] = {}
         self.untracked_events = 0  # events of devices beyond max_devices
-        self.events = 0  # violations and exempt matches
+        self.events = 0  # violations, exempt and inferred matches
         self.violations = 0
         self.exempt = 0
+        self.inferred = 0
         self.blind_spots = 0
         self.blind_categories: Counter[str] = Counter()
         self.protos: Counter[str] = Counter()
@@ -244,6 +268,8 @@ class ReportModel:
         if event.decision == "violation":
             self.violations += 1
             self.segment_days[(segment, int(ts // SECONDS_PER_DAY))] += 1
+        elif event.decision == "inferred":
+            self.inferred += 1
         else:
             self.exempt += 1
         self._add_capture(event)
@@ -264,8 +290,7 @@ class ReportModel:
         device.blind[event.category] += 1
         device.ech += event.ech
         if len(device.blind_evidence) < BLIND_EVIDENCE_PER_DEVICE:
-            device.blind_evidence.append(Evidence(event.ts, event.proto, event.name, event.category, event.decision,
-                                                  event.pcap, event.frame))
+            device.blind_evidence.append(_evidence(event))
 
     def _device(self, event: Event) -> Device | None:
         """The event's device, made at its first event; None beyond ``max_devices``."""
@@ -304,6 +329,8 @@ class ReportModel:
         device.ech += event.ech
         if event.decision == "violation":
             device.violations += 1
+        elif event.decision == "inferred":
+            device.inferred += 1
         else:
             device.exempt += 1
         device.protos[event.proto] += 1
@@ -321,8 +348,7 @@ class ReportModel:
         heap = device._heap
         if len(heap) >= keep and -ts <= heap[0][0]:
             return  # not earlier than the latest event kept (ties keep input order)
-        item = (-ts, -self._seq, Evidence(ts, event.proto, event.name, event.category, event.decision,
-                                          event.pcap, event.frame))
+        item = (-ts, -self._seq, _evidence(event))
         if len(heap) < keep:
             heapq.heappush(heap, item)
         else:
@@ -334,9 +360,9 @@ class ReportModel:
                       key=lambda d: (-d.violations, d.first, d.device))
 
     def exempt_only(self) -> list[Device]:
-        """Devices whose every match was covered by an exemption."""
-        return sorted((d for d in self.devices.values() if not d.violations and d.exempt),
-                      key=lambda d: (-d.exempt, d.device))
+        """Devices with no violation whose matches were exempt or inferred."""
+        return sorted((d for d in self.devices.values() if not d.violations and (d.exempt or d.inferred)),
+                      key=lambda d: (-d.exempt - d.inferred, d.device))
 
     def blind_only(self) -> list[Device]:
         """Devices with blind spots and no TikTok match: clean only as far as the sensor saw."""

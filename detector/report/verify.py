@@ -220,7 +220,12 @@ class EvidenceStore:
         self.total = 0
 
     def add(self, event: Event) -> None:
-        self._pending.append((event.pcap, event.frame, event.proto, event.name, event.ts, event.device))
+        if event.answer_frame is not None and event.answer_pcap is not None:
+            # An inferred name: what Wireshark can confirm is the DNS answer it came from.
+            self._pending.append((event.answer_pcap, event.answer_frame, "dns-answer", event.name, event.ts,
+                                  event.device))
+        else:
+            self._pending.append((event.pcap, event.frame, event.proto, event.name, event.ts, event.device))
         self.total += 1
         if len(self._pending) >= BATCH:
             self._flush()

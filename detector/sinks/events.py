@@ -33,6 +33,9 @@ def event_record(verdict: Verdict) -> dict:
     if obs.ech is not None:
         record["ech"] = obs.ech
         record["alpn"] = list(obs.alpn)
+    if obs.evidence is not None:
+        record["evidence"] = {"kind": obs.evidence, "ts": rfc3339(obs.evidence_ts) if obs.evidence_ts is not None else None,
+                              "pcap": obs.evidence_pcap, "frame": obs.evidence_frame}
     record["pcap"] = obs.pcap
     record["frame"] = obs.frame
     return record

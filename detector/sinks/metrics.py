@@ -46,6 +46,8 @@ PREFIX = "tiktok_detector_"
 DECISIONS = {
     "violation": ("violations", "Matches that are a violation on the client's segment, by segment."),
     "exempt": ("exempt_matches", "Violations by exempt devices (written, never alerted), by segment."),
+    "inferred": ("inferred_matches", "TikTok names inferred from a DNS answer's address (no name shown), "
+                 "written, never alerted unless the policy says inferred = \"violation\", by segment."),
     "blind-spot": ("blind_spots", "Observations of where the sensor is blind (encrypted DNS, relays, "
                    "VPN services) that are no violation on the client's segment (written, never "
                    "alerted), by segment."),

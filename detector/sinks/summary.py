@@ -25,6 +25,7 @@ class _Device:
     last: float
     violations: int = 0
     exempt: int = 0
+    inferred: int = 0
     names: Counter[str] = field(default_factory=Counter)  # TikTok names
     blind: Counter[str] = field(default_factory=Counter)  # blind-spot categories
 
@@ -49,6 +50,8 @@ class Summary:
             return
         if verdict.decision == "violation":
             device.violations += 1
+        elif verdict.decision == "inferred":
+            device.inferred += 1
         else:
             device.exempt += 1
         if len(device.names) < 256 or verdict.observation.name in device.names:
@@ -60,12 +63,13 @@ class Summary:
         stats = Counter(stats)
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
-        tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt)
+        tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt or dev.inferred)
         blind = sum(1 for dev in self.devices.values() if dev.blind)
         out.write(
             f"\n{len(files)} source(s), {packets} packets, {observations} names seen, "
             f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
-            f"{tiktok} device(s) with TikTok traffic"
+            + (f"{stats['verdicts.inferred']} inferred from DNS answers, " if stats["verdicts.inferred"] else "")
+            + f"{tiktok} device(s) with TikTok traffic"
             + (f", {stats['verdicts.blind-spot']} blind spot(s) on {blind} device(s)"
                if stats["verdicts.blind-spot"] else "")
             + (f", {errors} file error(s)" if errors else "")
@@ -73,14 +77,15 @@ class Summary:
         )
         if self.devices:
             rows = sorted(self.devices.items(),
-                          key=lambda kv: (-kv[1].violations, -kv[1].exempt, -sum(kv[1].blind.values()), kv[0]))
-            header = ("device", "hostname", "segment", "violations", "exempt", "blind spots", "first seen",
-                      "last seen", "top names")
+                          key=lambda kv: (-kv[1].violations, -kv[1].exempt - kv[1].inferred,
+                                          -sum(kv[1].blind.values()), kv[0]))
+            header = ("device", "hostname", "segment", "violations", "exempt", "inferred", "blind spots",
+                      "first seen", "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
-                              _blind(dev.blind), rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z",
+                              str(dev.inferred), _blind(dev.blind), rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z",
                               top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
             for row in table:

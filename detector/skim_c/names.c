@@ -253,6 +253,7 @@ int skim_dns(Skim *s, const uint8_t *m, size_t n) {
 #define EXT_SERVER_NAME 0x0000
 #define EXT_ALPN 0x0010
 #define EXT_SUPPORTED_VERSIONS 0x002B
+#define EXT_ECH 0xFE0D
 
 /* _server_name: 1 and the first host_name entry (*name NULL if none), or 0 when malformed. */
 static int server_name(const uint8_t *b, size_t p, size_t end, const uint8_t **name, size_t *len) {
@@ -288,7 +289,8 @@ static int versions_ok(const uint8_t *b, size_t p, size_t end) {
 }
 
 /* _parse_body, as far as the server name: 1 with *sni set (NULL: no name, the hello
- * still valid), or 0 when Python would find the hello malformed. */
+ * still valid), or 0 when Python would find the hello malformed or it carries ECH (the
+ * name is then an outer one, and Python may infer the real one from a DNS answer). */
 static int hello_body(const uint8_t *b, size_t n, const uint8_t **sni, size_t *sni_len) {
     *sni = NULL;
     if (n < 35) return 0;
@@ -314,6 +316,7 @@ static int hello_body(const uint8_t *b, size_t n, const uint8_t **sni, size_t *s
             faulted = 1;
             break;
         }
+        if (type == EXT_ECH) return 0;
         if (type == EXT_SERVER_NAME && !seen_sni) {
             seen_sni = 1;
             if (!server_name(b, p, q, sni, sni_len)) return 0;

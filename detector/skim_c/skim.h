@@ -145,8 +145,8 @@ void skim_clear_names(Skim *s);
 /* A DNS message over UDP: SKIM_DROPPED (counted) or SKIM_KEEP. Needs an index. */
 int skim_dns(Skim *s, const uint8_t *message, size_t len);
 /* 1 when a TCP payload is a whole ClientHello (its handshake message in the first record)
- * that detector/extract/clienthello.py reads as well formed, with a server name that can
- * match no key; else 0. Needs an index. */
+ * that detector/extract/clienthello.py reads as well formed, without ECH, with a server
+ * name that can match no key; else 0. Needs an index. */
 int skim_hello(const Skim *s, const uint8_t *payload, size_t len);
 
 /* walk.c: walk buf[*pos:end]; *pos moves past every record walked. Returns why it stopped. */
