@@ -79,14 +79,17 @@ class Summary:
             rows = sorted(self.devices.items(),
                           key=lambda kv: (-kv[1].violations, -kv[1].exempt - kv[1].inferred,
                                           -sum(kv[1].blind.values()), kv[0]))
-            header = ("device", "hostname", "segment", "violations", "exempt", "inferred", "blind spots",
-                      "first seen", "last seen", "top names")
+            # The inferred and blind-spot columns only when some device has one.
+            inferred = any(dev.inferred for dev in self.devices.values())
+            blind = any(dev.blind for dev in self.devices.values())
+            header = ("device", "hostname", "segment", "violations", "exempt", *(("inferred",) if inferred else ()),
+                      *(("blind spots",) if blind else ()), "first seen", "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
-                              str(dev.inferred), _blind(dev.blind), rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z",
-                              top or "-"))
+                              *((str(dev.inferred),) if inferred else ()), *((_blind(dev.blind),) if blind else ()),
+                              rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
             for row in table:
                 out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
