@@ -245,9 +245,8 @@ class Extractor:
             self.stats[PARSE_ERROR_DNS_PARTIAL] += 1
         if parsed.is_response:
             # The client of a response is its destination.
-            addresses = tuple((ip_text(a), ttl) for a, ttl in parsed.addresses)
             for name in parsed.answers:
-                self._emit(ts, packet, "dns-answer", name, False, addresses=addresses)
+                self._emit(ts, packet, "dns-answer", name, False, addresses=parsed.addresses)
         else:
             self._emit_all(ts, packet, "dns-query", parsed.questions, client_is_source=True)
 
@@ -387,7 +386,7 @@ class Extractor:
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (), wanted: bool = False,
-        addresses: tuple[tuple[str, int], ...] = (),
+        addresses: tuple[tuple[bytes, int], ...] = (),
     ) -> None:
         self.stats[observation_key(proto)] += 1
         if not wanted and self.wanted is not None and not self.wanted(name):
@@ -487,7 +486,8 @@ class Detector:
             self.infer(obs)
             return
         if obs.addresses and signature.category in TIKTOK_CATEGORIES:
-            self.answers.learn(obs.client_ip, obs.addresses, obs.name, obs.ts, obs.pcap, obs.frame)
+            addresses = tuple((ip_text(address), ttl) for address, ttl in obs.addresses)
+            self.answers.learn(obs.client_ip, addresses, obs.name, obs.ts, obs.pcap, obs.frame)
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
         stats = self.stats
         stats[match_key(verdict.segment, obs.proto, signature.category)] += 1

@@ -60,9 +60,9 @@ class Observation:
     evidence_pcap: str | None = None
     evidence_frame: int | None = None
     evidence_ts: float | None = None
-    #: A dns-answer's A and AAAA addresses with their TTLs, as text: the writer remembers
-    #: them when the name is TikTok's, to infer the name of a connection that hides it.
-    addresses: tuple[tuple[str, int], ...] = ()
+    #: A dns-answer's A and AAAA addresses (raw) with their TTLs: the writer remembers them
+    #: when the name is TikTok's, to infer the name of a connection that hides it.
+    addresses: tuple[tuple[bytes, int], ...] = ()
 
 
 #: ``Observation.evidence`` of a connection to an address a TikTok name resolved to.
