@@ -25,16 +25,12 @@ from detector.report.meta import (
     RunInfo,
     SidecarError,
     SignatureInfo,
-    policy_info,
     read_sidecar,
 )
 from detector.report.model import EVIDENCE_PER_DEVICE, OTHER, Event, ReportModel, parse_event
 from detector.report.pseudonym import Pseudonymizer
 
-if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
-    from detector.match import SignatureSet
-    from detector.policy import Policy
-
+if TYPE_CHECKING:
     # --verify only: pyshark and asyncio are imported when a report is verified.
     from detector.report.verify import EvidenceStore, Verification
 

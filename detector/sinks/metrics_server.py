@@ -8,7 +8,6 @@ cannot honour is refused, never ignored.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
