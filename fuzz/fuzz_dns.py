@@ -4,7 +4,8 @@ Run alone: ``.venv/bin/python fuzz/fuzz_dns.py fuzz/corpus/dns -dict=fuzz/dicts/
 (seed it first with ``.venv/bin/python fuzz/run.py --seeds-only dns``).
 
 What counts as a finding: any exception (the parser must answer None or a message flagged
-malformed), and a name that is not one safe line of text.
+malformed), a name that is not one safe line of text, and an answer address that is not 4
+or 16 bytes, or more addresses than the message has bytes for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def TestOneInput(data: bytes) -> None:
     if message is not None:
         for name in message.questions + message.answers:
             assert name.isprintable() and len(name) <= 4 * 255, name
+        # Each A or AAAA record takes at least 15 bytes (a pointer, the fixed fields, the address).
+        assert len(message.addresses) * 15 <= len(data), len(message.addresses)
+        for address, ttl in message.addresses:
+            assert len(address) in (4, 16) and 0 <= ttl < 1 << 32, (address, ttl)
     messages, used = split_tcp_messages(data)
     assert 0 <= used <= len(data)
     for one in messages:
