@@ -61,6 +61,10 @@ def match_key(segment: str, proto: str, category: str) -> str:
     return f"matches.{segment}.{proto}.{category}"
 
 
+def blind_spot_key(segment: str, kind: str) -> str:
+    return f"blind_spots.{segment}.{kind}"
+
+
 def verdict_key(decision: str, segment: str | None = None) -> str:
     """A decision by segment, or (no segment) its total over all segments."""
     return f"verdicts.{decision}" if segment is None else f"verdicts.{segment}.{decision}"
@@ -207,9 +211,10 @@ RELOADS = (
 
 #: Families whose label values come from the configuration (segments, categories), made by
 #: the collector itself: matches.<segment>.<proto>.<category>, verdicts.<segment>.<decision>
-#: (and the verdicts.<decision> totals), devices_in_violation.<segment>; and the processing
+#: (and the verdicts.<decision> totals), blind_spots.<segment>.<kind>,
+#: devices_in_violation.<segment>; and the processing
 #: time histogram, processing.* (detector.timing).
-CONFIGURED_PREFIXES = ("matches.", "verdicts.", "devices_in_violation.", "processing.")
+CONFIGURED_PREFIXES = ("matches.", "verdicts.", "blind_spots.", "devices_in_violation.", "processing.")
 
 
 def families() -> Iterator[Family]:

@@ -30,7 +30,7 @@ from typing import Protocol
 from detector.counters import (
     BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, PARSE_ERROR_TLS, QUIC_NO_SNI, SKIM_TCP,
     SKIM_UDP, SKIP_QUIC_SERVER_LONG_HEADER, SKIP_TCP_NOT_TLS_OR_HTTP, TCP_MIDSTREAM, TLS_NO_SNI, match_key,
-    observation_key, verdict_key,
+    blind_spot_key, observation_key, verdict_key,
 )
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
@@ -491,7 +491,10 @@ class Detector:
         verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
         stats = self.stats
         stats[match_key(verdict.segment, obs.proto, signature.category)] += 1
-        stats[verdict_key(verdict.decision, verdict.segment)] += 1
+        if verdict.decision == "blind-spot":  # by kind too: the metric's labels
+            stats[blind_spot_key(verdict.segment, signature.category)] += 1
+        else:
+            stats[verdict_key(verdict.decision, verdict.segment)] += 1
         stats[verdict_key(verdict.decision)] += 1
         if verdict.decision != "allowed":
             self.on_verdict(verdict)

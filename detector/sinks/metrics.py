@@ -35,7 +35,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from detector import __version__, counters
-from detector.records import PROTOS
+from detector.counters import blind_spot_key
+from detector.records import BLIND_SPOT_CATEGORIES, PROTOS
 from detector.sinks.metrics_server import MetricsServer, load_web_config
 from detector.timing import PROCESSING_BUCKETS
 
@@ -48,9 +49,6 @@ DECISIONS = {
     "exempt": ("exempt_matches", "Violations by exempt devices (written, never alerted), by segment."),
     "inferred": ("inferred_matches", "TikTok names inferred from a DNS answer's address (no name shown), "
                  "written, never alerted unless the policy says inferred = \"violation\", by segment."),
-    "blind-spot": ("blind_spots", "Observations of where the sensor is blind (encrypted DNS, relays, "
-                   "VPN services) that are no violation on the client's segment (written, never "
-                   "alerted), by segment."),
     "allowed": ("allowed_matches", "Matches of a category that is no violation on the client's "
                 "segment (counted, not written), by segment."),
 }
@@ -169,6 +167,14 @@ def _detections(snap: _Reader, segments: Sequence[str], categories: Iterable[str
         snap(f"verdicts.{decision}")  # the sum over segments: PromQL's sum() gives it
         yield _labelled(CounterMetricFamily, name, documentation, "segment",
                         {segment: snap(f"verdicts.{segment}.{decision}") for segment in segments})
+    blind = CounterMetricFamily(PREFIX + "blind_spots", "Observations of where the sensor is blind that are no "
+                                "violation on the client's segment (written, never alerted), by segment and kind "
+                                "(encrypted-dns, relay, vpn).", labels=("segment", "kind"))
+    snap("verdicts.blind-spot")  # the sum over segments and kinds: PromQL's sum() gives it
+    for segment in segments:
+        for kind in BLIND_SPOT_CATEGORIES:
+            blind.add_metric((segment, kind), snap(blind_spot_key(segment, kind)))
+    yield blind
     yield _labelled(GaugeMetricFamily, "devices_in_violation",
                     "Devices with an open alert window (a violation within the dedup "
                     "window), by segment.",
