@@ -43,7 +43,7 @@ from detector.counters import (
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings, preload, signature_of
 from detector.records import UNNAMED
-from detector.skim import CORRUPT, DROP_KEYS, FRAME, KEPT
+from detector.skim import CORRUPT, FRAME, KEPT, count_drops
 from detector.policy import Policy, PolicyError, default_policy, load_policy
 from detector.sources.live import READ_TIMEOUT_MS, LiveCapture, LiveCaptureError
 from detector.workers import DONE, ERROR, LOG, READY, RECORDS, TimedMerge, WorkerCounts, WorkerPool
@@ -188,9 +188,7 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
             status, pos, _, kept, last_ts, _, _, drops = skimmer.walk_frames(data, meta, pos, capture.linktype)
             for _, ts, offset, caplen, linktype, hint in KEPT.iter_unpack(kept):
                 feed(ts, linktype, data[offset : offset + caplen], name, hint)
-            for key, count in zip(DROP_KEYS, drops):
-                if count:
-                    stats[key] += count
+            count_drops(stats, drops)
             if last_ts is not None:
                 extractor.clock(last_ts)
             if status == CORRUPT:  # libpcap never describes a frame outside its buffer; read what there is

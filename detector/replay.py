@@ -38,7 +38,7 @@ from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
 from detector.pipeline import Extractor, Settings, Wanted
 from detector.records import Observation
-from detector.skim import DROP_KEYS
+from detector.skim import count_drops
 from detector.sources.pcapfile import CaptureError, CaptureFile
 
 if TYPE_CHECKING:  # imported where used: a replay of one process without --report needs neither
@@ -96,9 +96,7 @@ def read_captures(
             for frames, last_ts, drops in capture.batches(skimmer):
                 for ts, linktype, data, frame, hint in frames:
                     feed(ts, linktype, data, capture.name, frame, hint)
-                for key, count in zip(DROP_KEYS, drops):
-                    if count:
-                        stats[key] += count
+                count_drops(stats, drops)
                 if last_ts is not None:
                     # The walk stopped at the first frame at or past a clock (or ended):
                     # run the clocks as if every frame had been read here.

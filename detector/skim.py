@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import struct
 
+from collections import Counter
 from collections.abc import Iterable
 
 from detector.counters import (
@@ -27,7 +28,7 @@ from detector.extract.http import METHODS
 
 __all__ = [
     "BLOCK", "CORRUPT", "DROP_KEYS", "END", "FULL", "HINT_UNWANTED_HELLO", "KEPT", "MAX_BLOCK", "MAX_RECORD", "TICK",
-    "FRAME", "REQUEST_STARTS", "Skimmer", "new_skimmer", "set_names",
+    "FRAME", "REQUEST_STARTS", "Skimmer", "count_drops", "new_skimmer", "set_names",
 ]
 
 #: One kept frame: (serial, ts, offset in the buffer, caplen, linktype, hint).
@@ -56,6 +57,13 @@ def new_skimmer(
     if names is not None and not keep_all:
         set_names(skimmer, names)
     return skimmer
+
+
+def count_drops(stats: Counter[str], drops: tuple[int, ...]) -> None:
+    """Add what one walk dropped (its ``drops``, in ``DROP_KEYS`` order) to the pipeline's stats."""
+    for key, count in zip(DROP_KEYS, drops):
+        if count:
+            stats[key] += count
 
 
 def set_names(skimmer: Skimmer, names: Iterable[str]) -> None:
