@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detector.coverage import CoverageTable
 from detector.errors import UserError
 from detector.match import SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Extractor, Settings
@@ -181,16 +182,19 @@ def _replay(args: argparse.Namespace) -> int:
 
         counters = WorkerCounts(session.stats)
         job = Job(args.pcaps, settings, signatures, described is not None, not args.no_progress)
+        table = CoverageTable(session.stats)
         errors = replay_parallel(job, args.workers, session.detector.observe, session.devices.learn, session.tick,
-                                 counters, described,
+                                 counters, described, table,
                                  started=lambda: session.serve(args.metrics_addr, args.web_config, counters))
     else:
         counters = Extractor(settings, session.detector.observe, session.devices.learn, session.stats,
                              wanted=signatures)
         session.serve(args.metrics_addr, args.web_config, counters)
         errors = read_captures(args.pcaps, counters, session.tick, described, progress=not args.no_progress)
-    session.close(counters.snapshot(), args.pcaps, errors)
-    status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports)
+        table = counters.coverage
+    coverage = session.coverage(table)
+    session.close(counters.snapshot(), args.pcaps, errors, coverage)
+    status = report.finish(described or [], signatures, policy, settings.dns_ports, settings.quic_ports, coverage)
     session.finish(args.linger)
     return EXIT_INPUT_ERROR if errors else status
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from detector.coverage import ENTRIES as COVERAGE_ENTRIES
+from detector.coverage import OUTCOME_KEYS
+from detector.coverage import UNTRACKED as COVERAGE_UNTRACKED
 from detector.records import PROTOS
 
 # -- the keys the pipeline bumps --------------------------------------------------------------
@@ -129,6 +132,10 @@ TRAFFIC = (
                PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, PARSE_ERROR_TLS)}, ("parser",), summary=NOT_DECODED),
     Family("observations", "Names extracted, by protocol.", _by("proto", "observations.", PROTOS), ("proto",),
            summary=HEADLINE),
+    Family("connections", "TCP and QUIC connections whose first message was read, by what it showed of the "
+           "server's name (named: SNI or Host; ech: only an Encrypted ClientHello's outer name; no_name: a ClientHello "
+           "without one, or unreadable; other: neither TLS nor HTTP; tunnel: a VPN handshake).",
+           {(outcome.replace("-", "_"),): key for outcome, key in OUTCOME_KEYS.items()}, ("outcome",)),
     Family("client_hellos_without_sni", "TLS and QUIC ClientHellos that carried no server name, by protocol.",
            {("tls",): TLS_NO_SNI, ("quic",): QUIC_NO_SNI}, ("proto",)),
 )
@@ -171,7 +178,11 @@ HEALTH = (
                ALERTS_CLOSED_EARLY: "alert windows closed early because the alert table was full"}),
     Family("table_entries", "Entries held in each bounded table.",
            {("tcp_flight",): "tcp_flight.flows", ("quic_initial",): "quic_initial.connections",
-            ("dns_answers",): "dns_answers.entries", ("devices",): DEVICES_ENTRIES}, ("table",), gauge=True),
+            ("dns_answers",): "dns_answers.entries", ("devices",): DEVICES_ENTRIES,
+            ("coverage",): COVERAGE_ENTRIES}, ("table",), gauge=True),
+    Family("coverage_untracked_connections", "Connections of clients beyond the coverage table's capacity: in the "
+           "connection totals, not in any device's coverage.", _one(COVERAGE_UNTRACKED), summary=LOST,
+           lost={COVERAGE_UNTRACKED: "connections not counted per device (coverage table full)"}),
     Family("dns_answer_addresses", "Addresses DNS answers gave clients for TikTok names, remembered for the "
            "connections that follow.", _one("dns_answers.learnt")),
     Family("inferred_connections", "TLS and QUIC connections that showed no TikTok name to an address a DNS "

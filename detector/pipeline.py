@@ -33,6 +33,7 @@ from detector.counters import (
     blind_spot_key, observation_key, verdict_key,
 )
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
+from detector.coverage import ECH, NAMED, NO_NAME, OTHER, TUNNEL, CoverageTable
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http, tunnels
 from detector.extract.answers import AnswerTable
@@ -132,6 +133,7 @@ class Extractor:
         self.flights = FlightTable(
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
+        self.coverage = CoverageTable(self.stats)
         self.next_housekeeping = 0.0
         self.timer = BatchTimer()
         self._pcap = ""
@@ -167,6 +169,8 @@ class Extractor:
                 if tunnel is None:
                     stats[SKIM_UDP] += 1
                 else:
+                    if tunnel in TUNNEL_PROTOS:  # DNS over QUIC is a lookup, not a connection
+                        self._covered(packet, TUNNEL)
                     self._emit_handshake(ts, packet, tunnel)
         elif l4 == IPPROTO_TCP:
             self._tcp(ts, packet)
@@ -185,6 +189,7 @@ class Extractor:
         for name in self.initials.COUNTERS:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
+        snap.update(self.coverage.snapshot())
         self.timer.batch(self.stats[PACKETS])
         snap.update(self.timer.snapshot())
         return snap
@@ -296,10 +301,14 @@ class Extractor:
             if used:
                 flights.consume(key, used)
             return
+        # A later message of a connection already counted (keep-alive, STARTTLS) is not
+        # another connection: only a first message counts for coverage.
+        covered = self._covered if not flights.restarted(key) else _not_covered
         if packet.dport == tunnels.OPENVPN_PORT:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
                 flights.finish(key)
+                covered(packet, TUNNEL)
                 self._emit_handshake(ts, packet, tunnel)
                 return
         if stream[0] == TLS_HANDSHAKE:
@@ -308,6 +317,7 @@ class Extractor:
                 # server name can match no signature: what parsing it would do, without the parse.
                 flights.finish(key)
                 self.stats[TLS_SNI_OBSERVED] += 1
+                covered(packet, NAMED)
                 return
             status, hello = clienthello.client_hello_from_records(stream)
             if status == clienthello.NEED_MORE:
@@ -315,8 +325,10 @@ class Extractor:
             flights.finish(key)
             if status == clienthello.NOT_TLS or hello is None:
                 self.stats[PARSE_ERROR_TLS] += 1
+                covered(packet, NO_NAME)
                 self._infer(ts, packet, "tls-sni")
                 return
+            covered(packet, _outcome(hello))
             if hello.sni:
                 self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
@@ -333,8 +345,10 @@ class Extractor:
             return
         flights.finish(key)
         if status == http.DONE and host:
+            covered(packet, NAMED)
             self._emit(ts, packet, "http-host", host, True)
         else:
+            covered(packet, OTHER)
             self.stats[SKIP_TCP_NOT_TLS_OR_HTTP] += 1
 
     # -- QUIC --------------------------------------------------------------------------
@@ -343,6 +357,7 @@ class Extractor:
         client = (packet.src_ip, packet.sport)
         for found in self.initials.feed(client, ts, packet.payload):
             hello = found.hello
+            self._covered(packet, _outcome(hello))
             if hello.sni:
                 self._emit(ts, packet, "quic-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
@@ -351,6 +366,10 @@ class Extractor:
                 self._infer(ts, packet, "quic-sni", hello.sni)
 
     # -- emission ----------------------------------------------------------------------
+
+    def _covered(self, packet: Packet, outcome: str) -> None:
+        """A connection of the packet's client ended its first message with ``outcome``."""
+        self.coverage.count(packet.src_mac, packet.src_ip, packet.vlan, outcome)
 
     def _emit_all(self, ts: float, packet: Packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
         for name in names:
@@ -412,6 +431,17 @@ class Extractor:
                 addresses=addresses,
             )
         )
+
+
+def _not_covered(packet: Packet, outcome: str) -> None:
+    pass
+
+
+def _outcome(hello: clienthello.ClientHello) -> str:
+    """What a ClientHello showed of its connection's name, for coverage."""
+    if not hello.sni:
+        return NO_NAME
+    return ECH if hello.ech else NAMED
 
 
 def _starts_message(payload: bytes) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detector.counters import file_key
+from detector.coverage import CoverageTable
 from detector.decode import SUPPORTED_LINKTYPES
 from detector.extract.binding import Binding
 from detector.pipeline import Extractor, Settings, Wanted
@@ -156,13 +157,14 @@ class Job:
 def replay_parallel(
     job: Job, workers: int, on_observation: Callable[[Observation], None],
     on_binding: Callable[[Binding], None], tick: Callable[[float], None], counts: WorkerCounts,
-    described: list[CaptureInfo] | None, started: Callable[[], None] = lambda: None,
+    described: list[CaptureInfo] | None, coverage: CoverageTable, started: Callable[[], None] = lambda: None,
 ) -> int:
     """Replay ``job`` on ``workers`` processes; returns how many files had errors.
 
     Records reach the callbacks in the order one process would give them; the workers'
-    snapshots go to ``counts`` as they come, their final ones at the end. ``started`` runs
-    once every worker is forked: threads (a metrics server) start there."""
+    snapshots go to ``counts`` as they come, their final ones at the end, and their
+    coverage tables are added to ``coverage``. ``started`` runs once every worker is
+    forked: threads (a metrics server) start there."""
     from detector.workers import WorkerPool, ordered
 
     pool = WorkerPool(workers, _worker, (job, workers), "replay")
@@ -182,6 +184,7 @@ def replay_parallel(
         pool.stop()
     for index, final in enumerate(finals):
         counts.update(index, final["snapshot"])
+        coverage.merge(final["coverage"])
     if described is not None:
         described.extend(finals[0]["described"])
     return finals[0]["errors"]
@@ -239,8 +242,8 @@ def _replay_share(job: Job, index: int, workers: int, sender: Any) -> None:
     )
     if out:
         sender.send((RECORDS, out[:], None))
-    sender.send((DONE, {"snapshot": extractor.snapshot(),
-                          "errors": errors, "described": described or []}))
+    sender.send((DONE, {"snapshot": extractor.snapshot(), "errors": errors, "described": described or [],
+                        "coverage": extractor.coverage.export()}))
 
 
 def _ignore(*_: object) -> None:

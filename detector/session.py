@@ -20,9 +20,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from detector.counters import ALERTS_CLOSED_EARLY, ALERTS_EMITTED, ALERTS_SUPPRESSED, DEVICES_EVICTED
+from detector.coverage import CoverageTable, DeviceCoverage, by_device
 from detector.devices import DeviceTable
+from detector.extract.binding import format_mac
 from detector.match import SignatureSet
-from detector.pipeline import Detector
+from detector.pipeline import Detector, ip_text
 from detector.policy import Policy
 from detector.records import Verdict
 from detector.sinks.outputs import Outputs
@@ -87,9 +89,23 @@ class Session:
 
             self.exporter.reload(policy, SignatureInfo.of(signatures, time.time()))
 
-    def close(self, counters: Mapping[str, float], sources: list[str], errors: int) -> None:
+    def coverage(self, table: CoverageTable) -> list[DeviceCoverage]:
+        """The clients of ``table`` as the devices the events name, in the segments the
+        policy places them and with the hostnames their bindings gave; devices without an
+        event are summed per segment, unnamed."""
+
+        def describe(mac: bytes | None, ip: bytes, vlan: int | None) -> tuple[str, str, str | None]:
+            mac_text, ip_address = (format_mac(mac) if mac is not None else None), ip_text(ip)
+            return (mac_text or ip_address, self.policy.segment_of(ip_address, vlan).name,
+                    self.devices.hostname(mac_text, ip_address))
+
+        return by_device(table, describe, self.outputs.summary.devices)
+
+    def close(self, counters: Mapping[str, float], sources: list[str], errors: int,
+              coverage: list[DeviceCoverage] | None = None) -> None:
         """The capture is over: write what is pending, stop pushing, and write the summary
-        from ``counters`` (every counter of the run, the workers' and the tables' too)."""
+        from ``counters`` (every counter of the run, the workers' and the tables' too) and
+        the devices' ``coverage``."""
         if self.exporter is not None:
             self.exporter.capture_ended()
         self.outputs.close()
@@ -99,7 +115,7 @@ class Session:
         counts = Counter(counters)
         counts[ALERTS_EMITTED], counts[ALERTS_SUPPRESSED] = alerts.emitted, alerts.suppressed
         counts[ALERTS_CLOSED_EARLY], counts[DEVICES_EVICTED] = alerts.closed_early, self.devices.evicted
-        self.outputs.summary.write(sys.stderr, counts, sources, errors)
+        self.outputs.summary.write(sys.stderr, counts, sources, errors, coverage or [])
 
     def finish(self, linger: float) -> None:
         """Serve the final counts ``linger`` seconds more, then stop serving."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from detector.coverage import CoverageTable
 from detector.match import load_signatures
 from detector.skim import new_skimmer
 from detector.sources.pcapfile import CaptureFile
@@ -133,7 +134,8 @@ def test_a_worker_that_dies_ends_the_replay_with_an_error_not_a_hang(tap):
 
     job = Job([str(tap)], Settings(), _DieInWorker0(), describe=False, progress=False)
     with pytest.raises(WorkerError, match="worker 0 ended without its results"):
-        replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, WorkerCounts(Counter()), None)
+        replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, WorkerCounts(Counter()), None,
+                        CoverageTable(Counter()))
 
 
 def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
@@ -145,7 +147,7 @@ def test_the_counts_a_parallel_replay_leaves_for_metrics_are_not_doubled(tap):
 
     counts = WorkerCounts(Counter())
     job = Job([str(tap)], Settings(), load_signatures(ROOT / "signatures"), describe=False, progress=False)
-    replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, counts, None)
+    replay_parallel(job, 2, lambda o: None, lambda b: None, lambda t: None, counts, None, CoverageTable(Counter()))
     snapshot = counts.snapshot()
     assert snapshot["packets"] == 20000
     assert snapshot["tcp_flight.flows_created"] > 0  # the tables' own counts stay

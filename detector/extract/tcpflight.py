@@ -56,7 +56,7 @@ class FlightCounters:
 class _Flow:
     """One direction of one flow: the contiguous bytes and the pieces after a hole."""
 
-    __slots__ = ("start", "syn", "head", "buf", "pending", "clipped", "ts")
+    __slots__ = ("start", "syn", "head", "buf", "pending", "clipped", "ts", "again")
 
     def __init__(self, start: int, syn: bool, ts: float) -> None:
         self.start = start  # sequence number of stream byte 0
@@ -66,6 +66,7 @@ class _Flow:
         self.pending: dict[int, bytes] = {}  # disjoint pieces past the end of buf, by offset
         self.clipped = False  # a segment covered the window's end: the stream is longer
         self.ts = ts
+        self.again = False  # a later message of a connection read before (``restart``)
 
 
 class FlightTable:
@@ -97,6 +98,12 @@ class FlightTable:
     def tracking(self, key: Hashable) -> bool:
         """Whether the flow is being reassembled (lets a caller skim before feeding)."""
         return key in self._flows
+
+    def restarted(self, key: Hashable) -> bool:
+        """Whether the flow being reassembled is a later message of a connection whose
+        first one was read (its outcome is that connection's, already counted)."""
+        flow = self._flows.get(key)
+        return flow is not None and flow.again
 
     def finished(self, key: Hashable) -> bool:
         """Whether the key is remembered as finished (its segments would be ignored)."""
@@ -183,7 +190,7 @@ class FlightTable:
         if done is None or (done[1] is not None and _signed(seq - done[1]) < 0):
             return False
         del self._finished[key]
-        self._create(key, seq & _MASK, True, ts)
+        self._create(key, seq & _MASK, True, ts).again = True
         self.counters.restarted += 1
         return True
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from detector import __version__
+from detector.coverage import DeviceCoverage
 from detector.report import ReportError
 from detector.report.captures import describe_capture, locate
 from detector.report.inputs import InputError, InputFile, read_events
@@ -83,6 +85,9 @@ class Report:
     unknown: list[str] = field(default_factory=list)  # what could not be stated, and why
     verification: Verification | None = None
     pseudonymized: bool = False
+    #: Each device's connections by outcome, summed over the runs that recorded it, most
+    #: connections first; ``None`` when no run record holds coverage.
+    coverage: list[DeviceCoverage] | None = None
 
 
 def _progress_bar(enabled: bool, total: int | None, desc: str, unit: str = "B"):
@@ -224,6 +229,7 @@ class ReportBuilder:
                 bar.close()
         if self.skipped_records:
             self.unknown.append(f"{self.skipped_records} event record(s) from the replay were not valid events")
+        coverage = self._coverage()
         return Report(
             generated=time.time(),
             tool=f"tiktok-detector {__version__}",
@@ -237,7 +243,35 @@ class ReportBuilder:
             unknown=self.unknown,
             verification=verification,
             pseudonymized=self.pseudonymizer is not None,
+            coverage=coverage,
         )
+
+    def _coverage(self) -> list[DeviceCoverage] | None:
+        """The runs' coverage merged per device and segment (pseudonymized if asked)."""
+        recorded = [run for run in self.runs if run.coverage is not None]
+        if not recorded:
+            self.unknown.append("coverage (the share of each device's connections whose server name was seen): "
+                                "no run record holds it (replay with --events writes one beside the events file)")
+            return None
+        if len(recorded) < len(self.runs):
+            self.unknown.append(f"coverage: {len(self.runs) - len(recorded)} of {len(self.runs)} run record(s) "
+                                f"hold none; the coverage below is of the others only")
+        # (device, segment) -> hostname, counts, devices (the unnamed rows: summed over runs, so a
+        # device without an event in two runs counts twice there)
+        merged: dict[tuple[str | None, str], tuple[str | None, Counter[str], int]] = {}
+        for run in recorded:
+            for row in run.coverage or ():
+                hostname, counts, devices = merged.get((row.device, row.segment), (None, Counter(), 0))
+                counts.update(row.connections)
+                merged[row.device, row.segment] = (row.hostname or hostname, counts, max(devices, row.devices)
+                                                   if row.device is not None else devices + row.devices)
+        pseudo = self.pseudonymizer
+        rows = [DeviceCoverage(pseudo.device(device) if pseudo and device else device, segment,
+                               pseudo.token("host", hostname) if pseudo and hostname else hostname, dict(counts),
+                               devices)
+                for (device, segment), (hostname, counts, devices) in merged.items()]
+        rows.sort(key=lambda row: (row.device is None, -row.total, row.device or "", row.segment))
+        return rows
 
     def _dns_ports(self) -> tuple[int, ...]:
         return tuple(sorted({p for run in self.runs for p in run.dns_ports} or {53}))

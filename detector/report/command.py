@@ -23,6 +23,7 @@ from detector.sinks.outputs import check_outputs
 
 if TYPE_CHECKING:
     from detector.match import SignatureSet
+    from detector.coverage import DeviceCoverage
     from detector.policy import Policy
 
 
@@ -127,12 +128,13 @@ class ReplayReport:
         return self.builder is not None or self.sidecar is not None
 
     def finish(self, described: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
-               dns_ports: Iterable[int], quic_ports: Iterable[int]) -> int:
+               dns_ports: Iterable[int], quic_ports: Iterable[int], coverage: Iterable[DeviceCoverage] = ()) -> int:
         """Write the run record and the report from the captures the replay described as
-        it read them; the exit status is 1 when --verify left an event unconfirmed, else 0."""
+        it read them and the devices' coverage; the exit status is 1 when --verify left an
+        event unconfirmed, else 0."""
         if not self.wants_captures:
             return 0
-        run = run_info(described, signatures, policy, dns_ports, quic_ports)
+        run = run_info(described, signatures, policy, dns_ports, quic_ports, coverage)
         if self.sidecar is not None:
             try:
                 write_sidecar(self.sidecar, run)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from typing import TextIO
 
+from detector.coverage import NAMED, OUTCOMES, by_segment
 from detector.records import PROTOS, rfc3339
 from detector.report.build import Report
 from detector.report.model import BoundedSet, Device, Evidence
@@ -20,7 +22,8 @@ FORMAT = "tiktok-detector-report/1"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
-               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred"]
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred",
+               *(f"connections_{o.replace('-', '_')}" for o in OUTCOMES), "named_share"]
 
 
 def _cell(value: object) -> object:
@@ -35,17 +38,29 @@ def _listed(values: BoundedSet) -> str:
 
 def write_csv(report: Report, stream: TextIO) -> None:
     """One row per device (devices in violation first, those with blind spots only last),
-    the columns of ``CSV_COLUMNS``."""
+    the columns of ``CSV_COLUMNS``; a device's coverage columns are empty when no run
+    recorded any."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    coverage: dict[str | None, Counter[str]] = {}
+    for c in report.coverage or ():
+        coverage.setdefault(c.device, Counter()).update(c.connections)
     for d in _devices(report):
         row = [d.device, _listed(d.macs), _listed(d.ips), _listed(d.hostnames), _listed(d.segments),
                rfc3339(d.first), rfc3339(d.last), d.violations, d.exempt, *(d.protos.get(p, 0) for p in PROTOS),
                " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
                d.events - d.evidence_omitted, d.evidence_omitted,
-               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred]
+               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred,
+               *_coverage_cells(coverage.pop(d.device, None), report.coverage is not None)]
         writer.writerow([_cell(v) for v in row])
+
+
+def _coverage_cells(counts: Counter[str] | None, recorded: bool) -> list[object]:
+    if not recorded:
+        return ["" for _ in range(len(OUTCOMES) + 1)]
+    counts = counts or Counter()
+    return [*(counts[o] for o in OUTCOMES), _ratio(counts[NAMED], counts.total()) if counts.total() else ""]
 
 
 def _devices(report: Report) -> list[Device]:
@@ -122,7 +137,18 @@ def report_json(report: Report) -> dict:
             for (segment, day), count in sorted(m.segment_days.items(), key=lambda item: (item[0][1], item[0][0]))
         ],
         "devices": [_device(report, d) for d in _devices(report)],
+        "coverage": None if report.coverage is None else {
+            "segments": [{"segment": g.segment, "devices": g.devices, "connections": dict(g.connections),
+                          "named_share": _ratio(g.named, g.total)} for g in by_segment(report.coverage)],
+            "devices": [{"device": c.device, "segment": c.segment, "hostname": c.hostname, "devices": c.devices,
+                         "connections": dict(c.connections), "named_share": _ratio(c.named, c.total)}
+                        for c in report.coverage],
+        },
     }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 def write_json(report: Report, stream: TextIO) -> None:

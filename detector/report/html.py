@@ -20,10 +20,14 @@ from typing import TextIO
 import jinja2
 from markupsafe import Markup
 
+from detector.coverage import OUTCOMES, by_segment, share
 from detector.records import PROTOS, rfc3339
 from detector.report import charts
 from detector.report.build import Report
 from detector.report.model import BoundedSet, Device
+
+#: Devices the coverage table lists (the busiest); the JSON report has every one.
+MAX_COVERAGE_ROWS = 1000
 
 CSS = """
 :root { --ink: #1b1f24; --muted: #5b6570; --line: #d7dde3; --bg: #ffffff; --band: #f3f5f7;
@@ -166,12 +170,15 @@ TEMPLATE = r"""<!doctype html>
 <td class="nowrap">{% for p in protos if d.protos.get(p) %}{{ p }} {{ num(d.protos[p]) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
 <td class="nowrap">{% for c, n in d.categories.most_common() %}{{ c }} {{ num(n) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
 {%- endmacro %}
+{%- macro outcome_cells(c) -%}
+{%- for o in outcomes %}<td class="num" data-v="{{ c.connections.get(o, 0) }}">{% if loop.first %}{{ share(c.named, c.total) }}{% else %}{{ num(c.connections.get(o, 0)) }}{% endif %}</td>{% endfor %}
+{%- endmacro %}
 {%- macro swatch(color) -%}<svg width="12" height="12" viewBox="0 0 12 12" aria-hidden="true"><rect width="12" height="12" fill="{{ color }}"/></svg>{%- endmacro %}
 <header>
 <h1>TikTok use on the network: audit report</h1>
 <p class="meta">Generated {{ utc(r.generated) }} by {{ r.tool }}. All times are UTC.
 {%- if r.pseudonymized %} Device addresses and hostnames are pseudonymized.{% endif %}</p>
-<nav><a href="#summary">Summary</a><a href="#inputs">Inputs</a><a href="#verification">Verification</a><a href="#segments">Segments</a><a href="#devices">Devices</a><a href="#blind-spots">Blind spots</a><a href="#evidence">Evidence</a></nav>
+<nav><a href="#summary">Summary</a><a href="#inputs">Inputs</a><a href="#verification">Verification</a><a href="#segments">Segments</a><a href="#devices">Devices</a><a href="#blind-spots">Blind spots</a><a href="#coverage">Coverage</a><a href="#evidence">Evidence</a></nav>
 </header>
 <main>
 <section id="summary">
@@ -344,6 +351,40 @@ as GREASE, so it says "may", not "does").</p>
 {%- endif %}
 </section>
 
+<section id="coverage">
+<h2>Coverage</h2>
+<p>How much the sensor saw. Every TCP connection whose first message was read and every QUIC connection whose Initial was
+decrypted counts once, by what it showed of the server's name: <i>name seen</i> (TLS or QUIC SNI, HTTP Host), <i>ECH</i>
+(an Encrypted ClientHello: only its public outer name), <i>no name</i> (a ClientHello without one, or unreadable), <i>not TLS/HTTP</i>
+(another protocol) or <i>VPN</i> (a VPN handshake, after which nothing shows a name). DNS lookups are not counted here. A device
+with a low share of named connections and no violation was largely unseen, not shown clean. Devices without any event are
+counted in their segment, never named: the report names no device the policy has nothing to say about.</p>
+{%- if coverage is none %}
+<p class="warn">Unknown: no run record of these events holds coverage.</p>
+{%- elif not coverage %}
+<p>No connection was read.</p>
+{%- else %}
+<h3>By segment</h3>
+<div class="scroll"><table>
+<thead><tr><th>Segment</th><th class="num">Devices</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th></tr></thead>
+<tbody>
+{%- for g in coverage_segments %}
+<tr><td>{{ g.segment }}</td><td class="num">{{ num(g.devices) }}</td><td class="num">{{ num(g.total) }}</td>{{ outcome_cells(g) }}</tr>
+{%- endfor %}
+</tbody></table></div>
+<h3>By device</h3>
+<p class="muted">Most connections first{% if coverage|length > max_coverage_rows %}; the first {{ num(max_coverage_rows) }} of {{ num(coverage|length) }} devices (the JSON report lists them all){% endif %}. Blind spots are the device's blind-spot events (above).</p>
+<div class="scroll"><table class="sortable">
+<thead><tr><th>Device</th><th>Hostname</th><th>Segment</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th><th class="num">Blind spots</th><th class="num">Violations</th></tr></thead>
+<tbody>
+{%- for c in coverage[:max_coverage_rows] %}{% set d = m.devices.get(c.device) %}
+<tr><td class="mono">{% if c.device is none %}({{ num(c.devices) }} device{{ 's' if c.devices != 1 }} without an event){% else %}{{ c.device }}{% endif %}</td><td>{{ c.hostname or '' }}</td><td>{{ c.segment }}</td><td class="num">{{ num(c.total) }}</td>{{ outcome_cells(c) }}
+<td class="num">{{ num(d.blind.total() if d else 0) }}</td><td class="num">{{ num(d.violations if d else 0) }}</td></tr>
+{%- endfor %}
+</tbody></table></div>
+{%- endif %}
+</section>
+
 <section id="evidence">
 <h2>Evidence by device</h2>
 <p>Per device (named by its MAC address, else its IP address): its events over time (one chart per device, all on the same time axis) and its events, earliest first.
@@ -435,7 +476,8 @@ def render_html(report: Report, stream: TextIO) -> None:
         rows.setdefault(_day(day * charts.DAY), {})[segment] = count
     for chunk in _TEMPLATE.generate(
         r=report, m=model, v=report.verification, violators=violators, exempt_only=exempt_only, devices=devices,
-        blind=model.with_blind_spots(),
+        blind=model.with_blind_spots(), coverage=report.coverage, coverage_segments=by_segment(report.coverage or ()),
+        max_coverage_rows=MAX_COVERAGE_ROWS, outcomes=OUTCOMES, share=share,
         ids={d.device: i for i, d in enumerate(devices, 1)}, timelines=timelines, seg_chart=seg_chart,
         seg_colors=seg_colors, seg_rows=sorted(rows.items()), protos=PROTOS, css=Markup(CSS), js=Markup(JS), csp=CSP, utc=_utc, clock=_clock, day=_day, num=_num, size=_size, joined=_joined, rfc3339=rfc3339,
     ):

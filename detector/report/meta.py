@@ -15,8 +15,17 @@ says what is unknown when it is not, instead of guessing.
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
             "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1},
- "settings": {"dns_ports": [53], "quic_ports": [443]}}
+ "settings": {"dns_ports": [53], "quic_ports": [443]},
+ "coverage": [{"device": "aa:bb:cc:dd:ee:01", "segment": "staff", "hostname": "pc-1",
+               "connections": {"named": 120, "ech": 14, "no-name": 2}, "devices": 1}, …,
+              {"device": null, "segment": "staff", "hostname": null,
+               "connections": {"named": 5120, "ech": 310, "other": 42}, "devices": 37}]}
 ```
+
+``coverage`` holds one entry per device with an event and segment, and per segment one
+entry (``device`` null) summing the connections of its ``devices`` devices without an
+event (see ``detector.coverage``). It is absent from the records of older versions: the
+report then says coverage is unknown.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detector import __version__
+from detector.coverage import OUTCOMES, DeviceCoverage
 from detector.records import rfc3339
 
 if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
@@ -100,6 +110,8 @@ class RunInfo:
     tool: str = f"tiktok-detector {__version__}"
     created: float | None = None
     source: str | None = None  # the sidecar it was read from
+    #: Each device's connections by outcome; ``None``: not recorded (an older run record).
+    coverage: tuple[DeviceCoverage, ...] | None = None
 
 
 def sidecar_path(events_path: str | os.PathLike[str]) -> Path:
@@ -115,9 +127,10 @@ def policy_info(policy: Policy) -> PolicyInfo:
 
 
 def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
-             dns_ports: Iterable[int], quic_ports: Iterable[int]) -> RunInfo:
+             dns_ports: Iterable[int], quic_ports: Iterable[int], coverage: Iterable[DeviceCoverage] = ()) -> RunInfo:
     """The run record of a replay."""
     return RunInfo(
+        coverage=tuple(coverage),
         captures=tuple(captures),
         signatures=SignatureInfo(str(signatures.path), signatures.version, signatures.sha256),
         policy=policy_info(policy),
@@ -158,6 +171,10 @@ def to_json(run: RunInfo) -> dict:
         "signatures": asdict(run.signatures) if run.signatures else None,
         "policy": policy,
         "settings": {"dns_ports": list(run.dns_ports), "quic_ports": list(run.quic_ports)},
+        "coverage": None if run.coverage is None else [
+            {"device": c.device, "segment": c.segment, "hostname": c.hostname, "connections": dict(c.connections),
+             "devices": c.devices}
+            for c in run.coverage],
     }
 
 
@@ -219,4 +236,22 @@ def _from_json(doc: dict, source: str) -> RunInfo:
         dns_ports=tuple(int(p) for p in settings.get("dns_ports", (53,))),
         quic_ports=tuple(int(p) for p in settings.get("quic_ports", (443,))),
         tool=str(doc.get("tool", "unknown")), created=_parse_ts(doc.get("created")), source=source,
+        coverage=_coverage(doc.get("coverage")),
     )
+
+
+def _coverage(items: object) -> tuple[DeviceCoverage, ...] | None:
+    if items is None:
+        return None
+    rows = []
+    for item in items:  # a wrong shape raises TypeError, KeyError or ValueError: not a run record
+        connections = {str(outcome): int(n) for outcome, n in item["connections"].items()}
+        unknown = set(connections) - set(OUTCOMES)
+        if unknown or any(n < 0 for n in connections.values()):
+            raise ValueError(f"coverage of {item['device']!r}: unknown outcome or negative count")
+        device, hostname, devices = item["device"], item.get("hostname"), int(item.get("devices", 1))
+        if devices < 1:
+            raise ValueError(f"coverage of {device!r}: devices must be at least 1")
+        rows.append(DeviceCoverage(None if device is None else str(device), str(item["segment"]),
+                                   None if hostname is None else str(hostname), connections, devices))
+    return tuple(rows)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from detector import counters
+from detector.coverage import ECH, NO_NAME, OTHER, TUNNEL, DeviceCoverage, by_segment, share
 from detector.records import Verdict, rfc3339
 
 #: The summary names at most this many devices (the busiest) and names per device.
@@ -57,9 +58,11 @@ class Summary:
         if len(device.names) < 256 or verdict.observation.name in device.names:
             device.names[verdict.observation.name] += 1
 
-    def write(self, out: TextIO, stats: Mapping[str, float], files: list[str], errors: int) -> None:
+    def write(self, out: TextIO, stats: Mapping[str, float], files: list[str], errors: int,
+              coverage: list[DeviceCoverage] = ()) -> None:
         """``stats``: every counter of the run, the tables' own included (an extractor's
-        ``snapshot()``), so that what was lost is stated whenever it is not zero."""
+        ``snapshot()``), so that what was lost is stated whenever it is not zero;
+        ``coverage``: each device's connections by outcome (a replay's)."""
         stats = Counter(stats)
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
@@ -82,19 +85,39 @@ class Summary:
             # The inferred and blind-spot columns only when some device has one.
             inferred = any(dev.inferred for dev in self.devices.values())
             blind = any(dev.blind for dev in self.devices.values())
+            covered: dict[str, list[int]] = {}  # device -> [named, connections], over its segments
+            for row in coverage:
+                if row.device is None:
+                    continue
+                seen = covered.setdefault(row.device, [0, 0])
+                seen[0] += row.named
+                seen[1] += row.total
             header = ("device", "hostname", "segment", "violations", "exempt", *(("inferred",) if inferred else ()),
-                      *(("blind spots",) if blind else ()), "first seen", "last seen", "top names")
+                      *(("blind spots",) if blind else ()), *(("names seen",) if covered else ()),
+                      "first seen", "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
+                seen = covered.get(name)
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
                               *((str(dev.inferred),) if inferred else ()), *((_blind(dev.blind),) if blind else ()),
+                              *((share(*seen) if seen else "-",) if covered else ()),
                               rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
             for row in table:
                 out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
             if len(rows) > MAX_DEVICES_SHOWN:
                 out.write(f"... and {len(rows) - MAX_DEVICES_SHOWN} more device(s); see the events file\n")
+        for segment in by_segment(coverage):
+            counts, total = segment.connections, segment.total
+            out.write(
+                f"coverage of segment {segment.segment}: {total} connection(s) of {segment.devices} device(s), "
+                f"server name seen in {share(segment.named, total)}"
+                + "".join(f", {what} {share(counts.get(outcome, 0), total)}"
+                          for outcome, what in ((ECH, "ECH"), (NO_NAME, "no name"), (OTHER, "not TLS/HTTP"),
+                                                (TUNNEL, "VPN handshakes")) if counts.get(outcome))
+                + "\n"
+            )
         if "capture.received" in stats:
             out.write(
                 f"capture: {stats['capture.received']} packets passed the kernel filter, "
