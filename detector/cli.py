@@ -252,4 +252,4 @@ def _signatures_match(args: argparse.Namespace) -> int:
     loaded: SignatureSet = load_signatures(args.signatures)
     name = args.name.strip().lower().rstrip(".")
     print(loaded.explain(name))
-    return 0 if loaded.match(name) else 1
+    return 0 if loaded.match(name) or loaded.match_address(name) else 1

@@ -22,6 +22,11 @@ Every regex must be written ``^BODY\\.LITERAL\\.DOMAIN$``; the loader splits off
 literal domain (the prefilter key) and compiles ``(?:BODY)\\.literal\\.domain``, so a
 regex can only ever match names inside its key and the prefilter is exact, not a hint.
 
+An ``address`` entry is an IP address or prefix (``1.1.1.1``, ``2606:4700::/32``): it
+names no name, only where a connection went. ``match_address`` looks the server of a TLS
+or QUIC connection that showed no name up there (an IP-literal DoH URL sends no SNI); the
+most specific prefix wins, one dict probe per prefix length present.
+
 Loading is strict and reports every problem as ``FILE:LINE: message`` (line 0 means
 the file as a whole): signature files are edited by hand and a typo must not silently
 drop an entry or, worse, flag a generic CDN.
@@ -30,6 +35,7 @@ drop an entry or, worse, flag a generic CDN.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import re._parser as _sre  # the parser re itself uses: patterns read exactly as re reads them
@@ -42,8 +48,8 @@ from typing import Any, NamedTuple
 from detector.errors import UserError
 from detector.records import CATEGORIES, Signature
 
-#: How an entry's pattern is compared with a name.
-KINDS = ("suffix", "exact", "regex")
+#: How an entry's pattern is compared with a name (``address``: with a server's address).
+KINDS = ("suffix", "exact", "regex", "address")
 
 _TOP_KEYS = ("version", "description", "sources", "entry")
 _ENTRY_REQUIRED = ("pattern", "match", "category", "source")
@@ -110,11 +116,14 @@ class SignatureSet:
     _regex: dict[str, tuple[tuple[re.Pattern[str], Signature], ...]] = field(
         init=False, repr=False, compare=False
     )
+    #: (IP version, prefix length) -> network address as an integer -> entry; longest first.
+    _networks: dict[tuple[int, int], dict[int, Signature]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[str, Signature] = {}
         suffix: dict[str, Signature] = {}
         regex: dict[str, list[tuple[re.Pattern[str], Signature]]] = {}
+        networks: dict[tuple[int, int], dict[int, Signature]] = {}
         seen: set[str] = set()
         for sig in self.entries:
             where = f"{self._file_of(sig)}:{sig.line}"
@@ -131,11 +140,17 @@ class SignatureSet:
                     raise SignatureError([f"{where}: {compiled}"])
                 key, pattern = compiled
                 regex.setdefault(key, []).append((pattern, sig))
+            elif sig.kind == "address":
+                network = _network(sig.pattern)
+                if isinstance(network, str):
+                    raise SignatureError([f"{where}: {network}"])
+                networks.setdefault((network.version, network.prefixlen), {})[int(network.network_address)] = sig
             else:
                 raise SignatureError([f"{where}: unknown match kind {sig.kind!r}"])
         object.__setattr__(self, "_exact", exact)
         object.__setattr__(self, "_suffix", suffix)
         object.__setattr__(self, "_regex", {k: tuple(v) for k, v in regex.items()})
+        object.__setattr__(self, "_networks", dict(sorted(networks.items(), key=lambda kv: -kv[0][1])))
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -152,6 +167,22 @@ class SignatureSet:
         keys = (*self._exact, *self._suffix, *self._regex)
         if all(_PREFILTER_KEY_RE.fullmatch(key) for key in keys):
             return keys
+        return None
+
+    def match_address(self, address: str) -> Signature | None:
+        """The most specific ``address`` entry holding ``address`` (an IP in text), or None."""
+        if not self._networks:
+            return None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        value, bits = int(ip), ip.max_prefixlen
+        for (version, length), table in self._networks.items():
+            if version == ip.version:
+                sig = table.get(value >> (bits - length) << (bits - length))
+                if sig is not None:
+                    return sig
         return None
 
     def match(self, name: str) -> Signature | None:
@@ -188,6 +219,12 @@ class SignatureSet:
         that match too, so an auditor sees what a more specific entry overrides (e.g. a
         TikTok host on a shared ByteDance zone).
         """
+        if _is_address(name):
+            sig = self.match_address(name)
+            if sig is None:
+                return f"{name}: no match\n  why: no address entry holds it"
+            return f"{name}: {sig.category}\n  matched: {self._describe(sig)}\n  why: the most specific address entry " \
+                   "holding it (a TLS or QUIC connection there that shows no name is judged by it)"
         tried: list[Signature] = []
         hits: list[tuple[Signature, str]] = []
         for sig, reason in self._probe(name):
@@ -483,6 +520,9 @@ def _check_entry(
         if kind == "regex":
             compiled = _compile_regex(pattern)
             problem = compiled if isinstance(compiled, str) else None
+        elif kind == "address":
+            network = _network(pattern)
+            problem = network if isinstance(network, str) else None
         else:
             problem = _domain_problem(pattern)
         if problem:
@@ -528,6 +568,28 @@ def _domain_problem(pattern: str) -> str | None:
     if labels[-1].isdigit():
         return f"pattern {pattern!r} looks like an IP address, not a domain"
     return None
+
+
+def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    """The network an ``address`` pattern names, or why it names none. Written in its
+    canonical (compressed, lowercase) form and without host bits, so that a pattern is
+    never two patterns."""
+    try:
+        network = ipaddress.ip_network(pattern, strict=True)
+    except ValueError as exc:
+        return f"address pattern {pattern!r} is not an IP address or prefix without host bits ({exc})"
+    canonical = str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
+    if pattern != canonical:
+        return f"address pattern {pattern!r} must be written {canonical!r}"
+    return network
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _compile_regex(pattern: str) -> tuple[str, re.Pattern[str]] | str:

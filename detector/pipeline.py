@@ -44,8 +44,8 @@ from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import (
-    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation, Signature,
-    Verdict,
+    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, SERVER_ADDRESS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation,
+    Signature, Verdict,
 )
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
@@ -334,7 +334,7 @@ class Extractor:
             else:
                 self.stats[TLS_NO_SNI] += 1
             if not hello.sni or hello.ech:
-                self._infer(ts, packet, "tls-sni", hello.sni)
+                self._infer(ts, packet, "tls-sni", hello.sni, hello.ech)
             if packet.dport == tunnels.DOT_PORT and not (hello.sni and self.wanted is not None and self.wanted(hello.sni)):
                 # DNS over TLS to a resolver no signature names (by its SNI): a blind spot by its
                 # port. (`names`, which wants every name, lists it beside the SNI.)
@@ -363,7 +363,7 @@ class Extractor:
             else:
                 self.stats[QUIC_NO_SNI] += 1
             if not hello.sni or hello.ech:
-                self._infer(ts, packet, "quic-sni", hello.sni)
+                self._infer(ts, packet, "quic-sni", hello.sni, hello.ech)
 
     # -- emission ----------------------------------------------------------------------
 
@@ -382,7 +382,8 @@ class Extractor:
         signature = self._wanted.match(name) if self._wanted is not None else None
         return signature is not None and signature.category in TIKTOK_CATEGORIES
 
-    def _infer(self, ts: float, packet: Packet, proto: str, shown: str | None = None) -> None:
+    def _infer(self, ts: float, packet: Packet, proto: str, shown: str | None = None,
+               ech: bool | None = None) -> None:
         """A TLS or QUIC connection that showed no TikTok name (none, an ECH outer one
         ``shown``, or a ClientHello that could not be read) goes to the writer, which infers
         its name if a DNS answer sent this client to this address for a TikTok name."""
@@ -392,15 +393,13 @@ class Extractor:
             ts=ts, proto=proto, name=shown or "", client_ip=ip_text(packet.src_ip),
             client_mac=format_mac(packet.src_mac) if packet.src_mac is not None else None, vlan=packet.vlan,
             server_ip=ip_text(packet.dst_ip), server_port=packet.dport, pcap=self._pcap, frame=self._frame,
-            evidence=UNNAMED,
+            ech=ech, evidence=UNNAMED,
         ))
 
     def _emit_handshake(self, ts: float, packet: Packet, proto: str) -> None:
         """A VPN handshake or encrypted DNS on its port: always wanted (a blind spot by
         what it is); its name is the server's address and port, which an auditor can look up."""
-        server = ip_text(packet.dst_ip)
-        endpoint = f"[{server}]:{packet.dport}" if ":" in server else f"{server}:{packet.dport}"
-        self._emit(ts, packet, proto, endpoint, True, wanted=True)
+        self._emit(ts, packet, proto, endpoint(ip_text(packet.dst_ip), packet.dport), True, wanted=True)
 
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
@@ -431,6 +430,11 @@ class Extractor:
                 addresses=addresses,
             )
         )
+
+
+def endpoint(address: str, port: int) -> str:
+    """``198.18.0.1:443``, ``[fd00::1]:443``: the name of an observation that has none."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _not_covered(packet: Packet, outcome: str) -> None:
@@ -501,12 +505,21 @@ class Detector:
 
     def infer(self, obs: Observation) -> None:
         """A connection that showed no TikTok name: judged under the TikTok name a DNS answer
-        gave this client for this address, if one still holds, with the answer as evidence."""
+        gave this client for this address, if one still holds, with the answer as evidence;
+        else under the ``address`` entry holding its server (a DoH resolver reached by its
+        address, a user's TikTok prefix) with its address and port as name."""
         answer = self.answers.lookup(obs.client_ip, obs.server_ip, obs.ts)
         signature = self.signatures.match(answer.name) if answer is not None else None
         if signature is not None:
             self.judge(replace(obs, name=answer.name, evidence=DNS_ANSWER_ADDRESS, evidence_pcap=answer.pcap,
                                evidence_frame=answer.frame, evidence_ts=answer.ts), signature)
+            return
+        signature = self.signatures.match_address(obs.server_ip)
+        if signature is not None:
+            tiktok = signature.category in TIKTOK_CATEGORIES
+            self.judge(replace(obs, proto="tls" if obs.proto == "tls-sni" else "quic",
+                               name=endpoint(obs.server_ip, obs.server_port),
+                               evidence=SERVER_ADDRESS if tiktok else None), signature)
 
     def judge(self, obs: Observation, signature: Signature | None) -> None:
         """Policy for a matched observation (live workers match, the writer judges; a worker

@@ -21,8 +21,11 @@ TUNNEL_PROTOS = ("wireguard", "ike", "openvpn")
 ENCRYPTED_DNS_PROTOS = ("dot", "doq")
 #: Observations whose name is a server's address and port, matched by their protocol.
 HANDSHAKE_PROTOS = TUNNEL_PROTOS + ENCRYPTED_DNS_PROTOS
+#: A TLS or QUIC connection that showed no name (no SNI, ECH, unreadable) matched by its
+#: server's address (an ``address`` entry): its name is that address and port too.
+ADDRESS_PROTOS = ("tls", "quic")
 #: The protocols an observation can come from; part of the event schema.
-PROTOS = NAME_PROTOS + HANDSHAKE_PROTOS
+PROTOS = NAME_PROTOS + HANDSHAKE_PROTOS + ADDRESS_PROTOS
 #: What a TikTok entry (signatures/tiktok.toml) says a name is.
 TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
 #: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor
@@ -67,6 +70,9 @@ class Observation:
 
 #: ``Observation.evidence`` of a connection to an address a TikTok name resolved to.
 DNS_ANSWER_ADDRESS = "dns-answer-address"
+#: ``Observation.evidence`` of a connection that showed no name to an address a TikTok
+#: ``address`` entry holds (a user's prefix file): inferred from the address alone.
+SERVER_ADDRESS = "server-address"
 #: ``Observation.evidence`` of a TLS or QUIC connection that showed no TikTok name (``name``
 #: is the ECH outer name, or empty): the writer infers its name if a DNS answer allows.
 UNNAMED = "unnamed"

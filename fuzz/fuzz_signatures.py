@@ -48,6 +48,7 @@ def covers(sig: Signature, name: str) -> bool | None:
 def check_match(sigs: SignatureSet, name: str) -> None:
     found = sigs.match(name)
     sigs.explain(name)
+    sigs.match_address(name)  # never raises, whatever the text
     exact = [s for s in sigs.entries if s.kind == "exact" and s.pattern == name]
     if exact:
         assert found == exact[0], (name, found)
@@ -77,7 +78,12 @@ def TestOneInput(data: bytes) -> None:
     assert not problems, problems
     names = [n for n in (normalize_name(raw) for raw in tail.split(b"\x00")[:8] if raw) if n]
     for sig in sigs.entries:
-        if sig.kind != "regex":
+        if sig.kind == "address":
+            address = sig.pattern.split("/")[0]
+            found = sigs.match_address(address)
+            assert found is not None and found.kind == "address", sig
+            assert sigs.match(sig.pattern) is None, sig  # an address entry never matches a name
+        elif sig.kind != "regex":
             names.append(sig.pattern)
             assert sigs.match(sig.pattern) is not None, sig
             names.append("a." + sig.pattern)
@@ -100,6 +106,7 @@ def seeds() -> Iterator[bytes]:
     yield small
     yield small + b"\x00www.tiktok.com\x00p16-tiktok-va.ibyteimg.com\x00ibyteimg.com"
     yield b"\n[[entry]]\n".join([head, *entries[:3], entries[0]]) + b"\n"  # a duplicate
+    yield (root / "signatures" / "visibility.toml").read_bytes() + b"\x001.1.1.1\x002606:4700:4700::1111"
 
 
 if __name__ == "__main__":

@@ -1346,6 +1346,25 @@ def build_tls_http() -> list[Capture]:
         flow.ack(DOWN)
     caps.append(inferred)
 
+    by_address = Capture(
+        "address-entries.pcap",
+        "TLS connections judged by their server's address (visibility.toml's resolver addresses): no SNI to "
+        "1.1.1.1 (DNS over HTTPS to an IP-literal URL) and ECH to 2606:4700:4700::1111 (encrypted-dns blind "
+        "spots); a named one to 1.1.1.1 and no SNI to an address no entry holds (nothing)",
+    )
+    for host, sni, server, seed, ech in ((STAFF, None, "1.1.1.1", "addr-doh", False),
+                                         (STAFF6, "cloudflare-ech.com", "2606:4700:4700::1111", "addr-ech", True),
+                                         (GUEST, "one.one.one.one", "1.1.1.1", "addr-named", False),
+                                         (GUEST, None, INNOCENT, "addr-innocent", False)):
+        flow = TcpFlow(by_address, host, server, 443)
+        flow.handshake()
+        hello = client_hello(sni, seed, pq=False, ech=ech)
+        if sni:
+            flow.expect(UP, len(hello), "tls-sni", sni)
+        flow.data(UP, hello)
+        flow.ack(DOWN)
+    caps.append(by_address)
+
     tunnel = Capture(
         "tunnels.pcap",
         "VPN handshakes, each a blind spot: a WireGuard handshake initiation on port 51820, an IKEv2 "

@@ -72,3 +72,39 @@ def test_names_inferred_from_dns_answers(tmp_path, mode):
     assert sum(a["count"] for a in alerts) == sum(e["decision"] == "violation" for e in events)
     if mode == "report":
         assert "2 inferred from DNS answers" in stderr
+
+
+def test_connections_without_a_name_are_judged_by_their_servers_address(tmp_path):
+    """pcaps/address-entries.pcap: no SNI to 1.1.1.1 and ECH to 2606:4700:4700::1111 are
+    encrypted-DNS blind spots by the shipped resolver addresses (their name is the server's
+    address and port); a connection that names its server, and one to an address no entry
+    holds, are judged by their name or not at all."""
+    fixture = ROOT / "pcaps" / "address-entries.pcap"
+    events = tmp_path / "e.jsonl"
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--events", str(events),
+                           str(fixture)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [(e["proto"], e["name"], e["category"], e["decision"], e["signature"], e["ech"], "evidence" in e)
+            for e in got] == [
+        ("tls", "1.1.1.1:443", "encrypted-dns", "blind-spot", "1.1.1.1", False, False),
+        ("tls", "[2606:4700:4700::1111]:443", "encrypted-dns", "blind-spot", "2606:4700:4700::1111", True, False),
+        ("tls-sni", "one.one.one.one", "encrypted-dns", "blind-spot", "one.one.one.one", False, False),
+    ]
+
+
+def test_a_users_tiktok_prefix_infers_and_a_dns_answer_is_stronger_evidence(tmp_path):
+    """A prefix file of the user's own holding TikTok's (fixture) address: the connections
+    with no name or ECH there are inferred from the DNS answer when the client had one, from
+    the prefix otherwise (the other client); the named connection is not."""
+    signatures = tmp_path / "signatures"
+    signatures.mkdir()
+    (signatures / "tiktok.toml").write_bytes((ROOT / "signatures" / "tiktok.toml").read_bytes())
+    (signatures / "prefixes.toml").write_text(
+        'version = "1"\ndescription = "TikTok prefixes"\n[sources]\nown = "our own list"\n'
+        '[[entry]]\npattern = "198.19.1.0/24"\nmatch = "address"\ncategory = "app"\nsource = ["own"]\n')
+    events, _, _ = replay(tmp_path, "--signatures", str(signatures))
+    inferred = [(e["client_ip"], e["proto"], e["name"], e["evidence"]["kind"]) for e in events if "evidence" in e]
+    assert inferred == [("198.18.10.21", "tls-sni", "www.tiktok.com", "dns-answer-address"),
+                        ("198.18.10.21", "tls-sni", "www.tiktok.com", "dns-answer-address"),
+                        ("198.18.20.101", "tls", "198.19.1.10:443", "server-address")]

@@ -156,8 +156,38 @@ def test_other_bytedance_products_are_left_out(sigs: SignatureSet, name: str) ->
 
 def test_every_domain_entry_matches_itself(sigs: SignatureSet) -> None:
     for sig in sigs.entries:
-        if sig.kind != "regex":
+        if sig.kind in ("suffix", "exact"):
             assert sigs.match(sig.pattern) == sig, sig.pattern
+        elif sig.kind == "address":
+            assert sigs.match_address(sig.pattern.split("/")[0]) == sig, sig.pattern
+            assert sigs.match(sig.pattern) is None  # an address is never a name
+
+
+def test_address_entries_most_specific_prefix_first() -> None:
+    def entry(pattern: str, category: str) -> Signature:
+        return Signature(pattern, "address", category, "test")
+
+    s = SignatureSet("1", "test", "", (entry("198.18.0.0/15", "app"), entry("198.18.7.0/24", "vpn"),
+                                         entry("198.18.7.53", "encrypted-dns"), entry("fd00::/8", "relay"),
+                                         Signature("example.com", "suffix", "web", "test")))
+    assert [s.match_address(a).category for a in ("198.19.1.1", "198.18.7.1", "198.18.7.53", "fd00:1::1")] == [
+        "app", "vpn", "encrypted-dns", "relay"]
+    assert s.match_address("203.0.113.1") is None and s.match_address("not an address") is None
+    assert s.match_address("::ffff:198.18.7.53") is None  # another family, another address
+    assert s.prefilter_keys() == ("example.com",)
+    assert "address '198.18.7.53'" in s.explain("198.18.7.53") and "no address entry" in s.explain("203.0.113.1")
+
+
+@pytest.mark.parametrize(("pattern", "want"), [
+    ("1.1.1.1/24", "without host bits"), ("01.1.1.1", "not an IP address"), ("2606:4700:4700:0::1111",
+     "must be written '2606:4700:4700::1111'"), ("1.1.1.1/32", "must be written '1.1.1.1'"), ("dns.google", "not an IP"),
+])
+def test_bad_address_patterns_are_refused_at_their_line(tmp_path: Path, pattern: str, want: str) -> None:
+    path = tmp_path / "addresses.toml"
+    path.write_text(f'version = "1"\ndescription = "d"\n[sources]\nx = "y"\n[[entry]]\npattern = "{pattern}"\n'
+                    f'match = "address"\ncategory = "encrypted-dns"\nsource = ["x"]\n')
+    problems = check_signatures(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}:6: ") and want in problems[0], problems
 
 
 def test_explain_names_the_entry_and_why(sigs: SignatureSet) -> None:

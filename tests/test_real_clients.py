@@ -151,6 +151,56 @@ def quic_client(pair: VethPair, address: str, sni: str, *, quantum: bool = False
              timeout=CLIENT_TIMEOUT)
 
 
+def test_connections_without_a_name_are_judged_by_their_servers_address(tmp_path, tls_files):
+    """curl resolves over DNS over HTTPS to an IP-literal URL (``https://ADDRESS/dns-query``:
+    no SNI, so no name to match) and OpenSSL connects without a server name to an address of
+    a user's TikTok prefix file. An ``address`` entry names each: the resolver's connection
+    is an encrypted-DNS blind spot, the other an inferred TikTok connection whose evidence is
+    the server's address; the named connection curl makes after its lookup is a violation."""
+    require("curl", "openssl", "tcpdump", "ss")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_tcp_servers(pair, *tls_files)
+        with Capture(pair, tmp_path / "by-address.pcap") as capture:
+            pair.run(c, ["curl", "--silent", "--show-error", "--fail", "--insecure", "--doh-insecure", "--ipv4",
+                         "--max-time", "10", "--output", "/dev/null", "--doh-url", f"https://{s.ip4}/dns-query",
+                         "https://www.tiktok.com/"], timeout=CLIENT_TIMEOUT)
+            pair.run(c, ["openssl", "s_client", "-connect", f"[{s.ip6}]:{HTTPS_PORT}", "-noservername"],
+                     timeout=CLIENT_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert capture.dropped == 0
+    signatures = tmp_path / "signatures"
+    signatures.mkdir()
+    for shipped in ("tiktok.toml", "visibility.toml"):
+        shutil.copy(ROOT / "signatures" / shipped, signatures / shipped)
+    (signatures / "local.toml").write_text(f"""version = "test"
+description = "this network's resolver and a TikTok address"
+[sources]
+local = "this network's own lists"
+[[entry]]
+pattern = "{s.ip4}"
+match = "address"
+category = "encrypted-dns"
+source = ["local"]
+[[entry]]
+pattern = "{s.ip6}"
+match = "address"
+category = "app"
+source = ["local"]
+""")
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--signatures", str(signatures),
+                           "--events", str(events), str(capture.path)],
+                          capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {(r["proto"], r["name"], r["category"], r["decision"], (r.get("evidence") or {}).get("kind"))
+            for r in records} == {
+        ("tls", f"{s.ip4}:{HTTPS_PORT}", "encrypted-dns", "blind-spot", None),
+        ("tls-sni", "www.tiktok.com", "web", "violation", None),
+        ("tls", f"[{s.ip6}]:{HTTPS_PORT}", "app", "inferred", "server-address"),
+    }
+
+
 def detector_names(capture: Capture) -> set[Name]:
     """What ``python -m detector names`` finds in the capture, repeats folded."""
     assert capture.dropped == 0, f"tcpdump reported {capture.dropped!r} packets dropped: the capture may be incomplete"

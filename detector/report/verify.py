@@ -146,7 +146,9 @@ def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     """A client's first VPN or encrypted-DNS packet as Wireshark dissects it (what
     extract/tunnels.py and the pipeline name), keyed by the server's ``address:port`` as the
     event's name is: a WireGuard handshake initiation, an ISAKMP initiator's first message,
-    an OpenVPN hard reset with key id 0, a ClientHello or QUIC Initial to port 853."""
+    an OpenVPN hard reset with key id 0, a ClientHello or QUIC Initial to port 853, and
+    any ClientHello (``tls``) or QUIC client Initial (``quic``): the connections an
+    ``address`` entry judges by their server's address."""
     kinds = set()
     if any(_first(tree, "wg.type") == "1" for tree in trees.get("wg", ())):
         kinds.add("wireguard")
@@ -162,11 +164,12 @@ def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     if not ips or not transport:
         return set()
     port = _first(transport[-1], "udp.dstport") or _first(transport[-1], "tcp.dstport")
+    if any("1" in _values(tree, "tls.handshake.type") for tree in trees.get("tls", ())):
+        kinds.add("tls")
+    if any(_first(tree, "quic.long.packet_type") == "0" for tree in trees.get("quic", ())):
+        kinds.add("quic")
     if port == "853":  # DNS over TLS and over QUIC: a client's first message to the port
-        if any("1" in _values(tree, "tls.handshake.type") for tree in trees.get("tls", ())):
-            kinds.add("dot")
-        if any(_first(tree, "quic.long.packet_type") == "0" for tree in trees.get("quic", ())):
-            kinds.add("doq")
+        kinds |= {{"tls": "dot", "quic": "doq"}[kind] for kind in kinds & {"tls", "quic"}}
     if not kinds:
         return set()
     address = _first(ips[-1], "ip.dst") or _first(ips[-1], "ipv6.dst")
