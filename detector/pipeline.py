@@ -304,7 +304,7 @@ class Extractor:
         # A later message of a connection already counted (keep-alive, STARTTLS) is not
         # another connection: only a first message counts for coverage.
         covered = self._covered if not flights.restarted(key) else _not_covered
-        if packet.dport == tunnels.OPENVPN_PORT:
+        if packet.dport in tunnels.TCP_PORTS:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
                 flights.finish(key)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 NAME_PROTOS = ("dns-query", "dns-answer", "tls-sni", "quic-sni", "http-host")
 #: VPN handshakes (detector/extract/tunnels.py): their observation's name is the server's
 #: address and port, and they are blind spots by what they are, not by a name.
-TUNNEL_PROTOS = ("wireguard", "ike", "openvpn")
+TUNNEL_PROTOS = ("wireguard", "ike", "openvpn", "pptp")
 #: Encrypted DNS recognised by its port (RFC 7858 DoT, RFC 9250 DoQ: 853) when no name
 #: told the resolver: the same kind of observation, an encrypted-dns blind spot.
 ENCRYPTED_DNS_PROTOS = ("dot", "doq")

@@ -1368,7 +1368,8 @@ def build_tls_http() -> list[Capture]:
     tunnel = Capture(
         "tunnels.pcap",
         "VPN handshakes, each a blind spot: a WireGuard handshake initiation on port 51820, an IKEv2 "
-        "IKE_SA_INIT to 500, an OpenVPN hard reset over UDP and over TCP to 1194; and what must not pass "
+        "IKE_SA_INIT to 500, an OpenVPN hard reset over UDP and over TCP to 1194, a PPTP "
+        "Start-Control-Connection-Request to 1723; and what must not pass "
         "for them: a WireGuard response, ESP on 4500, another OpenVPN opcode",
     )
     rng = tunnel.rng
@@ -1394,6 +1395,13 @@ def build_tls_http() -> list[Capture]:
     framed = len(reset).to_bytes(2, "big") + reset
     flow.expect(UP, len(framed), "openvpn", "198.19.7.4:1194")
     flow.data(UP, framed)
+    flow = TcpFlow(tunnel, GUEST, "198.19.7.5", 1723)
+    flow.handshake()
+    start = ((156).to_bytes(2, "big") + b"\x00\x01\x1a\x2b\x3c\x4d\x00\x01\x00\x00" + b"\x01\x00\x00\x00"
+             + (1).to_bytes(4, "big") + (1).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+             + b"ras-client".ljust(64, b"\x00") + b"".ljust(64, b"\x00"))
+    flow.expect(UP, len(start), "pptp", "198.19.7.5:1723")
+    flow.data(UP, start)
     caps.append(tunnel)
 
     port = Capture(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.extract.tunnels import DOQ, IKE, OPENVPN, WIREGUARD, recognise_tcp, recognise_udp
+from detector.extract.tunnels import DOQ, IKE, OPENVPN, PPTP, WIREGUARD, recognise_tcp, recognise_udp
 from detector.pipeline import Extractor, Settings
 from detector.records import TUNNEL_PROTOS
 from detector.replay import read_captures
@@ -31,7 +31,7 @@ CORPUS_TUNNELS = {
     "ipsec_isakmp_esp.pcap": {IKE}, "esp.pcapng": {IKE}, "ah.pcapng": {IKE},
     "openvpn.pcap": {OPENVPN}, "openvpn_nohmac.pcapng": {OPENVPN}, "openvpn_nohmac_tcp.pcapng": {OPENVPN},
     "openvpn-tlscrypt.pcap": {OPENVPN}, "443-opvn.pcap": {OPENVPN}, "openvpn_obfuscated.pcapng": set(),
-    "stun.pcap": set(), "dns_doh.pcap": set(), "tor.pcap": set(),
+    "pptp.pcap": {PPTP}, "stun.pcap": set(), "dns_doh.pcap": set(), "tor.pcap": set(),
 }
 
 WG_INIT = b"\x01\x00\x00\x00" + bytes(range(144))
@@ -73,6 +73,11 @@ def test_tcp_first_packets():
     assert recognise_tcp(framed + b"more", 1194) is None  # the length must be this packet's
     assert recognise_tcp(framed, 443) is None
     assert recognise_tcp(b"\x16\x03\x01\x00\x10" + bytes(16), 1194) is None
+    start = (156).to_bytes(2, "big") + bytes.fromhex("00011a2b3c4d0001") + bytes(146)
+    assert recognise_tcp(start, 1723) == PPTP
+    assert recognise_tcp(start, 443) is None
+    assert recognise_tcp(start[:8] + b"\x00\x02" + start[10:], 1723) is None  # a reply, not the client's request
+    assert recognise_tcp(start[:4] + b"\x1a\x2b\x3c\x4e" + start[8:], 1723) is None  # not the magic cookie
 
 
 def ours(path: Path) -> dict[int, str]:
@@ -89,9 +94,9 @@ def theirs(path: Path) -> dict[int, str]:
     an ISAKMP initiator's first message (zero responder SPI, main, aggressive or IKE_SA_INIT)
     to port 500 or 4500, an OpenVPN hard reset (v2, v3) from a client, key id 0."""
     fields = ["frame.number", "wg.type", "isakmp.rspi", "isakmp.exchangetype", "openvpn.opcode", "openvpn.keyid",
-              "udp.dstport", "tcp.dstport"]
+              "pptp.control_message_type", "udp.dstport", "tcp.dstport"]
     result = subprocess.run(
-        [TSHARK, "-n", "-r", str(path), "-Y", "wg || isakmp || openvpn", "-T", "json", "--no-duplicate-keys",
+        [TSHARK, "-n", "-r", str(path), "-Y", "wg || isakmp || openvpn || pptp", "-T", "json", "--no-duplicate-keys",
          *[arg for f in fields for arg in ("-e", f)]],
         capture_output=True, timeout=120, check=False,
     )
@@ -107,6 +112,8 @@ def theirs(path: Path) -> dict[int, str]:
         elif layer.get("openvpn.opcode") in ("0x07", "0x0a", "7", "10") and layer.get("openvpn.keyid") in ("0", "0x00") \
                 and dport == 1194:
             found[frame] = OPENVPN
+        elif layer.get("pptp.control_message_type") == "1":
+            found[frame] = PPTP
     return found
 
 
@@ -115,7 +122,7 @@ needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (
 
 @needs_tshark
 def test_fixture_equals_wireshark():
-    assert ours(FIXTURE) == theirs(FIXTURE) == {1: WIREGUARD, 3: IKE, 5: OPENVPN, 10: OPENVPN}
+    assert ours(FIXTURE) == theirs(FIXTURE) == {1: WIREGUARD, 3: IKE, 5: OPENVPN, 10: OPENVPN, 14: PPTP}
 
 
 @needs_tshark

@@ -15,12 +15,15 @@ or the start of one TCP stream, strict enough that ordinary traffic does not pas
   1194, over UDP, or over TCP behind the two-byte packet length. OpenVPN on other ports
   (443 to pass firewalls) has no stateless signature this test could trust; nDPI follows
   the server's answer for it.
+- PPTP (RFC 2637): a Start-Control-Connection-Request on TCP 1723: a control message
+  (type 1) with the magic cookie 0x1A2B3C4D and control message type 1, 156 bytes long.
+  (L2TP, its successor, runs inside IPsec in practice, whose IKE is recognised above.)
 - DNS over QUIC (RFC 9250): a QUIC client Initial (long header, padded to at least 1200
   bytes as RFC 9000 section 14.1 requires of a client) to UDP 853, unless 853 is one of the
   QUIC ports, where the Initial is decrypted and its server name read. (DNS over TLS, a
   ClientHello to TCP 853, is told by the pipeline from the hello it parses.)
 
-Each returns the protocol's name (``WIREGUARD``, ``IKE``, ``OPENVPN``, ``DOQ``) or None.
+Each returns the protocol's name (``WIREGUARD``, ``IKE``, ``OPENVPN``, ``PPTP``, ``DOQ``) or None.
 The skim (``skim_c/triage.c``) keeps exactly the UDP datagrams that may pass them.
 """
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 from detector.records import ENCRYPTED_DNS_PROTOS, TUNNEL_PROTOS
 
 #: The protocols these recognisers name; each is an observation's ``proto``.
-WIREGUARD, IKE, OPENVPN = TUNNEL_PROTOS
+WIREGUARD, IKE, OPENVPN, PPTP = TUNNEL_PROTOS
 DOT, DOQ = ENCRYPTED_DNS_PROTOS
 DOT_PORT = DOQ_PORT = 853
 #: RFC 9000 14.1: a client pads every datagram holding an Initial to 1200 bytes.
@@ -39,6 +42,11 @@ WIREGUARD_INITIATION_LEN = 148
 IKE_PORT = 500
 IKE_NAT_T_PORT = 4500
 OPENVPN_PORT = 1194
+PPTP_PORT = 1723
+#: The TCP ports whose first client message ``recognise_tcp`` reads.
+TCP_PORTS = frozenset({OPENVPN_PORT, PPTP_PORT})
+#: RFC 2637 2.1: length, message type 1 (control), magic cookie, Start-Control-Connection-Request.
+_PPTP_START_REQUEST = (156).to_bytes(2, "big") + b"\x00\x01\x1a\x2b\x3c\x4d\x00\x01"
 _IKE_HEADER = 28
 #: ISAKMP exchange types of an initiator's first message: IKEv1 main and aggressive mode,
 #: IKEv2 IKE_SA_INIT.
@@ -70,6 +78,8 @@ def recognise_tcp(stream: bytes, dport: int) -> str | None:
     if (dport == OPENVPN_PORT and len(stream) >= 2 + _OPENVPN_MIN
             and stream[0] << 8 | stream[1] == len(stream) - 2 and stream[2] in _OPENVPN_HARD_RESETS):
         return OPENVPN
+    if dport == PPTP_PORT and stream.startswith(_PPTP_START_REQUEST):
+        return PPTP
     return None
 
 

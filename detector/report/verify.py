@@ -48,13 +48,14 @@ TSHARK_PREFS = {
     "http.desegment_body": "FALSE",
 }
 #: Only these protocols' trees are printed by tshark (``-J``): far less JSON to parse.
-TSHARK_PROTOCOLS = "frame ip ipv6 udp tcp dns tls quic http wg isakmp openvpn"
+TSHARK_PROTOCOLS = "frame ip ipv6 udp tcp dns tls quic http wg isakmp openvpn pptp"
 #: The layers whose trees ``wireshark_names`` reads.
-TREE_LAYERS = ("ip", "ipv6", "udp", "tcp", "dns", "tls", "quic", "http", "wg", "isakmp", "openvpn")
+TREE_LAYERS = ("ip", "ipv6", "udp", "tcp", "dns", "tls", "quic", "http", "wg", "isakmp", "openvpn", "pptp")
 #: A display filter longer than this is not passed on the command line (Linux caps one
 #: argument at 128 KiB); the protocol filter below is used and frames picked in Python.
 MAX_FILTER_CHARS = 32 * 1024
-PROTOCOL_FILTER = "dns || tls.handshake.type == 1 || http.request || wg.type == 1 || isakmp || openvpn || quic"
+PROTOCOL_FILTER = ("dns || tls.handshake.type == 1 || http.request || wg.type == 1 || isakmp || openvpn || quic"
+                   " || pptp.control_message_type == 1")
 #: Unconfirmed events the report lists; the rest are counted.
 MAX_UNCONFIRMED_LISTED = 1000
 #: Rows inserted per SQLite transaction.
@@ -146,7 +147,7 @@ def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     """A client's first VPN or encrypted-DNS packet as Wireshark dissects it (what
     extract/tunnels.py and the pipeline name), keyed by the server's ``address:port`` as the
     event's name is: a WireGuard handshake initiation, an ISAKMP initiator's first message,
-    an OpenVPN hard reset with key id 0, a ClientHello or QUIC Initial to port 853, and
+    an OpenVPN hard reset with key id 0, a PPTP Start-Control-Connection-Request, a ClientHello or QUIC Initial to port 853, and
     any ClientHello (``tls``) or QUIC client Initial (``quic``): the connections an
     ``address`` entry judges by their server's address."""
     kinds = set()
@@ -159,6 +160,8 @@ def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     for tree in trees.get("openvpn", ()):
         if _number(_first(tree, "openvpn.opcode")) in (7, 10) and _number(_first(tree, "openvpn.keyid")) == 0:
             kinds.add("openvpn")
+    if any(_first(tree, "pptp.control_message_type") == "1" for tree in trees.get("pptp", ())):
+        kinds.add("pptp")
     ips = trees.get("ip", ()) or trees.get("ipv6", ())
     transport = trees.get("udp", ()) or trees.get("tcp", ())
     if not ips or not transport:
