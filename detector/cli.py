@@ -224,7 +224,7 @@ def _live(args: argparse.Namespace) -> int:
     live.drop_privileges(args.user)
     status = run.run(session.tick, ready=lambda: live.log_line(
         f"capturing on {', '.join(args.interfaces)} with {args.workers} worker(s)"))
-    session.close(counters.snapshot(), [f"live:{i}" for i in args.interfaces], 0)
+    session.close(counters.snapshot(), [f"live:{i}" for i in args.interfaces], 0, session.coverage(run.coverage))
     session.finish(0)
     return status
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from detector.coverage import CoverageTable
 from detector.counters import (
     CAPTURE_INTERFACE_DROPS, CAPTURE_KERNEL_DROPS, CAPTURE_RECEIVED, SIGNATURE_RELOADS,
     SIGNATURE_RELOAD_FAILURES,
@@ -224,7 +225,7 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
                 while read_once(DRAIN_IDLE) and time.monotonic() < deadline:  # what the kernel still holds
                     pass
                 pipe.send((RECORDS, out, None))
-                pipe.send((DONE, {"snapshot": snapshot()}))
+                pipe.send((DONE, {"snapshot": snapshot(), "coverage": extractor.coverage.export()}))
                 for capture in captures:
                     capture.close()
                 return
@@ -236,7 +237,8 @@ class LiveRun:
     def __init__(self, options: LiveOptions, signatures: SignatureSet, policy: Policy,
                  on_match: Callable, on_binding: Callable, on_reload: Callable[[SignatureSet, Policy], None],
                  log: Callable[[str], None], counts: WorkerCounts) -> None:
-        """``counts``: the workers' snapshots go there, and this side's reload counts."""
+        """``counts``: the workers' snapshots go there, and this side's reload counts;
+        ``coverage`` gathers the workers' coverage tables as they stop."""
         self.options = options
         self.signatures = signatures
         self.policy = policy
@@ -245,6 +247,7 @@ class LiveRun:
         self.on_reload = on_reload
         self.log = log
         self.counts = counts
+        self.coverage = CoverageTable(counts.own)
         self._stop = False
         self._reload = False
         self._merge = TimedMerge(REORDER_DELAY)
@@ -301,6 +304,7 @@ class LiveRun:
                         self._stop = True
                     elif kind == DONE:
                         self.counts.update(index, message[1]["snapshot"])
+                        self.coverage.merge(message[1]["coverage"])
                         done.add(index)
                 if index not in done and self.pool.ended(index):
                     self.log(f"capture worker {index} died (exit status {self.pool.processes[index].exitcode})"

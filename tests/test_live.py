@@ -181,6 +181,10 @@ def replay_events(tmp_path: Path, files: Iterable[Path], *args: str) -> list[dic
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+def coverage_lines(summary: str) -> list[str]:
+    return [line for line in summary.splitlines() if line.startswith("coverage of segment")]
+
+
 def comparable(events: list[dict]) -> list[dict]:
     """Events without where the capture put them (an inferred name's evidence too)."""
     out = []
@@ -331,6 +335,10 @@ def test_live_writes_the_events_replay_writes(pair, tmp_path, workers):
     received, kernel_drops, _ = capture_counts(log)
     assert kernel_drops == 0
     assert received < sent  # the prefilter left bulk in the kernel (tls-one-segment's server flight ...)
+    # ... and every connection's first message: the coverage is replay's too.
+    replayed = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--policy", str(POLICY),
+                               *map(str, files)], cwd=ROOT, capture_output=True, text=True, timeout=REPLAY_TIMEOUT)
+    assert coverage_lines(log) == coverage_lines(replayed.stderr) and coverage_lines(log)
 
 
 def test_kernel_drops_are_counted_not_hidden(network, tmp_path):
