@@ -85,5 +85,6 @@ def test_every_count_real_captures_make_is_declared():
     extractor = Extractor(Settings(), detector.observe, devices.learn, stats)
     read_captures([str(p) for p in _captures()], extractor, lambda now: None, progress=False)
     snapshot = extractor.snapshot()
-    assert snapshot["packets"] > 1000
+    # The fixtures alone (a user's clone has no ../shared) hold some hundreds of packets.
+    assert snapshot["packets"] > (1000 if (ROOT.parent / "shared" / "corpus").is_dir() else 300)
     assert sorted(key for key in snapshot if not counters.declared(key)) == []
