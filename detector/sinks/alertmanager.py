@@ -2,7 +2,7 @@
 
 The Prometheus rules page on "devices in violation on a segment"; they cannot say which
 device, because no metric label may hold one. This push can: one Alertmanager alert per
-device and category, labelled ``segment``, ``category`` and ``device``, posted when the
+device and category, labelled ``segment``, ``category``, ``device`` and ``sensor``, posted when the
 device's first violation in that category opens a dedup window, with ``startsAt`` the
 violation and ``endsAt`` the end of the window, so Alertmanager resolves it by itself.
 
@@ -14,6 +14,11 @@ Sending happens on a thread of its own behind a bounded queue: the packet loop n
 on the network. A full queue drops the alert, a failed POST is retried a few times and then
 given up; both are counted (the ``tiktok_detector_alertmanager_alerts_total`` metric), never
 fatal.
+
+An Alertmanager cluster wants every alert from every client (its peers deduplicate the
+notifications, not the alerts): ``--alertmanager`` is repeatable, and each peer gets a
+push of its own (``AlertmanagerPeers``), so one peer that is down or slow delays nothing
+sent to the others.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ MAX_BATCH = 64
 RETRY_DELAYS = (1.0, 2.0)
 
 
-def alert_payload(verdict: Verdict, window: float) -> dict:
+def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) -> dict:
     """The API v2 ``postableAlert`` for the window ``verdict`` opens.
 
     Labels identify the alert (Alertmanager deduplicates on them); what varies between
-    occurrences (hostname, address, the name, the evidence) goes in annotations.
+    occurrences (hostname, address, the name, the evidence) goes in annotations. The
+    ``sensor`` label keeps apart what two sensors saw of one device (a laptop that moved
+    between buildings): each sensor's alert is its own.
     """
     obs = verdict.observation
     labels = {
@@ -54,6 +61,8 @@ def alert_payload(verdict: Verdict, window: float) -> dict:
         "category": verdict.signature.category,
         "device": verdict.device,
     }
+    if sensor:
+        labels["sensor"] = sensor
     who = verdict.hostname or obs.client_ip
     annotations = {
         "summary": f"{who} on segment {verdict.segment} reached TikTok ({verdict.signature.category})",
@@ -82,13 +91,14 @@ class AlertmanagerPush:
 
     def __init__(self, url: str, window: float, timeout: float = 5.0,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS,
-                 opener: Callable[..., object] | None = None) -> None:
+                 opener: Callable[..., object] | None = None, sensor: str | None = None) -> None:
         """``opener``: urllib.request.urlopen unless given (a test's). urllib.request, with
         http.client and ssl, is imported here: only a sensor that pushes loads it."""
         import urllib.request
 
         self.endpoint, self._auth = _endpoint(url)
         self.window = window
+        self.sensor = sensor
         self.timeout = timeout
         self.retry_delays = retry_delays
         self._open = opener or urllib.request.urlopen
@@ -109,7 +119,7 @@ class AlertmanagerPush:
             self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait(alert_payload(verdict, self.window))
+            self._queue.put_nowait(alert_payload(verdict, self.window, self.sensor))
         except queue.Full:
             self.dropped += 1
 
@@ -178,6 +188,40 @@ class AlertmanagerPush:
             except (OSError, ValueError) as exc:
                 self.last_error = str(exc)
         self.failed += len(batch)
+
+
+class AlertmanagerPeers:
+    """One push per Alertmanager of a cluster, used as one: what a session holds."""
+
+    def __init__(self, urls: list[str], window: float, sensor: str | None = None) -> None:
+        self.pushes = [AlertmanagerPush(url, window, sensor=sensor) for url in urls]
+
+    @property
+    def window(self) -> float:
+        return self.pushes[0].window
+
+    @window.setter
+    def window(self, seconds: float) -> None:
+        for push in self.pushes:
+            push.window = seconds
+
+    def opened(self, verdict: Verdict) -> None:
+        for push in self.pushes:
+            push.opened(verdict)
+
+    def counts(self) -> dict[str, int]:
+        """Pushes by result, summed over the peers (an alert sent to two peers counts twice)."""
+        totals = {"sent": 0, "failed": 0, "dropped": 0}
+        for push in self.pushes:
+            for result, count in push.counts().items():
+                totals[result] += count
+        return totals
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close every push; together within about ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        for push in self.pushes:
+            push.close(max(deadline - time.monotonic(), 0.1))
 
 
 def _endpoint(url: str) -> tuple[str, str | None]:
