@@ -67,6 +67,39 @@ pytestmark = [
 ]
 
 
+PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+
+
+# -- the shipped files, checked by the tools ----------------------------------------------------
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+@pytest.mark.parametrize("name", ["prometheus-building.yml", "prometheus-central.yml"])
+def test_fleet_prometheus_configs_pass_promtool(tmp_path, name):
+    """As deployed: the rules file copied next to the building's config."""
+    shutil.copy(FLEET / name, tmp_path / name)
+    shutil.copy(DEPLOY / "prometheus" / "tiktok-detector.rules.yml", tmp_path)
+    check = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / name)], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (Debian package prometheus-alertmanager)")
+def test_pushed_alerts_are_grouped_per_sensor_and_device():
+    config = str(DEPLOY / "alertmanager" / "alertmanager.example.yml")
+    route = next(r for r in yaml.safe_load(Path(config).read_text())["route"]["routes"]
+                 if 'alertname="TikTokUse"' in r["matchers"])
+    assert {"sensor", "device"} <= set(route["group_by"])  # the live test below shows it at work
+    test = subprocess.run([AMTOOL, "config", "routes", "test", f"--config.file={config}", "service=tiktok-detector",
+                           "alertname=TikTokUse", "sensor=hq-floor1", "device=02:00:c6:12:0a:22"],
+                          capture_output=True, text=True, timeout=60)
+    assert test.stdout.strip() == "security-office", test.stdout + test.stderr
+
+
+# -- the fleet, live ---------------------------------------------------------------------------
+
+
 def building_config(tmp: Path, scrape: dict[str, int], alertmanagers: list[int]) -> Path:
     config = yaml.safe_load((FLEET / "prometheus-building.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
