@@ -83,6 +83,7 @@ class Report:
     unknown: list[str] = field(default_factory=list)  # what could not be stated, and why
     verification: Verification | None = None
     pseudonymized: bool = False
+    sensors: list[str] = field(default_factory=list)  # from the run records (--sensor)
 
 
 def _progress_bar(enabled: bool, total: int | None, desc: str, unit: str = "B"):
@@ -237,6 +238,7 @@ class ReportBuilder:
             unknown=self.unknown,
             verification=verification,
             pseudonymized=self.pseudonymizer is not None,
+            sensors=sorted({run.sensor for run in self.runs if run.sensor}),
         )
 
     def _dns_ports(self) -> tuple[int, ...]:

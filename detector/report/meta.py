@@ -15,8 +15,9 @@ says what is unknown when it is not, instead of guessing.
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
             "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1},
- "settings": {"dns_ports": [53], "quic_ports": [443]}}
+ "settings": {"dns_ports": [53], "quic_ports": [443]}, "sensor": "hq-floor2"}
 ```
+``sensor`` (the replay's ``--sensor``, default the host name) is absent from older records.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class RunInfo:
     tool: str = f"tiktok-detector {__version__}"
     created: float | None = None
     source: str | None = None  # the sidecar it was read from
+    sensor: str | None = None  # the sensor that made the events (--sensor)
 
 
 def sidecar_path(events_path: str | os.PathLike[str]) -> Path:
@@ -115,7 +117,7 @@ def policy_info(policy: Policy) -> PolicyInfo:
 
 
 def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
-             dns_ports: Iterable[int], quic_ports: Iterable[int]) -> RunInfo:
+             dns_ports: Iterable[int], quic_ports: Iterable[int], sensor: str | None = None) -> RunInfo:
     """The run record of a replay."""
     return RunInfo(
         captures=tuple(captures),
@@ -124,6 +126,7 @@ def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Poli
         dns_ports=tuple(sorted(dns_ports)),
         quic_ports=tuple(sorted(quic_ports)),
         created=time.time(),
+        sensor=sensor,
     )
 
 
@@ -158,6 +161,7 @@ def to_json(run: RunInfo) -> dict:
         "signatures": asdict(run.signatures) if run.signatures else None,
         "policy": policy,
         "settings": {"dns_ports": list(run.dns_ports), "quic_ports": list(run.quic_ports)},
+        "sensor": run.sensor,
     }
 
 
@@ -219,4 +223,5 @@ def _from_json(doc: dict, source: str) -> RunInfo:
         dns_ports=tuple(int(p) for p in settings.get("dns_ports", (53,))),
         quic_ports=tuple(int(p) for p in settings.get("quic_ports", (443,))),
         tool=str(doc.get("tool", "unknown")), created=_parse_ts(doc.get("created")), source=source,
+        sensor=str(doc["sensor"]) if doc.get("sensor") else None,
     )

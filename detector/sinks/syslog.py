@@ -31,14 +31,17 @@ import json
 import os
 import queue
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from detector.errors import UserError
 from detector.records import rfc3339
+
+if TYPE_CHECKING:  # ssl is imported where used: only a sensor that sends over TLS loads it
+    import ssl
 
 APP_NAME = "tiktok-detector"
 SD_ID = "tiktok-detector@32473"
@@ -228,7 +231,7 @@ class SyslogSender:
         if sock is None:
             return
         try:
-            if isinstance(sock, ssl.SSLSocket):
+            if self.context is not None:
                 sock = sock.unwrap()
         except (OSError, ValueError):
             pass
@@ -241,6 +244,8 @@ class SyslogSender:
 def _tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
     """A client context that verifies the collector (system CAs, or ``ca_file``) and offers
     a certificate when given one (RFC 5425 section 5: mutual authentication)."""
+    import ssl
+
     try:
         context = ssl.create_default_context(cafile=ca_file)
         if cert_file:
