@@ -73,7 +73,7 @@ class Session:
             from detector.sinks.metrics import ReplayExporter
 
             self.exporter = ReplayExporter.start(address, web_config, counters, self.outputs.alerts, self.devices,
-                                                 self.policy, self.signatures, self.pusher)
+                                                 self.policy, self.signatures, self.pusher, self.outputs.syslog)
 
     def tick(self, now: float) -> None:
         """The run's clock reached ``now``: close due alert windows, publish metrics when due."""

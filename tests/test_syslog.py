@@ -232,3 +232,12 @@ def test_rsyslog_receives_the_same_events_over_udp_tcp_and_tls(rsyslog, tmp_path
         assert len(rows) == len(written["event"]) + len(written["alert"]), transport
         sensors = {r.get("sensor") or r["observer"]["name"] for records in written.values() for r in records}
         assert sensors == {f"hq-{transport}"}
+
+
+def test_syslog_counts_are_exported_only_when_sending():
+    from test_metrics import samples
+
+    got = samples({"syslog.sent": 7, "syslog.failed": 1, "syslog.dropped": 0})
+    assert {result: got[("tiktok_detector_syslog_messages_total", (("result", result),))]
+            for result in ("sent", "failed", "dropped")} == {"sent": 7, "failed": 1, "dropped": 0}
+    assert not [key for key in samples({}) if key[0] == "tiktok_detector_syslog_messages_total"]
