@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_metrics import free_port
-from test_prometheus_e2e import Webhook, dashboard_exprs, get_json, promql, ready, wait_for
+from test_prometheus_e2e import Webhook, alertmanager_config, dashboard_exprs, get_json, promql, ready, wait_for
 
 import netns
 from netns import Forward, VethPair
@@ -119,18 +119,6 @@ def central_config(tmp: Path, building: int) -> Path:
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{building}"]}]
     path = tmp / "prometheus-central.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def alertmanager_config(tmp: Path, webhook: int) -> Path:
-    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.example.yml").read_text())
-    for route in config["route"]["routes"]:
-        route.update(group_wait="1s", group_interval="1s")
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = f"http://127.0.0.1:{webhook}/{receiver['name']}"
-    path = tmp / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
     return path
 

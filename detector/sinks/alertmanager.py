@@ -27,12 +27,12 @@ import argparse
 import base64
 import json
 import queue
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 
 from detector.records import Verdict, rfc3339
+from detector.sinks.sender import QueuedSender
 
 API_PATH = "/api/v2/alerts"
 ALERT_NAME = "TikTokUse"
@@ -82,11 +82,11 @@ def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) ->
     }
 
 
-class AlertmanagerPush:
+class AlertmanagerPush(QueuedSender[dict]):
     """Posts one alert per (device, category) and dedup window to Alertmanager.
 
     ``opened`` runs on the packet loop's thread (the alert table calls it when a window
-    opens) and only appends to a queue; a daemon thread posts.
+    opens) and only queues (``QueuedSender``); its thread posts, in batches.
     """
 
     def __init__(self, url: str, window: float, timeout: float = 5.0,
@@ -96,55 +96,17 @@ class AlertmanagerPush:
         http.client and ssl, is imported here: only a sensor that pushes loads it."""
         import urllib.request
 
+        super().__init__("alertmanager", MAX_QUEUED)
         self.endpoint, self._auth = _endpoint(url)
         self.window = window
         self.sensor = sensor
         self.timeout = timeout
         self.retry_delays = retry_delays
         self._open = opener or urllib.request.urlopen
-        self._queue: queue.Queue[dict | None] = queue.Queue(MAX_QUEUED)
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.last_error = ""
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def opened(self, verdict: Verdict) -> None:
-        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``).
-
-        The posting thread starts with the first alert, not before: a sensor forks its
-        workers first, and a thread running at a fork is copied half-way into the child."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
-            self._thread.start()
-        try:
-            self._queue.put_nowait(alert_payload(verdict, self.window, self.sensor))
-        except queue.Full:
-            self.dropped += 1
-
-    def counts(self) -> dict[str, int]:
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped}
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued, without retries, and give up after about ``timeout`` seconds:
-        what is still queued then counts as dropped."""
-        if self._thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        self._closing.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.dropped += 1
+        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``)."""
+        self._enqueue(alert_payload(verdict, self.window, self.sensor))
 
     def _run(self) -> None:
         while True:

@@ -16,7 +16,7 @@ Python's ``logging.handlers.SysLogHandler`` writes RFC 3164 (no version, no stru
 data, no octet counting) and the RFC 5424 handlers on PyPI send on the caller's thread; the
 format is a few lines, the transport is the standard library's.
 
-Sending runs on a thread of its own behind a bounded queue, as the Alertmanager push does:
+Sending runs on a thread of its own behind a bounded queue (``detector.sinks.sender``):
 the packet loop never waits on a collector. A full queue drops the message, a failed send
 reconnects once and then gives the message up; each is counted, never fatal.
 
@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import socket
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from detector.errors import UserError
 from detector.records import rfc3339
+from detector.sinks.sender import QueuedSender
 
 if TYPE_CHECKING:  # ssl is imported where used: only a sensor that sends over TLS loads it
     import ssl
@@ -110,68 +109,30 @@ def octet_counted(message: bytes) -> bytes:
     return b"%d %s" % (len(message), message)
 
 
-class SyslogSender:
-    """Sends formatted messages to one collector from a thread of its own.
-
-    ``send`` runs on the packet loop's thread and only queues; the thread starts with the
-    first message (a sensor forks its workers first, and a thread running at a fork is
-    copied half-way into the child).
-    """
+class SyslogSender(QueuedSender[bytes]):
+    """Sends formatted messages to one collector: ``send`` runs on the packet loop's thread
+    and only queues (``QueuedSender``); its thread keeps the connection and sends."""
 
     def __init__(self, target: SyslogTarget, *, sensor: str, format_name: str, facility: int = FACILITIES["local0"],
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                  timeout: float = 5.0) -> None:
+        super().__init__("syslog", MAX_QUEUED)
         self.target = target
         self.sensor = sensor
         self.format_name = format_name
         self.facility = facility
         self.timeout = timeout
-        self.hostname = socket.getfqdn()
+        self.hostname = socket.gethostname()  # not getfqdn(): a DNS lookup could stall the start
         self.context = _tls_context(ca_file, cert_file, key_file) if target.transport == "tls" else None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(MAX_QUEUED)
         self._sock: socket.socket | None = None
         self._address: tuple | None = None
         self._retry_at = 0.0
-        self._thread: threading.Thread | None = None
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.last_error = ""
 
     def send(self, record: dict, kind: str, severity: int) -> None:
         """Queue ``record`` as a message of ``kind`` (``event`` or ``alert``)."""
-        message = format_message(record, kind, sensor=self.sensor, format_name=self.format_name,
-                                 facility=self.facility, severity=severity, hostname=self.hostname,
-                                 procid=os.getpid(), now=time.time())
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="syslog", daemon=True)
-            self._thread.start()
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            self.dropped += 1
-
-    def counts(self) -> dict[str, int]:
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped}
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued and stop; after about ``timeout`` seconds what is still
-        queued counts as dropped."""
-        if self._thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.dropped += 1
+        self._enqueue(format_message(record, kind, sensor=self.sensor, format_name=self.format_name,
+                                     facility=self.facility, severity=severity, hostname=self.hostname,
+                                     procid=os.getpid(), now=time.time()))
 
     def _run(self) -> None:
         while True:
