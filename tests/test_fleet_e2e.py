@@ -237,9 +237,13 @@ def test_two_sensors_one_prometheus_federated_and_a_clustered_alertmanager(tmp_p
             got = notifications()
             assert all(count == 1 for count in got.values()), got
             assert len(got) == 2 * len(SENSORS), got
-            for name in SENSORS:  # each sensor pushed each alert to both peers
-                pushed = promql(building, f'tiktok_detector_alertmanager_alerts_total{{sensor="{name}"}}')
-                assert {s["metric"]["result"]: float(s["value"][1]) for s in pushed}["sent"] == 2
+            for name in SENSORS:  # each sensor pushed its one alert to both peers, as its metrics say
+                def pushed(name=name):
+                    series = promql(building, f'tiktok_detector_alertmanager_alerts_total{{sensor="{name}"}}')
+                    return {s["metric"]["result"]: float(s["value"][1]) for s in series}
+                assert wait_for(f"sensor {name}'s push counts", lambda name=name: pushed(name).get("sent") == 2,
+                                logs)
+                assert pushed(name) == {"sent": 2, "failed": 0, "dropped": 0}
 
             # -- per sensor and fleet-wide: every dashboard query returns data for both sensors ---
             instances = {name: f"127.0.0.1:{ports[name]}" for name in SENSORS}
