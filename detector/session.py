@@ -54,7 +54,8 @@ class Session:
         if alertmanager:
             from detector.sinks.alertmanager import AlertmanagerPeers
 
-            self.pusher = AlertmanagerPeers([alertmanager] if isinstance(alertmanager, str) else list(alertmanager), policy.dedup_window, self.sensor)
+            urls = [alertmanager] if isinstance(alertmanager, str) else list(alertmanager)
+            self.pusher = AlertmanagerPeers(urls, policy.dedup_window, self.sensor)
         if self.pusher is not None:
             self.outputs.alerts.on_open = self.pusher.opened
         self._also = on_verdict

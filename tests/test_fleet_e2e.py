@@ -166,11 +166,10 @@ def test_two_sensors_one_prometheus_federated_and_a_clustered_alertmanager(tmp_p
             for n, (listen, peer) in enumerate((("gossip1", "gossip2"), ("gossip2", "gossip1")), 1):
                 start(f"am{n}", ALERTMANAGER, f"--config.file={am_config}", f"--storage.path={tmp_path / f'am{n}'}",
                       f"--web.listen-address=127.0.0.1:{ports[f'am{n}']}", *cluster_args(ports[listen], ports[peer]))
-            start("building", PROMETHEUS,
-                  f"--config.file={building_config(tmp_path, {s: ports[s] for s in SENSORS}, [ports['am1'], ports['am2']])}",
-                  f"--storage.tsdb.path={tmp_path / 'building-data'}", f"--web.listen-address=127.0.0.1:{ports['building']}")
-            start("central", PROMETHEUS, f"--config.file={central_config(tmp_path, ports['building'])}",
-                  f"--storage.tsdb.path={tmp_path / 'central-data'}", f"--web.listen-address=127.0.0.1:{ports['central']}")
+            building_yml = building_config(tmp_path, {s: ports[s] for s in SENSORS}, [ports["am1"], ports["am2"]])
+            for name, config in (("building", building_yml), ("central", central_config(tmp_path, ports["building"]))):
+                start(name, PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / f'{name}-data'}",
+                      f"--web.listen-address=127.0.0.1:{ports[name]}")
             for url in (*alertmanagers, building, central):
                 wait_for(f"{url} to be ready", lambda url=url: ready(url), logs)
 

@@ -93,8 +93,8 @@ def ecs_alert(record: dict) -> dict:
         "related": {"ip": record["client_ips"], "hosts": record["names"]},
         "rule": {"name": record["alert"], "category": record["category"]},
         CUSTOM: {"device": record["device"], "segment": record["segment"], "hostname": record.get("hostname"),
-                 "count": record["count"], "window_seconds": record["window_seconds"], "protos": record["protos"], "names": record["names"],
-                 "client_ips": record["client_ips"], "evidence": record["evidence"]},
+                 "count": record["count"], "window_seconds": record["window_seconds"], "protos": record["protos"],
+                 "names": record["names"], "client_ips": record["client_ips"], "evidence": record["evidence"]},
     }
 
 

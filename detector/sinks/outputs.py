@@ -97,7 +97,8 @@ def default_sensor() -> str:
 def sensor_name(text: str) -> str:
     """``--sensor``: printable, without surrounding spaces, at most MAX_SENSOR_NAME long."""
     if not text or text != text.strip() or len(text) > MAX_SENSOR_NAME or not text.isprintable():
-        raise ValueError(f"{text!r}: a sensor name is 1 to {MAX_SENSOR_NAME} printable characters")
+        raise ValueError(f"{text!r}: a sensor name is 1 to {MAX_SENSOR_NAME} printable characters, "
+                         "without leading or trailing spaces")
     return text
 
 
