@@ -241,3 +241,50 @@ def test_syslog_counts_are_exported_only_when_sending():
     assert {result: got[("tiktok_detector_syslog_messages_total", (("result", result),))]
             for result in ("sent", "failed", "dropped")} == {"sent": 7, "failed": 1, "dropped": 0}
     assert not [key for key in samples({}) if key[0] == "tiktok_detector_syslog_messages_total"]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_collector_that_closed_is_reconnected_before_the_next_message(tmp_path, transport):
+    """A collector restarts between two messages: the sender sees the connection ended
+    before it writes (a write into a closed connection vanishes without an error) and sends
+    the second message on a new one. The collector here reads one framed message per
+    connection, then closes."""
+    import socket
+    import ssl
+    import threading
+
+    if transport == "tls" and OPENSSL is None:
+        pytest.skip("openssl (Debian package openssl) is needed to make the certificates")
+    pki = make_pki(tmp_path) if transport == "tls" else None
+    server = socket.create_server(("127.0.0.1", 0))
+    context = None
+    if pki is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki["server.crt"], pki["server.key"])
+    got: list[bytes] = []
+    closed = [threading.Event(), threading.Event()]
+
+    def collector() -> None:
+        for done in closed:
+            conn, _ = server.accept()
+            conn.settimeout(WAIT)
+            if context is not None:
+                conn = context.wrap_socket(conn, server_side=True)
+            data = b""
+            while b" " not in data or len(data) < int(data.split(b" ", 1)[0]) + len(data.split(b" ", 1)[0]) + 1:
+                data += conn.recv(65536)
+            got.append(data.split(b" ", 1)[1])
+            conn.close()
+            done.set()
+
+    threading.Thread(target=collector, daemon=True).start()
+    sender = SyslogSender(SyslogTarget(transport, "127.0.0.1", server.getsockname()[1]), sensor="s",
+                          format_name="native", ca_file=str(pki["ca.crt"]) if pki else None)
+    sender.send({"n": 1}, "event", 4)
+    assert closed[0].wait(WAIT)
+    sender.send({"n": 2}, "event", 4)
+    assert closed[1].wait(WAIT)
+    sender.close()
+    server.close()
+    assert [json.loads(message.split(b"] ", 1)[1]) for message in got] == [{"n": 1}, {"n": 2}]
+    assert sender.counts() == {"sent": 2, "failed": 0, "dropped": 0}

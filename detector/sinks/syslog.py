@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import time
 import urllib.parse
@@ -164,7 +165,10 @@ class SyslogSender(QueuedSender[bytes]):
 
     def _connect(self) -> socket.socket | None:
         if self._sock is not None:
-            return self._sock
+            if self.target.transport == "udp" or not self._peer_closed(self._sock):
+                return self._sock
+            self._disconnect()  # the collector closed (restarted): reconnect at once
+            self._retry_at = 0.0
         if time.monotonic() < self._retry_at:
             return None
         self._retry_at = time.monotonic() + RECONNECT_DELAY
@@ -184,6 +188,21 @@ class SyslogSender(QueuedSender[bytes]):
         self._sock, self._address = sock, address
         return sock
 
+    def _peer_closed(self, sock: socket.socket) -> bool:
+        """Whether the collector closed the connection. A syslog receiver never sends, so a
+        readable socket means its end (or TLS housekeeping, such as session tickets); and a
+        write after the end would vanish without an error, so this is asked before each."""
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        sock.setblocking(False)
+        try:
+            return not sock.recv(4096)
+        except OSError as exc:
+            return not (isinstance(exc, BlockingIOError) or _tls_want_read(exc))
+        finally:
+            sock.settimeout(self.timeout)
+
     def _disconnect(self) -> None:
         """Close the connection; TLS says so first (close_notify, RFC 5425 section 4.4),
         without which a collector may take the end for an attack and drop what it still
@@ -200,6 +219,13 @@ class SyslogSender(QueuedSender[bytes]):
             sock.close()
         except OSError:
             pass
+
+
+def _tls_want_read(exc: OSError) -> bool:
+    """A TLS record was read that held no application data (a session ticket)."""
+    import ssl
+
+    return isinstance(exc, ssl.SSLWantReadError)
 
 
 def _tls_context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
