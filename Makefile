@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 # ethtool, openssl, curl, kdig (knot-dnsutils) and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
 # clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
+# rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
+	rsyslog rsyslog-openssl \
 	clang libclang-rt-14-dev llvm
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean

@@ -22,7 +22,8 @@ from detector.report.command import ReplayReport, add_replay_arguments, add_repo
 from detector.session import Session
 from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
-from detector.sinks.outputs import check_outputs
+from detector.sinks.outputs import EVENT_FORMATS, check_outputs, default_sensor, sensor_name
+from detector.sinks.syslog import FACILITIES, SyslogSender, syslog_target
 
 if TYPE_CHECKING:
     from detector.report.meta import CaptureInfo
@@ -73,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --metrics-addr: keep serving this long after the replay ends")
     replay.add_argument("--web-config", metavar="FILE",
                         help="with --metrics-addr: TLS and basic auth, in Prometheus's web-config format")
-    replay.add_argument("--alertmanager", type=alertmanager_url, metavar="URL",
-                        help="also push each alert to this Alertmanager (API v2) when its window opens")
+    replay.add_argument("--alertmanager", type=alertmanager_url, action="append", metavar="URL",
+                        help="also push each alert to this Alertmanager (API v2) when its window opens "
+                             "(repeat for every peer of a cluster)")
+    _siem_args(replay)
     replay.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes sharing the work by flow (files only, not stdin; default 1)")
     add_replay_arguments(replay)
@@ -104,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="serve Prometheus metrics on /metrics (counters summed over the workers)")
     live.add_argument("--web-config", metavar="FILE",
                       help="with --metrics-addr: TLS and basic auth, in Prometheus's web-config format")
-    live.add_argument("--alertmanager", type=alertmanager_url, metavar="URL",
-                      help="also push each alert to this Alertmanager (API v2) when its window opens")
+    live.add_argument("--alertmanager", type=alertmanager_url, action="append", metavar="URL",
+                      help="also push each alert to this Alertmanager (API v2) when its window opens "
+                           "(repeat for every peer of a cluster)")
+    _siem_args(live)
     live.set_defaults(func=_live)
 
     sigs = sub.add_parser("signatures", help="validate or query the signature set")
@@ -130,6 +135,46 @@ def _capture_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-skim", action="store_true",
                         help="decode every frame in Python instead of dropping bulk in C first (slow; "
                              "the same results, for cross-checking the skim)")
+
+
+def _siem_args(parser: argparse.ArgumentParser) -> None:
+    """The sensor's name, the record format and syslog: what a SIEM and a fleet need."""
+    parser.add_argument("--sensor", type=_sensor, default=None, metavar="NAME",
+                        help="this sensor's name in every event, alert and report (default: the host name)")
+    parser.add_argument("--events-format", choices=EVENT_FORMATS, default="native",
+                        help="field names of events and alerts: the native schema or Elastic Common Schema "
+                             "(default: %(default)s)")
+    parser.add_argument("--syslog", type=syslog_target, metavar="URL",
+                        help="also send events and alerts as RFC 5424 syslog: udp://HOST[:514], tcp://HOST[:601] "
+                             "(octet counting) or tls://HOST[:6514]")
+    parser.add_argument("--syslog-facility", choices=FACILITIES, default="local0",
+                        help="syslog facility (default: %(default)s)")
+    parser.add_argument("--syslog-ca", metavar="FILE", help="with tls://: CA certificates that sign the collector's")
+    parser.add_argument("--syslog-cert", metavar="FILE", help="with tls://: a client certificate (with --syslog-key)")
+    parser.add_argument("--syslog-key", metavar="FILE", help="with tls://: the client certificate's key")
+
+
+def _sensor(text: str) -> str:
+    try:
+        return sensor_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _siem_options(args: argparse.Namespace) -> dict:
+    """The Session's sensor, format and syslog sender from the options of ``_siem_args``."""
+    tls_options = (args.syslog_ca, args.syslog_cert, args.syslog_key)
+    if any(tls_options) and (args.syslog is None or args.syslog.transport != "tls"):
+        raise UsageError("--syslog-ca, --syslog-cert and --syslog-key need --syslog tls://HOST")
+    if bool(args.syslog_cert) != bool(args.syslog_key):
+        raise UsageError("--syslog-cert and --syslog-key go together")
+    sensor = args.sensor or default_sensor()
+    syslog = None
+    if args.syslog is not None:
+        syslog = SyslogSender(args.syslog, sensor=sensor, format_name=args.events_format,
+                              facility=FACILITIES[args.syslog_facility], ca_file=args.syslog_ca,
+                              cert_file=args.syslog_cert, key_file=args.syslog_key)
+    return {"sensor": sensor, "events_format": args.events_format, "syslog": syslog}
 
 
 def _port(text: str) -> int:
@@ -173,7 +218,8 @@ def _replay(args: argparse.Namespace) -> int:
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
     report = ReplayReport(args)
-    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, on_verdict=report.add)
+    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, on_verdict=report.add,
+                      **_siem_options(args))
     settings = _settings(args)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
     counters: WorkerCounts | Extractor
@@ -213,7 +259,8 @@ def _live(args: argparse.Namespace) -> int:
         raise UsageError("--web-config needs --metrics-addr")
     check_outputs((args.events, args.alerts), (args.policy, args.signatures))
     signatures, policy = live.load_config(options)
-    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True)
+    session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True,
+                      **_siem_options(args))
     from detector.workers import WorkerCounts
 
     counters = WorkerCounts(session.stats)

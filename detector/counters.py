@@ -50,6 +50,8 @@ ALERTS_EMITTED, ALERTS_SUPPRESSED, ALERTS_CLOSED_EARLY = "alerts.emitted", "aler
 DEVICES_ENTRIES, DEVICES_EVICTED, DEVICES_LEARNT = "devices.entries", "devices.evicted", "devices.learnt"
 #: What the Alertmanager push counts, under ``alertmanager.``.
 ALERTMANAGER_RESULTS = ("sent", "failed", "dropped")
+#: What the syslog sender counts, under ``syslog.``.
+SYSLOG_RESULTS = ("sent", "failed", "dropped")
 
 
 def file_key(reason: str) -> str:
@@ -147,6 +149,9 @@ ALERTS = (
     Family("alerts_suppressed", "Violations folded into an alert already open.", _one(ALERTS_SUPPRESSED)),
     Family("alertmanager_alerts", "Alerts pushed to Alertmanager, by result (dropped: the send queue was full).",
            _by("result", "alertmanager.", ALERTMANAGER_RESULTS), ("result",), optional=True),
+    Family("syslog_messages", "Events and alerts sent to syslog (--syslog), by result (failed: the collector "
+           "could not be reached or refused; dropped: the send queue was full).",
+           _by("result", "syslog.", SYSLOG_RESULTS), ("result",), optional=True),
 )
 
 #: The tcp_flight.* counters (tcpflight.FlightCounters) and quic_initial.* (InitialTable.COUNTERS).

@@ -30,27 +30,34 @@ from detector.records import Verdict
 from detector.sinks.outputs import Outputs
 
 if TYPE_CHECKING:  # imported where used: only a run that pushes or serves metrics loads them
-    from detector.sinks.alertmanager import AlertmanagerPush
+    from detector.sinks.alertmanager import AlertmanagerPeers
     from detector.sinks.metrics import ReplayExporter
+    from detector.sinks.syslog import SyslogSender
 
 
 class Session:
     def __init__(self, signatures: SignatureSet, policy: Policy, events: str | None, alerts: str | None,
-                 alertmanager: str | None, live: bool = False,
-                 on_verdict: Callable[[Verdict], None] | None = None) -> None:
+                 alertmanager: str | list[str] | None, live: bool = False,
+                 on_verdict: Callable[[Verdict], None] | None = None, *, sensor: str | None = None,
+                 events_format: str = "native", syslog: SyslogSender | None = None) -> None:
         """``live``: append to the outputs and flush each line (a restarted sensor must not
         erase what it wrote; a log shipper must see each record as it happens).
-        ``on_verdict`` also receives every written verdict (replay's report)."""
+        ``on_verdict`` also receives every written verdict (replay's report).
+        ``alertmanager``: the URLs of one Alertmanager or of every peer of a cluster.
+        ``sensor`` names the sensor in every event and alert (default: the host name)."""
         self.signatures = signatures
         self.policy = policy
         self.stats: Counter[str] = Counter()
         self.devices = DeviceTable()
-        self.outputs = Outputs(events, alerts, policy.dedup_window, line_buffered=live, append=live)
-        self.pusher: AlertmanagerPush | None = None
+        self.outputs = Outputs(events, alerts, policy.dedup_window, line_buffered=live, append=live,
+                               sensor=sensor, events_format=events_format, syslog=syslog)
+        self.sensor = self.outputs.sensor
+        self.pusher: AlertmanagerPeers | None = None
         if alertmanager:
-            from detector.sinks.alertmanager import AlertmanagerPush
+            from detector.sinks.alertmanager import AlertmanagerPeers
 
-            self.pusher = AlertmanagerPush(alertmanager, policy.dedup_window)
+            urls = [alertmanager] if isinstance(alertmanager, str) else list(alertmanager)
+            self.pusher = AlertmanagerPeers(urls, policy.dedup_window, self.sensor)
         if self.pusher is not None:
             self.outputs.alerts.on_open = self.pusher.opened
         self._also = on_verdict
@@ -69,7 +76,7 @@ class Session:
             from detector.sinks.metrics import ReplayExporter
 
             self.exporter = ReplayExporter.start(address, web_config, counters, self.outputs.alerts, self.devices,
-                                                 self.policy, self.signatures, self.pusher)
+                                                 self.policy, self.signatures, self.pusher, self.outputs.syslog)
 
     def tick(self, now: float) -> None:
         """The run's clock reached ``now``: close due alert windows, publish metrics when due."""

@@ -19,12 +19,15 @@ living in the namespaces by its pid, then the namespaces themselves.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -328,3 +331,94 @@ def _kill_leftovers(ns: str) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(POLL_INTERVAL)
+
+
+# -- reaching a namespace's sockets from the test's own namespace ---------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in(ns: str, family: int = 2, kind: int = 1) -> socket.socket:
+    """A new socket that belongs to the network namespace ``ns`` (AF_INET, SOCK_STREAM by
+    default). setns(2) moves only the calling thread, so a short-lived thread enters the
+    namespace, makes the socket and ends; the socket keeps its namespace wherever it is used."""
+    made: list[socket.socket | BaseException] = []
+
+    def enter() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{ns}", "rb") as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {ns}")
+            made.append(socket.socket(family, kind))
+        except BaseException as exc:  # handed to the caller's thread
+            made.append(exc)
+
+    thread = threading.Thread(target=enter, name=f"setns-{ns}")
+    thread.start()
+    thread.join(COMMAND_TIMEOUT)
+    if not made or isinstance(made[0], BaseException):
+        raise RuntimeError(f"cannot make a socket in {ns}: {made[0] if made else 'timed out'}")
+    return made[0]
+
+
+class Forward:
+    """A TCP relay across namespaces: listens at ``listen`` (in namespace ``listen_ns``,
+    or the test's own when None) and joins each connection to ``target`` (in ``target_ns``).
+
+    What the fleet tests need: a Prometheus on the test's loopback scraping sensors that
+    live in namespaces of their own, and those sensors pushing to Alertmanagers on that
+    loopback. Connections and relay threads end when either side closes or on ``close``.
+    """
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int], *, listen_ns: str | None = None,
+                 target_ns: str | None = None) -> None:
+        self.target, self.target_ns = target, target_ns
+        self._server = socket_in(listen_ns) if listen_ns else socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(listen)
+        self._server.listen(16)
+        self._open: list[socket.socket] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, name="forward", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket_in(self.target_ns) if self.target_ns else socket.socket()
+            upstream.settimeout(COMMAND_TIMEOUT)
+            try:
+                upstream.connect(self.target)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in (self._server, *self._open):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends, then end ``dst``'s sending side."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

@@ -126,7 +126,7 @@ def test_signatures_check_reports_lines(tmp_path):
 def test_sample_events_and_alerts_equal_the_committed_ones(tmp_path):
     """The demo's output is a reviewed contract: pcaps/expected/sample-office.events.jsonl and
     .alerts.jsonl were read line by line when committed; any change to them is deliberate."""
-    result = detector("replay", "--policy", str(POLICY), "--events", str(tmp_path / "e.jsonl"),
+    result = detector("replay", "--policy", str(POLICY), "--sensor", "office-sensor", "--events", str(tmp_path / "e.jsonl"),
                       "--alerts", str(tmp_path / "a.jsonl"), str(SAMPLE))
     assert result.returncode == 0, result.stderr
     expected = ROOT / "pcaps" / "expected"

@@ -88,6 +88,7 @@ class Report:
     #: Each device's connections by outcome, summed over the runs that recorded it, most
     #: connections first; ``None`` when no run record holds coverage.
     coverage: list[DeviceCoverage] | None = None
+    sensors: list[str] = field(default_factory=list)  # from the run records (--sensor)
 
 
 def _progress_bar(enabled: bool, total: int | None, desc: str, unit: str = "B"):
@@ -244,6 +245,7 @@ class ReportBuilder:
             verification=verification,
             pseudonymized=self.pseudonymizer is not None,
             coverage=coverage,
+            sensors=sorted({run.sensor for run in self.runs if run.sensor}),
         )
 
     def _coverage(self) -> list[DeviceCoverage] | None:

@@ -19,7 +19,7 @@ from detector.report.meta import CaptureInfo, run_info, write_sidecar
 from detector.report.model import EVIDENCE_PER_DEVICE
 from detector.report.pseudonym import RECOMMENDED_KEY_BYTES
 from detector.sinks.events import event_record
-from detector.sinks.outputs import check_outputs
+from detector.sinks.outputs import check_outputs, default_sensor
 
 if TYPE_CHECKING:
     from detector.match import SignatureSet
@@ -117,6 +117,7 @@ class ReplayReport:
             self.builder = ReportBuilder(ReportOptions(html=args.report, verify=args.verify,
                                                        progress=not args.no_progress))
         self.sidecar = args.events if args.events not in (None, "-") else None
+        self.sensor = args.sensor or default_sensor()
 
     def add(self, verdict: Verdict) -> None:
         if self.builder is not None:
@@ -134,7 +135,7 @@ class ReplayReport:
         event unconfirmed, else 0."""
         if not self.wants_captures:
             return 0
-        run = run_info(described, signatures, policy, dns_ports, quic_ports, coverage)
+        run = run_info(described, signatures, policy, dns_ports, quic_ports, coverage, self.sensor)
         if self.sidecar is not None:
             try:
                 write_sidecar(self.sidecar, run)

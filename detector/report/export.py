@@ -108,6 +108,7 @@ def report_json(report: Report) -> dict:
         "generated": rfc3339(report.generated),
         "tool": report.tool,
         "pseudonymized": report.pseudonymized,
+        "sensors": report.sensors,
         "period": {"first": rfc3339(m.first) if m.first is not None else None,
                    "last": rfc3339(m.last) if m.last is not None else None},
         "totals": {"events": m.events, "violations": m.violations, "exempt": m.exempt, "inferred": m.inferred,

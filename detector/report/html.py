@@ -177,6 +177,7 @@ TEMPLATE = r"""<!doctype html>
 <header>
 <h1>TikTok use on the network: audit report</h1>
 <p class="meta">Generated {{ utc(r.generated) }} by {{ r.tool }}. All times are UTC.
+{%- if r.sensors %} Sensor{{ 's' if r.sensors|length != 1 }}: {{ r.sensors|join(', ') }}.{% endif %}
 {%- if r.pseudonymized %} Device addresses and hostnames are pseudonymized.{% endif %}</p>
 <nav><a href="#summary">Summary</a><a href="#inputs">Inputs</a><a href="#verification">Verification</a><a href="#segments">Segments</a><a href="#devices">Devices</a><a href="#blind-spots">Blind spots</a><a href="#coverage">Coverage</a><a href="#evidence">Evidence</a></nav>
 </header>

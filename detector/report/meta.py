@@ -15,13 +15,14 @@ says what is unknown when it is not, instead of guessing.
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
             "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1},
- "settings": {"dns_ports": [53], "quic_ports": [443]},
+ "settings": {"dns_ports": [53], "quic_ports": [443]}, "sensor": "hq-floor2",
  "coverage": [{"device": "aa:bb:cc:dd:ee:01", "segment": "staff", "hostname": "pc-1",
                "connections": {"named": 120, "ech": 14, "no-name": 2}, "devices": 1}, …,
               {"device": null, "segment": "staff", "hostname": null,
                "connections": {"named": 5120, "ech": 310, "other": 42}, "devices": 37}]}
 ```
 
+``sensor`` (the replay's ``--sensor``, default the host name) is absent from older records.
 ``coverage`` holds one entry per device with an event and segment, and per segment one
 entry (``device`` null) summing the connections of its ``devices`` devices without an
 event (see ``detector.coverage``). It is absent from the records of older versions: the
@@ -112,6 +113,7 @@ class RunInfo:
     source: str | None = None  # the sidecar it was read from
     #: Each device's connections by outcome; ``None``: not recorded (an older run record).
     coverage: tuple[DeviceCoverage, ...] | None = None
+    sensor: str | None = None  # the sensor that made the events (--sensor)
 
 
 def sidecar_path(events_path: str | os.PathLike[str]) -> Path:
@@ -127,7 +129,8 @@ def policy_info(policy: Policy) -> PolicyInfo:
 
 
 def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
-             dns_ports: Iterable[int], quic_ports: Iterable[int], coverage: Iterable[DeviceCoverage] = ()) -> RunInfo:
+             dns_ports: Iterable[int], quic_ports: Iterable[int], coverage: Iterable[DeviceCoverage] = (),
+             sensor: str | None = None) -> RunInfo:
     """The run record of a replay."""
     return RunInfo(
         coverage=tuple(coverage),
@@ -137,6 +140,7 @@ def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Poli
         dns_ports=tuple(sorted(dns_ports)),
         quic_ports=tuple(sorted(quic_ports)),
         created=time.time(),
+        sensor=sensor,
     )
 
 
@@ -175,6 +179,7 @@ def to_json(run: RunInfo) -> dict:
             {"device": c.device, "segment": c.segment, "hostname": c.hostname, "connections": dict(c.connections),
              "devices": c.devices}
             for c in run.coverage],
+        "sensor": run.sensor,
     }
 
 
@@ -237,6 +242,7 @@ def _from_json(doc: dict, source: str) -> RunInfo:
         quic_ports=tuple(int(p) for p in settings.get("quic_ports", (443,))),
         tool=str(doc.get("tool", "unknown")), created=_parse_ts(doc.get("created")), source=source,
         coverage=_coverage(doc.get("coverage")),
+        sensor=str(doc["sensor"]) if doc.get("sensor") else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 The Prometheus rules page on "devices in violation on a segment"; they cannot say which
 device, because no metric label may hold one. This push can: one Alertmanager alert per
-device and category, labelled ``segment``, ``category`` and ``device``, posted when the
+device and category, labelled ``segment``, ``category``, ``device`` and ``sensor``, posted when the
 device's first violation in that category opens a dedup window, with ``startsAt`` the
 violation and ``endsAt`` the end of the window, so Alertmanager resolves it by itself.
 
@@ -14,6 +14,11 @@ Sending happens on a thread of its own behind a bounded queue: the packet loop n
 on the network. A full queue drops the alert, a failed POST is retried a few times and then
 given up; both are counted (the ``tiktok_detector_alertmanager_alerts_total`` metric), never
 fatal.
+
+An Alertmanager cluster wants every alert from every client (its peers deduplicate the
+notifications, not the alerts): ``--alertmanager`` is repeatable, and each peer gets a
+push of its own (``AlertmanagerPeers``), so one peer that is down or slow delays nothing
+sent to the others.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import argparse
 import base64
 import json
 import queue
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 
 from detector.records import Verdict, rfc3339
+from detector.sinks.sender import QueuedSender
 
 API_PATH = "/api/v2/alerts"
 ALERT_NAME = "TikTokUse"
@@ -39,11 +44,13 @@ MAX_BATCH = 64
 RETRY_DELAYS = (1.0, 2.0)
 
 
-def alert_payload(verdict: Verdict, window: float) -> dict:
+def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) -> dict:
     """The API v2 ``postableAlert`` for the window ``verdict`` opens.
 
     Labels identify the alert (Alertmanager deduplicates on them); what varies between
-    occurrences (hostname, address, the name, the evidence) goes in annotations.
+    occurrences (hostname, address, the name, the evidence) goes in annotations. The
+    ``sensor`` label keeps apart what two sensors saw of one device (a laptop that moved
+    between buildings): each sensor's alert is its own.
     """
     obs = verdict.observation
     labels = {
@@ -54,6 +61,8 @@ def alert_payload(verdict: Verdict, window: float) -> dict:
         "category": verdict.signature.category,
         "device": verdict.device,
     }
+    if sensor:
+        labels["sensor"] = sensor
     who = verdict.hostname or obs.client_ip
     annotations = {
         "summary": f"{who} on segment {verdict.segment} reached TikTok ({verdict.signature.category})",
@@ -73,68 +82,31 @@ def alert_payload(verdict: Verdict, window: float) -> dict:
     }
 
 
-class AlertmanagerPush:
+class AlertmanagerPush(QueuedSender[dict]):
     """Posts one alert per (device, category) and dedup window to Alertmanager.
 
     ``opened`` runs on the packet loop's thread (the alert table calls it when a window
-    opens) and only appends to a queue; a daemon thread posts.
+    opens) and only queues (``QueuedSender``); its thread posts, in batches.
     """
 
     def __init__(self, url: str, window: float, timeout: float = 5.0,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS,
-                 opener: Callable[..., object] | None = None) -> None:
+                 opener: Callable[..., object] | None = None, sensor: str | None = None) -> None:
         """``opener``: urllib.request.urlopen unless given (a test's). urllib.request, with
         http.client and ssl, is imported here: only a sensor that pushes loads it."""
         import urllib.request
 
+        super().__init__("alertmanager", MAX_QUEUED)
         self.endpoint, self._auth = _endpoint(url)
         self.window = window
+        self.sensor = sensor
         self.timeout = timeout
         self.retry_delays = retry_delays
         self._open = opener or urllib.request.urlopen
-        self._queue: queue.Queue[dict | None] = queue.Queue(MAX_QUEUED)
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.last_error = ""
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def opened(self, verdict: Verdict) -> None:
-        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``).
-
-        The posting thread starts with the first alert, not before: a sensor forks its
-        workers first, and a thread running at a fork is copied half-way into the child."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="alertmanager", daemon=True)
-            self._thread.start()
-        try:
-            self._queue.put_nowait(alert_payload(verdict, self.window))
-        except queue.Full:
-            self.dropped += 1
-
-    def counts(self) -> dict[str, int]:
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped}
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued, without retries, and give up after about ``timeout`` seconds:
-        what is still queued then counts as dropped."""
-        if self._thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        self._closing.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.dropped += 1
+        """Queue the alert of a dedup window that just opened (``AlertTable.on_open``)."""
+        self._enqueue(alert_payload(verdict, self.window, self.sensor))
 
     def _run(self) -> None:
         while True:
@@ -178,6 +150,40 @@ class AlertmanagerPush:
             except (OSError, ValueError) as exc:
                 self.last_error = str(exc)
         self.failed += len(batch)
+
+
+class AlertmanagerPeers:
+    """One push per Alertmanager of a cluster, used as one: what a session holds."""
+
+    def __init__(self, urls: list[str], window: float, sensor: str | None = None) -> None:
+        self.pushes = [AlertmanagerPush(url, window, sensor=sensor) for url in urls]
+
+    @property
+    def window(self) -> float:
+        return self.pushes[0].window
+
+    @window.setter
+    def window(self, seconds: float) -> None:
+        for push in self.pushes:
+            push.window = seconds
+
+    def opened(self, verdict: Verdict) -> None:
+        for push in self.pushes:
+            push.opened(verdict)
+
+    def counts(self) -> dict[str, int]:
+        """Pushes by result, summed over the peers (an alert sent to two peers counts twice)."""
+        totals = {"sent": 0, "failed": 0, "dropped": 0}
+        for push in self.pushes:
+            for result, count in push.counts().items():
+                totals[result] += count
+        return totals
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close every push; together within about ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        for push in self.pushes:
+            push.close(max(deadline - time.monotonic(), 0.1))
 
 
 def _endpoint(url: str) -> tuple[str, str | None]:

@@ -56,9 +56,6 @@ class JsonLines:
         if self.line_buffered:
             self.stream.flush()
 
-    def write_event(self, verdict: Verdict) -> None:
-        self.write(event_record(verdict))
-
     def write_name(self, obs: Observation) -> None:
         self.write({"proto": obs.proto, "name": obs.name, "client_ip": obs.client_ip,
                     "pcap": obs.pcap, "frame": obs.frame})

@@ -283,11 +283,13 @@ class ReplayExporter:
     """
 
     def __init__(self, extractor: _Extractor, alerts: _Alerts, devices: _Devices,
-                 policy: _Policy, signatures: SignatureInfo, pusher: _Pusher | None = None) -> None:
+                 policy: _Policy, signatures: SignatureInfo, pusher: _Pusher | None = None,
+                 syslog: _Pusher | None = None) -> None:
         self.extractor = extractor
         self.alerts = alerts
         self.devices = devices
         self.pusher = pusher
+        self.syslog = syslog
         self.segments: tuple[str, ...] = ()
         self.signatures = signatures
         self.reload(policy, signatures)
@@ -300,9 +302,9 @@ class ReplayExporter:
     @classmethod
     def start(cls, address: tuple[str, int], web_config: str | None, extractor: _Extractor,
               alerts: _Alerts, devices: _Devices, policy: _Policy, signatures: _SignatureSet,
-              pusher: _Pusher | None = None) -> ReplayExporter:
+              pusher: _Pusher | None = None, syslog: _Pusher | None = None) -> ReplayExporter:
         """Serve the metrics of a replay about to start (the signature set was just loaded)."""
-        exporter = cls(extractor, alerts, devices, policy, SignatureInfo.of(signatures, time.time()), pusher)
+        exporter = cls(extractor, alerts, devices, policy, SignatureInfo.of(signatures, time.time()), pusher, syslog)
         exporter.server = serve_metrics(address, web_config, lambda: exporter._published, lambda: exporter.segments,
                                         lambda: exporter.signatures)
         return exporter
@@ -347,9 +349,10 @@ class ReplayExporter:
         snap[counters.DEVICES_LEARNT] = devices.learnt
         for segment, count in (self._open if self._open is not None else self._open_devices()).items():
             snap[f"devices_in_violation.{segment}"] = count
-        if self.pusher is not None:
-            for result, count in self.pusher.counts().items():
-                snap[f"alertmanager.{result}"] = count
+        for prefix, sender in (("alertmanager", self.pusher), ("syslog", self.syslog)):
+            if sender is not None:
+                for result, count in sender.counts().items():
+                    snap[f"{prefix}.{result}"] = count
         self._published = snap
         self._next_publish = time.monotonic() + PUBLISH_INTERVAL
 
