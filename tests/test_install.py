@@ -1,0 +1,277 @@
+"""The sensor as an operator runs it: installed by `make install`, or from a private checkout.
+
+``installed`` runs `make install` once for this module into a temporary prefix (its own
+virtual environment, configuration and unit directories, and a system user made for the
+run), the way deploy/install.sh installs into /opt/tiktok-detector; the tests then run that
+copy as that user, who can read nothing of the checkout, and `make uninstall` removes it
+at the end (the user is deleted too, which `make uninstall` leaves to the operator). The
+module's tests share one worker (``xdist_group``, with ``--dist loadgroup`` in the
+Makefile), so the install is built once per run.
+
+The clone test copies the repository into a 0700 directory, as a checkout in root's home or
+in a ``mktemp -d`` folder is, and runs the privilege drop from there: once the sensor has
+become ``nobody`` it can import nothing more from the clone (nor, where the interpreter
+lives in such a directory too, from the standard library), so it passes only if every
+module it will use was imported before the drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import netns
+from netns import VethPair
+from test_live import (
+    LOG_TIMEOUT, POLICY, REPLAY_TIMEOUT, ROOT, SAMPLE, START_TIMEOUT, Live, comparable, proc_status, replay_events,
+    send,
+)
+
+pytestmark = pytest.mark.xdist_group("install")
+
+#: Bound on `make install` and `make uninstall`: a venv, a wheel build and the dependencies
+#: (from pip's cache or the package index); about 20 s here.
+INSTALL_TIMEOUT = 600.0
+#: Bound on a command of the installed copy that is no capture (--version, a replay).
+RUN_TIMEOUT = 60.0
+CAP_NET_RAW = 1 << 13
+#: Someone who exists on every Debian system and owns nothing: who a Python must work for.
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A copy installed by `make install` with these settings."""
+
+    prefix: Path
+    sysconfdir: Path
+    unitdir: Path
+    user: str
+
+    @property
+    def command(self) -> list[str]:
+        return [str(self.prefix / "bin" / "tiktok-detector")]
+
+    @property
+    def policy(self) -> Path:
+        return self.sysconfdir / "policy.toml"
+
+    @property
+    def unit(self) -> Path:
+        return self.unitdir / "tiktok-detector.service"
+
+    def as_user(self, *caps: str) -> list[str]:
+        """setpriv arguments that run a command as the service user, with ``caps`` (e.g.
+        "+net_raw") as its only inheritable and ambient capabilities, as systemd does."""
+        argv = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups"]
+        if caps:
+            argv += [f"--inh-caps=-all,{','.join(caps)}", f"--ambient-caps={','.join(caps)}"]
+        else:
+            argv += ["--inh-caps=-all"]
+        return argv
+
+    def make_vars(self) -> list[str]:
+        return [f"PREFIX={self.prefix}", f"SYSCONFDIR={self.sysconfdir}", f"UNITDIR={self.unitdir}",
+                f"SERVICE_USER={self.user}"]
+
+
+def python_for_everyone() -> str | None:
+    """A Python that an unprivileged user runs exactly as root does: this run's own base
+    interpreter, unless it lives where only root can enter (pyenv in /root), then the
+    system's. None when there is neither."""
+    probe = ["-c", "import sys; print(sys.version)"]
+    for candidate in (getattr(sys, "_base_executable", sys.executable), "/usr/bin/python3"):
+        if not os.path.exists(candidate):
+            continue
+        mine = subprocess.run([candidate, *probe], capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd="/")
+        theirs = subprocess.run([*NOBODY, candidate, *probe], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                                cwd="/")
+        if mine.returncode == 0 and mine.stdout == theirs.stdout:
+            return candidate
+    return None
+
+
+def make(target: str, *variables: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", target, *variables], cwd=ROOT, capture_output=True,
+                          text=True, timeout=INSTALL_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[Installed]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: make install creates a system user")
+    for tool in ("setpriv", "useradd", "userdel"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"`{tool}` is not installed (Debian: util-linux, passwd)")
+    python = python_for_everyone()
+    if python is None:
+        pytest.skip("no Python here that an unprivileged user can run (this one's directory is private, "
+                    "and /usr/bin/python3 is missing)")
+    # Outside pytest's own temporary directory, which only root may enter.
+    base = Path(tempfile.mkdtemp(prefix="tkd-install-"))
+    base.chmod(0o755)
+    copy = Installed(base / "opt", base / "etc", base / "units", f"tkd-{os.getpid():x}")
+    try:
+        done = make("install", f"PYTHON={python}", *copy.make_vars())
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield copy
+        removed = make("uninstall", *copy.make_vars())
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert not copy.prefix.exists() and not copy.unit.exists()
+        assert copy.policy.exists()  # the operator's policy outlives the program
+    finally:
+        subprocess.run(["userdel", copy.user], capture_output=True, timeout=RUN_TIMEOUT)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pair() -> Iterator[VethPair]:
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("tcpreplay") is None:
+        pytest.skip("`tcpreplay` is not installed (Debian: tcpreplay)")
+    with VethPair() as made:
+        yield made
+
+
+def test_the_installed_copy_runs_as_its_user_with_its_own_data(installed):
+    """`tiktok-detector --version` says the same as the service user as it does as root
+    (same Python, so nothing in the copy is out of the user's reach), and the signatures
+    and example policy it names are the ones installed with it, not the checkout's."""
+    as_root = subprocess.run(installed.command + ["--version"], capture_output=True, text=True,
+                             timeout=RUN_TIMEOUT, cwd="/", check=True)
+    as_user = subprocess.run(installed.as_user() + installed.command + ["--version"], capture_output=True,
+                             text=True, timeout=RUN_TIMEOUT, cwd="/")
+    assert as_user.returncode == 0 and as_user.stdout == as_root.stdout, as_user.stderr
+    facts = dict(line.split(" ", 1) for line in as_user.stdout.splitlines())
+    assert facts["tiktok-detector"] == "0.1.0"
+    signatures, examples = Path(facts["signatures"]), Path(facts["examples"])
+    assert signatures.is_relative_to(installed.prefix) and examples.is_relative_to(installed.prefix)
+    assert sorted(p.name for p in signatures.glob("*.toml")) == sorted(p.name for p in (ROOT / "signatures").glob("*.toml"))
+    assert (examples / "policy.toml").read_bytes() == POLICY.read_bytes() == installed.policy.read_bytes()
+
+
+def test_replay_as_the_service_user_gives_the_checkouts_events(installed, tmp_path):
+    """The service user replays a capture (read from stdin: it may not open the test's
+    files) with the installed policy and the shipped signatures: the events are the ones
+    the checkout writes."""
+    with open(SAMPLE, "rb") as capture:
+        done = subprocess.run(installed.as_user() + installed.command + [
+            "replay", "--no-progress", "--policy", str(installed.policy), "--events", "-", "-"],
+            stdin=capture, capture_output=True, text=True, timeout=REPLAY_TIMEOUT, cwd="/")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events and comparable(events) == comparable(replay_events(tmp_path, [SAMPLE], "--policy", str(POLICY)))
+
+
+def test_the_service_user_with_only_cap_net_raw_captures(installed, pair, tmp_path):
+    """What the installed unit does: the installed copy started as the service user with
+    CAP_NET_RAW as its only (ambient) capability opens its sockets, puts the interface in
+    promiscuous mode (no CAP_NET_ADMIN needed for a packet socket's membership) and
+    captures what replay finds; without the capability it says why in one line and exits
+    with status 2."""
+    uid = int(subprocess.run(["id", "-u", installed.user], capture_output=True, text=True, check=True).stdout)
+    live = Live(pair, tmp_path, "--workers", "2", "--policy", str(installed.policy), stdout_events=True,
+                prefix=installed.as_user("+net_raw"), command=installed.command, cwd=Path("/"))
+    link = pair.run(pair.server, ["ip", "-d", "link", "show", pair.server.ifname], timeout=LOG_TIMEOUT, text=True)
+    assert int(re.search(r"promiscuity (\d+)", link.stdout).group(1)) >= 1, link.stdout
+    for pid in (live.proc.pid, *live.children()):
+        status = proc_status(pid)
+        assert int(status["Uid"].split()[1]) == uid and int(status["CapEff"], 16) == CAP_NET_RAW, status
+    send(pair, [SAMPLE], "--pps", "5000")
+    live.stop()
+    assert comparable(live.events()) == comparable(replay_events(tmp_path, [SAMPLE], "--policy", str(POLICY)))
+    refused = pair.run(pair.server, installed.as_user() + installed.command + [
+        "live", "-i", pair.server.ifname, "--workers", "2"], timeout=START_TIMEOUT, check=False, text=True, cwd="/")
+    assert refused.returncode == 2
+    errors = [line for line in refused.stderr.splitlines() if "permission" in line]
+    assert errors == [f"tiktok-detector: {pair.server.ifname}: you don't have permission to capture on that "
+                      "device (run as root or with CAP_NET_RAW)"], refused.stderr
+
+
+def test_the_installed_copy_started_as_root_drops_to_the_service_user(installed, pair, tmp_path):
+    """The installed copy started as root with --user and two workers: once capturing,
+    writer and workers run as the service user with no capability left, and capture what
+    replay finds."""
+    uid = int(subprocess.run(["id", "-u", installed.user], capture_output=True, text=True, check=True).stdout)
+    live = Live(pair, tmp_path, "--workers", "2", "--user", installed.user, "--policy", str(installed.policy),
+                command=installed.command, cwd=Path("/"))
+    workers = live.children()
+    assert len(workers) == 2
+    for pid in (live.proc.pid, *workers):
+        status = proc_status(pid)
+        assert status["Uid"].split() == [str(uid)] * 4 and int(status["CapPrm"], 16) == 0, status
+    send(pair, [SAMPLE], "--pps", "5000")
+    live.stop()
+    assert comparable(live.events()) == comparable(replay_events(tmp_path, [SAMPLE], "--policy", str(POLICY)))
+
+
+def test_the_installed_unit_passes_systemd_analyze_verify(installed):
+    """The unit as `make install` wrote it: systemd's own checker accepts it (it also
+    checks that the command it names exists and is executable), and it runs the installed
+    copy as the service user with CAP_NET_RAW as its only capability."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("`systemd-analyze` is not installed (Debian: systemd)")
+    checked = subprocess.run(["systemd-analyze", "verify", str(installed.unit)], capture_output=True, text=True,
+                             timeout=RUN_TIMEOUT)
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    settings = [line for line in installed.unit.read_text().splitlines() if line and not line.startswith("#")]
+    assert f"ExecStart={installed.command[0]} live $TIKTOK_DETECTOR_OPTS \\" in settings
+    assert f"    --policy {installed.policy} \\" in settings
+    for setting in (f"User={installed.user}", f"Group={installed.user}", "AmbientCapabilities=CAP_NET_RAW",
+                    "CapabilityBoundingSet=CAP_NET_RAW", "NoNewPrivileges=yes"):
+        assert setting in settings
+
+
+def test_install_refuses_a_prefix_that_is_not_its_own(tmp_path):
+    """`make install` into a directory that holds something else (PREFIX=/usr/local by
+    mistake) stops with one line before touching it: it would be cleared."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: make install refuses to run without it")
+    (tmp_path / "precious").write_text("keep me")
+    done = make("install", f"PREFIX={tmp_path}", f"SYSCONFDIR={tmp_path}/etc", f"UNITDIR={tmp_path}/units")
+    assert done.returncode != 0
+    assert f"install.sh: {tmp_path} exists and is not a virtual environment: choose another PREFIX" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
+
+
+def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
+    """The repository cloned into a 0700 directory (with a space in its path, as a home
+    folder may have) and started there as root with --user nobody: the process runs the
+    clone's code, and after the drop, when nothing of the clone is readable any more, its
+    workers and writer still capture and write what replay finds."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and a git checkout to clone")
+    private = tmp_path / "private dir"
+    private.mkdir(mode=0o700)
+    clone = private / "tiktok-detector"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True,
+                   capture_output=True, timeout=RUN_TIMEOUT)
+    # The compiled skim, built for this checkout by its install, stands in for a build.
+    import detector._skim
+
+    skim = Path(detector._skim.__file__)
+    shutil.copy2(skim, clone / "detector" / skim.name)
+    unreadable = subprocess.run([*NOBODY, "ls", str(clone)], capture_output=True, timeout=RUN_TIMEOUT)
+    assert unreadable.returncode != 0  # the point: nobody cannot read the clone
+    policy = clone / "examples" / "policy.toml"
+    live = Live(pair, tmp_path, "--workers", "2", "--user", "nobody", "--policy", str(policy), cwd=clone)
+    for pid in (live.proc.pid, *live.children()):
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert str(clone / "detector" / skim.name) in maps  # the clone's code, not the checkout's
+        assert proc_status(pid)["Uid"].split()[1] == "65534"
+    send(pair, [SAMPLE], "--pps", "5000")
+    log = live.stop()
+    assert "Traceback" not in log, log
+    assert comparable(live.events()) == comparable(replay_events(tmp_path, [SAMPLE], "--policy", str(POLICY)))
