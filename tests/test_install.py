@@ -33,8 +33,8 @@ import pytest
 import netns
 from netns import VethPair
 from test_live import (
-    LOG_TIMEOUT, POLICY, REPLAY_TIMEOUT, ROOT, SAMPLE, START_TIMEOUT, Live, comparable, proc_status, replay_events,
-    send,
+    LOG_TIMEOUT, POLICY, REPLAY_TIMEOUT, ROOT, SAMPLE, START_TIMEOUT, Live, comparable, ethernet_fixtures, proc_status,
+    replay_events, send,
 )
 
 pytestmark = pytest.mark.xdist_group("install")
@@ -250,7 +250,7 @@ def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
     """The repository cloned into a 0700 directory (with a space in its path, as a home
     folder may have) and started there as root with --user nobody: the process runs the
     clone's code, and after the drop, when nothing of the clone is readable any more, its
-    workers and writer still capture and write what replay finds."""
+    workers and writer still capture every fixture and write what replay finds."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout to clone")
     private = tmp_path / "private dir"
@@ -271,7 +271,8 @@ def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert str(clone / "detector" / skim.name) in maps  # the clone's code, not the checkout's
         assert proc_status(pid)["Uid"].split()[1] == "65534"
-    send(pair, [SAMPLE], "--pps", "5000")
+    files = ethernet_fixtures()  # every extractor: DNS over UDP and TCP, TLS, QUIC, HTTP, DHCP
+    send(pair, files, "--pps", "5000")
     log = live.stop()
     assert "Traceback" not in log, log
-    assert comparable(live.events()) == comparable(replay_events(tmp_path, [SAMPLE], "--policy", str(POLICY)))
+    assert comparable(live.events()) == comparable(replay_events(tmp_path, files, "--policy", str(POLICY)))
