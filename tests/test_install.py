@@ -57,6 +57,7 @@ class Installed:
     sysconfdir: Path
     unitdir: Path
     user: str
+    python: str
 
     @property
     def command(self) -> list[str]:
@@ -81,8 +82,8 @@ class Installed:
         return argv
 
     def make_vars(self) -> list[str]:
-        return [f"PREFIX={self.prefix}", f"SYSCONFDIR={self.sysconfdir}", f"UNITDIR={self.unitdir}",
-                f"SERVICE_USER={self.user}"]
+        return [f"PYTHON={self.python}", f"PREFIX={self.prefix}", f"SYSCONFDIR={self.sysconfdir}",
+                f"UNITDIR={self.unitdir}", f"SERVICE_USER={self.user}"]
 
 
 def python_for_everyone() -> str | None:
@@ -120,9 +121,9 @@ def installed() -> Iterator[Installed]:
     # Outside pytest's own temporary directory, which only root may enter.
     base = Path(tempfile.mkdtemp(prefix="tkd-install-"))
     base.chmod(0o755)
-    copy = Installed(base / "opt", base / "etc", base / "units", f"tkd-{os.getpid():x}")
+    copy = Installed(base / "opt", base / "etc", base / "units", f"tkd-{os.getpid():x}", python)
     try:
-        done = make("install", f"PYTHON={python}", *copy.make_vars())
+        done = make("install", *copy.make_vars())
         assert done.returncode == 0, done.stdout + done.stderr
         yield copy
         removed = make("uninstall", *copy.make_vars())
@@ -232,6 +233,20 @@ def test_the_installed_unit_passes_systemd_analyze_verify(installed):
     for setting in (f"User={installed.user}", f"Group={installed.user}", "AmbientCapabilities=CAP_NET_RAW",
                     "CapabilityBoundingSet=CAP_NET_RAW", "NoNewPrivileges=yes"):
         assert setting in settings
+
+
+def test_make_install_again_upgrades_and_keeps_the_operators_policy(installed):
+    """The upgrade the README describes: `make install` over an installed copy builds the
+    environment anew and leaves the policy the operator edited as it is."""
+    edited = installed.policy.read_text() + "# edited by the operator\n"
+    installed.policy.write_text(edited)
+    before = installed.unit.read_text()
+    done = make("install", *installed.make_vars())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert installed.policy.read_text() == edited and installed.unit.read_text() == before
+    again = subprocess.run(installed.as_user() + installed.command + ["signatures", "match", "www.tiktok.com"],
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd="/")
+    assert again.returncode == 0 and "www.tiktok.com" in again.stdout, again.stderr
 
 
 def test_install_refuses_a_prefix_that_is_not_its_own(tmp_path):
