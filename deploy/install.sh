@@ -5,8 +5,8 @@
 # virtual environment of its own at PREFIX (the signatures and the example policy are in
 # the wheel); creates the system user SERVICE_USER; puts the example policy in SYSCONFDIR
 # unless a policy is already there; installs the systemd unit into UNITDIR pointing at
-# PREFIX; then checks that SERVICE_USER can run the installed copy with the same Python
-# root installed it with. Run again to upgrade: the environment is built anew, the policy
+# PREFIX. It checks first that SERVICE_USER runs PYTHON as root does, and last that it
+# runs the installed copy. Run again to upgrade: the environment is built anew, the policy
 # and the user are kept.
 #
 # uninstall: stops and removes the unit and PREFIX; keeps SYSCONFDIR, the logs and the user
@@ -50,8 +50,32 @@ if [ -e "$PREFIX" ] && [ -n "$(ls -A "$PREFIX")" ] && [ ! -e "$PREFIX/pyvenv.cfg
     fail "$PREFIX exists and is not a virtual environment: choose another PREFIX"
 fi
 
+# Runs a command as the service user, in / (the checkout may be out of its reach).
+as_service_user() {
+    (cd / && setpriv --reuid="$SERVICE_USER" --regid="$group" --clear-groups --inh-caps=-all "$@")
+}
+
 install_all() {
     [ -f setup.py ] && [ -d detector ] || fail "run from the checkout (make install)"
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$SERVICE_USER"
+    fi
+    group=$(id -gn "$SERVICE_USER")
+
+    # The service user must run the interpreter the environment is made from, as root does:
+    # a Python kept in a directory only root can enter (pyenv in /root) fails as that user,
+    # or runs another interpreter's library.
+    python=$("$PYTHON" -c 'import sys; print(sys.executable)')
+    probe='import sys; print(sys.version.split()[0])'
+    mine=$("$python" -c "$probe")
+    theirs=$(as_service_user "$python" -c "$probe" 2>&1) || theirs="an error"
+    if [ "$mine" != "$theirs" ]; then
+        fail "$SERVICE_USER runs $python as Python $theirs, root as $mine: it is kept where" \
+            "$SERVICE_USER cannot read it; install with a Python every user can read, e.g." \
+            "make install PYTHON=/usr/bin/python3"
+    fi
+
     "$PYTHON" -m venv --clear "$PREFIX"
     wheels=$(mktemp -d)
     trap 'rm -rf "$wheels"' EXIT
@@ -61,12 +85,6 @@ install_all() {
     "$PREFIX/bin/python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" .
     "$PREFIX/bin/python" -m pip install --quiet "$wheels"/tiktok_detector-*.whl
     rm -rf build
-
-    if ! getent passwd "$SERVICE_USER" >/dev/null; then
-        useradd --system --user-group --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin "$SERVICE_USER"
-    fi
-    group=$(id -gn "$SERVICE_USER")
 
     install -d -m 0755 "$SYSCONFDIR"
     if [ ! -e "$SYSCONFDIR/policy.toml" ]; then
@@ -83,14 +101,11 @@ install_all() {
         systemctl daemon-reload
     fi
 
-    # The service user must run what root installed, with the same Python: a Python kept
-    # in a directory only root can enter (pyenv in /root) fails, or runs another
-    # interpreter's library, as that user.
+    # And the copy as installed (a PREFIX below a directory it cannot enter fails here).
     mine=$(cd / && "$PREFIX/bin/tiktok-detector" --version)
-    theirs=$(cd / && setpriv --reuid="$SERVICE_USER" --regid="$group" --clear-groups --inh-caps=-all \
-        "$PREFIX/bin/tiktok-detector" --version 2>&1) || theirs="it failed: $theirs"
+    theirs=$(as_service_user "$PREFIX/bin/tiktok-detector" --version 2>&1) || true
     if [ "$mine" != "$theirs" ]; then
-        fail "$SERVICE_USER cannot run $PREFIX as root does ($theirs); install with a Python every user can read, e.g. make install PYTHON=/usr/bin/python3"
+        fail "$SERVICE_USER cannot run $PREFIX/bin/tiktok-detector as root does: $(echo "$theirs" | tail -n 1)"
     fi
     echo "$mine" | sed -n 1p
     echo "installed in $PREFIX, policy in $SYSCONFDIR/policy.toml, unit $UNITDIR/$UNIT, user $SERVICE_USER"

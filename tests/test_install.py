@@ -249,6 +249,25 @@ def test_make_install_again_upgrades_and_keeps_the_operators_policy(installed):
     assert again.returncode == 0 and "www.tiktok.com" in again.stdout, again.stderr
 
 
+def test_install_refuses_a_python_the_service_user_cannot_run(tmp_path):
+    """A Python kept where only root can enter (here a link in a 0700 directory, as pyenv
+    in /root is) cannot serve a system user: `make install` says so in one line before it
+    builds anything."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: make install refuses to run without it")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python3").symlink_to(os.path.realpath(sys.executable))
+    prefix = tmp_path / "opt"
+    done = make("install", f"PYTHON={private / 'python3'}", f"PREFIX={prefix}", f"SYSCONFDIR={tmp_path}/etc",
+                f"UNITDIR={tmp_path}/units", "SERVICE_USER=nobody")
+    assert done.returncode != 0
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("install.sh:")]
+    assert line.startswith(f"install.sh: nobody runs {private / 'python3'} as Python ")
+    assert line.endswith("install with a Python every user can read, e.g. make install PYTHON=/usr/bin/python3")
+    assert not prefix.exists()
+
+
 def test_install_refuses_a_prefix_that_is_not_its_own(tmp_path):
     """`make install` into a directory that holds something else (PREFIX=/usr/local by
     mistake) stops with one line before touching it: it would be cleared."""
