@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from detector.workers import WorkerCounts
 
 
-
 def shipped(name: str) -> Path:
     """A data directory the project ships (``signatures``, ``examples``): inside the package
     when installed from a wheel (setup.py maps it there), else the checkout's own, which an
