@@ -85,5 +85,5 @@ def test_every_count_real_captures_make_is_declared():
     extractor = Extractor(Settings(), detector.observe, devices.learn, stats)
     read_captures([str(p) for p in _captures()], extractor, lambda now: None, progress=False)
     snapshot = extractor.snapshot()
-    assert snapshot["packets"] > 1000
+    assert snapshot["packets"] > 500  # pcaps/ alone has 508; a clone without ../shared has no more
     assert sorted(key for key in snapshot if not counters.declared(key)) == []
