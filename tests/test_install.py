@@ -21,9 +21,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,9 +295,13 @@ def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
     """The repository cloned into a 0700 directory (with a space in its path, as a home
     folder may have) and started there as root with --user nobody: the process runs the
     clone's code, and after the drop, when nothing of the clone is readable any more, its
-    workers and writer still capture every fixture and write what replay finds."""
+    workers still capture every fixture and the writer still writes what replay finds,
+    serves metrics, pushes alerts and refuses, in one line, a reload of files it can no
+    longer read."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout to clone")
+    if shutil.which("curl") is None:
+        pytest.skip("`curl` is not installed (Debian: curl)")
     private = tmp_path / "private dir"
     private.mkdir(mode=0o700)
     clone = private / "tiktok-detector"
@@ -313,8 +319,12 @@ def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
         venv = shutil.copytree(venv, private / "venv", symlinks=True, copy_function=link_or_copy)
     unreadable = subprocess.run([*NOBODY, "ls", str(clone)], capture_output=True, timeout=RUN_TIMEOUT)
     assert unreadable.returncode != 0  # the point: nobody cannot read the clone
+    received = tmp_path / "alertmanager.jsonl"
+    alertmanager = pair.spawn(pair.server, [sys.executable, "-c", RECEIVER, str(received), str(ALERTMANAGER_PORT)])
+    wait_for_http(pair, f"http://127.0.0.1:{ALERTMANAGER_PORT}/")
     policy = clone / "examples" / "policy.toml"
     live = Live(pair, tmp_path, "--workers", "2", "--user", "nobody", "--policy", str(policy),
+                "--metrics-addr", f"127.0.0.1:{METRICS_PORT}", "--alertmanager", f"http://127.0.0.1:{ALERTMANAGER_PORT}/",
                 command=[str(python), "-m", "detector"], cwd=clone)
     workers = live.children()
     for pid in (live.proc.pid, *workers):
@@ -324,6 +334,52 @@ def test_a_clone_in_a_private_directory_drops_privileges(pair, tmp_path):
         assert proc_status(pid)["Uid"].split()[1] == "65534"
     files = ethernet_fixtures()  # every extractor: DNS over UDP and TCP, TLS, QUIC, HTTP, DHCP
     send(pair, files, "--pps", "5000")
+    # The writer's side after the drop: the metrics endpoint, the push to Alertmanager, and
+    # a reload, which the files' new owner can no longer read: refused, the set kept.
+    metrics = wait_for_http(pair, f"http://127.0.0.1:{METRICS_PORT}/metrics",
+                            until=re.compile(r'alertmanager_alerts_total\{result="sent"\} [1-9]'))
+    assert re.search(r"^tiktok_detector_build_info\{", metrics, re.M), metrics
+    live.signal(signal.SIGHUP)
+    live.wait_log("reload refused, keeping the loaded set")
     log = live.stop()
+    pair.stop(alertmanager)
     assert "Traceback" not in log, log
+    assert "Permission denied" in log.split("reload refused", 1)[1].splitlines()[0]
     assert comparable(live.events()) == comparable(replay_events(tmp_path, files, "--policy", str(POLICY)))
+    pushed = [alert for line in received.read_text().splitlines() for alert in json.loads(line)]
+    assert pushed and all(alert["labels"]["device"] for alert in pushed)
+
+
+#: A stand-in for Alertmanager's API v2: each POST body is one line of the file named by
+#: argv[1]; it answers 200, as Alertmanager does to alerts it accepted.
+RECEIVER = """
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[1], "ab") as out:
+            out.write(body + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Receiver).serve_forever()
+"""
+ALERTMANAGER_PORT = 9093
+METRICS_PORT = 9464
+
+
+def wait_for_http(pair: VethPair, url: str, until: re.Pattern | None = None) -> str:
+    """The body of a GET of ``url`` from the server namespace, once it answers (and its body
+    matches ``until``); fails after START_TIMEOUT."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        got = pair.run(pair.server, ["curl", "-sf", "--max-time", "2", url], timeout=LOG_TIMEOUT, check=False, text=True)
+        if got.returncode == 0 and (until is None or until.search(got.stdout)):
+            return got.stdout
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer{'' if until is None else ' with ' + until.pattern}: {got.stdout[-2000:]}")
+        time.sleep(0.1)
