@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
 # ethtool, openssl, curl, kdig (knot-dnsutils) and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
-# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
+# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/;
+# systemd (systemd-analyze), git and python3-venv for the installed copy (tests/test_install.py);
 # rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
 	rsyslog rsyslog-openssl \
-	clang libclang-rt-14-dev llvm
+	clang libclang-rt-14-dev llvm systemd git python3-venv
 
-.PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean
+.PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean install uninstall
 
 # The skim is compiled by pip install: a change to its C source rebuilds it.
 $(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c $(wildcard detector/skim_c/*.[ch])
@@ -41,8 +42,9 @@ system-deps:
 		else echo "not root: cannot install$$missing; tests that need them will skip"; fi; \
 	fi
 
+# loadgroup: the tests of one xdist_group share a worker (tests/test_install.py: one install).
 test: $(VENV)/.test system-deps
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # Fuzz every parser (fuzz/README.md): FUZZ_SECONDS each, two at a time; the results table
 # in fuzz/README.md is rewritten. fuzz-smoke runs each briefly and records nothing (make test
@@ -69,6 +71,20 @@ bench: $(VENV)/.test $(BENCH_CORPUS)
 bench-live: $(VENV)/.test $(BENCH_CORPUS)
 	@$(MAKE) --no-print-directory system-deps TEST_SYSTEM_PACKAGES="tcpreplay iproute2 ethtool"
 	$(BIN)/python benchmarks/live.py
+
+# The installed sensor (README, "Operating a sensor"; deploy/install.sh says what each step
+# does): a wheel of this checkout in a virtual environment of its own at PREFIX, a system
+# user, the policy in SYSCONFDIR, the systemd unit in UNITDIR. Run again to upgrade.
+PREFIX ?= /opt/tiktok-detector
+SYSCONFDIR ?= /etc/tiktok-detector
+UNITDIR ?= /etc/systemd/system
+SERVICE_USER ?= tiktok-detector
+INSTALL_VARS = PYTHON="$(PYTHON)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" UNITDIR="$(UNITDIR)" \
+	SERVICE_USER="$(SERVICE_USER)"
+install:
+	$(INSTALL_VARS) sh deploy/install.sh install
+uninstall:
+	$(INSTALL_VARS) sh deploy/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis fuzz/build fuzz/findings

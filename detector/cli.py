@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detector import __version__
 from detector.coverage import CoverageTable
 from detector.errors import UserError
 from detector.match import SignatureSet, check_signatures, load_signatures
@@ -29,8 +31,34 @@ if TYPE_CHECKING:
     from detector.report.meta import CaptureInfo
     from detector.workers import WorkerCounts
 
-DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
+
+def shipped(name: str) -> Path:
+    """A data directory the project ships (``signatures``, ``examples``): inside the package
+    when installed from a wheel (setup.py maps it there), else the checkout's own, which an
+    editable install leaves where it is."""
+    package = Path(__file__).resolve().parent
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name
+
+
+DEFAULT_SIGNATURES = shipped("signatures")
 EXIT_INPUT_ERROR = 2
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the release, the Python that runs it and where its shipped data is,
+    one fact a line (argparse's own version action would rewrap them)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version, the Python and the shipped signatures' path, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"tiktok-detector {__version__}\n"
+              f"python {platform.python_version()} ({sys.executable})\n"
+              f"signatures {DEFAULT_SIGNATURES}\n"
+              f"examples {shipped('examples')}")
+        parser.exit()
 
 
 class UsageError(UserError):
@@ -59,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tiktok-detector",
         description="Passive sensor that finds TikTok use in network traffic.",
     )
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     replay = sub.add_parser("replay", help="read captures and report devices that reached TikTok")

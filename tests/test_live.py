@@ -91,20 +91,22 @@ class Live:
     """`tiktok-detector live` on the server end of ``pair``; started when constructed.
 
     ``prefix`` runs the sensor under another program (setpriv); ``stdout_events`` has it
-    write events to stdout, for a user who cannot open a file in the test's tmp_path.
+    write events to stdout, for a user who cannot open a file in the test's tmp_path;
+    ``command`` and ``cwd`` run another copy than the checkout's (an installed one, a clone).
     """
 
     def __init__(self, pair: VethPair, tmp_path: Path, *args: str, prefix: Iterable[str] = (),
-                 stdout_events: bool = False) -> None:
+                 stdout_events: bool = False, command: Iterable[str] = (sys.executable, "-m", "detector"),
+                 cwd: Path = ROOT) -> None:
         self.pair = pair
         serial = len(list(tmp_path.glob("live-*.err")))
         self.err = tmp_path / f"live-{serial}.err"
         out = tmp_path / f"live-{serial}.out"
         self.events_path = out if stdout_events else tmp_path / f"live-{serial}.jsonl"
         events = "-" if stdout_events else str(self.events_path)
-        argv = [*prefix, sys.executable, "-m", "detector", "live", "-i", pair.server.ifname, "--events", events, *args]
+        argv = [*prefix, *command, "live", "-i", pair.server.ifname, "--events", events, *args]
         with open(self.err, "wb") as err_file, open(out, "wb") as out_file:
-            self.proc = pair.spawn(pair.server, argv, stderr=err_file, stdout=out_file, cwd=ROOT)
+            self.proc = pair.spawn(pair.server, argv, stderr=err_file, stdout=out_file, cwd=cwd)
         self.wait_log("capturing on", timeout=START_TIMEOUT)
 
     def log(self) -> str:
@@ -506,34 +508,6 @@ def test_root_drops_to_the_user_after_opening_its_sockets(pair, tmp_path):
     live.stop()
     assert comparable(live.events()) == comparable(replay_events(tmp_path, [PCAPS / "sample-office.pcapng"],
                                                                  "--policy", str(POLICY)))
-
-
-def test_unprivileged_user_with_only_cap_net_raw_captures(pair, tmp_path):
-    """What the systemd unit does: started as nobody with CAP_NET_RAW as its only (ambient)
-    capability, the sensor opens its sockets, puts the interface in promiscuous mode
-    (no CAP_NET_ADMIN needed for a packet socket's membership) and captures; without the
-    capability it says why in one line and exits with status 2."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("`setpriv` is not installed (Debian: util-linux)")
-    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    live = Live(pair, tmp_path, "--workers", "2", "--policy", str(POLICY), stdout_events=True,
-                prefix=[*as_nobody, "--inh-caps=+net_raw", "--ambient-caps=+net_raw"])
-    link = pair.run(pair.server, ["ip", "-d", "link", "show", pair.server.ifname], timeout=LOG_TIMEOUT, text=True)
-    assert int(re.search(r"promiscuity (\d+)", link.stdout).group(1)) >= 1, link.stdout
-    for pid in (live.proc.pid, *live.children()):
-        status = proc_status(pid)
-        assert status["Uid"].split()[1] == "65534" and int(status["CapEff"], 16) == 1 << 13  # CAP_NET_RAW
-    send(pair, [PCAPS / "sample-office.pcapng"], "--pps", "5000")
-    live.stop()
-    assert comparable(live.events()) == comparable(replay_events(tmp_path, [PCAPS / "sample-office.pcapng"],
-                                                                 "--policy", str(POLICY)))
-    refused = pair.run(pair.server, [*as_nobody, "--inh-caps=-all", sys.executable, "-m", "detector", "live", "-i",
-                                     pair.server.ifname, "--workers", "2"],
-                       timeout=START_TIMEOUT, check=False, text=True, cwd=ROOT)
-    assert refused.returncode == 2
-    errors = [line for line in refused.stderr.splitlines() if "permission" in line]
-    assert errors == [f"tiktok-detector: {pair.server.ifname}: you don't have permission to capture on that "
-                      "device (run as root or with CAP_NET_RAW)"], refused.stderr
 
 
 def test_workers_end_with_their_parent(pair, tmp_path):

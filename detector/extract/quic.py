@@ -37,6 +37,7 @@ consumes input on each pass, and the only exception the crypto can raise on bad 
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -113,11 +114,22 @@ _ONES = b"\x01" * MAX_CRYPTO
 # it drops privileges (``preload``), after which it may not be able to read the library.
 
 
+#: Every module this file imports inside a function. Importing a package does not import
+#: its submodules: each must be named (cryptography's hkdf, in Rust since 42, no longer
+#: imports hashes, which a live worker then failed to import after dropping privileges).
+LAZY_IMPORTS = (
+    "cryptography.exceptions",
+    "cryptography.hazmat.primitives.ciphers",
+    "cryptography.hazmat.primitives.ciphers.aead",
+    "cryptography.hazmat.primitives.hashes",
+    "cryptography.hazmat.primitives.kdf.hkdf",
+)
+
+
 def preload() -> None:
     """Import the cryptography this module uses, now."""
-    import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
-    import cryptography.hazmat.primitives.kdf.hkdf  # noqa: F401
-
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
 
 
 def _hkdf_label(label: bytes, length: int) -> bytes:
