@@ -153,12 +153,12 @@ class Collector:
             self._entries[entry.pattern] = (entry, where, line)
             return
         first, first_label, first_line = known
-        if first.kind != entry.kind or first.category != entry.category:
+        if first.kind != entry.kind or None not in (first.category, entry.category) and first.category != entry.category:
             self.problem(line, (f"{entry.pattern!r} is listed as {_what(entry)} here and as {_what(first)} "
                                 f"at {first_label}:{first_line}"), where)
             return
         merged = first.sources + tuple(s for s in entry.sources if s not in first.sources)
-        self._entries[entry.pattern] = (Entry(first.pattern, first.kind, first.category, merged,
+        self._entries[entry.pattern] = (Entry(first.pattern, first.kind, first.category or entry.category, merged,
                                               first.note or entry.note), first_label, first_line)
 
     def finish(self, options: ImportOptions, fmt: str) -> Imported:

@@ -71,7 +71,7 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
         zone = dns.zone.from_text(text, origin=origin, relativize=True, check_origin=False)
     except dns.exception.DNSException as exc:
         line, message = _dns_error(str(exc))
-        out.problem(line, f"zone file: {message}")
+        out.problem(_error_line(text, origin, line), f"zone file: {message}")
         return
     except (ValueError, UnicodeError) as exc:  # dnspython raises these for some bad labels
         out.problem(0, f"zone file: {exc}")
@@ -133,6 +133,20 @@ def _first_origin(text: str) -> str | None:
         if found:
             return found[1]
     return None
+
+
+def _error_line(text: str, origin: dns.name.Name, line: int) -> int:
+    """dnspython names the line after a record whose error it found at the record's end
+    (it has read the newline by then): when the lines before ``line`` fail alone, the
+    error is on the line before."""
+    if line <= 1:
+        return line
+    head = "\n".join(text.split("\n")[: line - 1]) + "\n"
+    try:
+        dns.zone.from_text(head, origin=origin, relativize=True, check_origin=False)
+    except (dns.exception.DNSException, ValueError, UnicodeError):
+        return line - 1
+    return line
 
 
 def _dns_error(message: str) -> tuple[int, str]:
