@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from detector.match import KINDS, SignatureError, SignatureSet, _compile_regex, _domain_problem
+from detector.match import KINDS, SignatureError, SignatureSet, _compile_regex, _domain_problem, _one_line
 from detector.records import CATEGORIES, Signature
 
 #: Marks the comments this program writes into foreign formats: the set's version,
@@ -121,11 +121,11 @@ class Collector:
         self.problems.append((label or self.label, line, message))
 
     def skip(self, line: int, reason: str, label: str | None = None) -> None:
-        self.skipped.append(f"{label or self.label}:{line}: skipped: {reason}")
+        self.skipped.append(_one_line(f"{label or self.label}:{line}: skipped: {reason}"))
 
     def notice(self, line: int, text: str, label: str | None = None) -> None:
         """Something imported with a change of meaning the reviewer should know about."""
-        self.skipped.append(f"{label or self.label}:{line}: note: {text}")
+        self.skipped.append(_one_line(f"{label or self.label}:{line}: note: {text}"))
 
     def add(self, line: int, entry: Entry, label: str | None = None) -> None:
         """One entry read at ``line``; invalid patterns and conflicts become problems."""
@@ -141,6 +141,8 @@ class Collector:
         if entry.category is not None and entry.category not in CATEGORIES:
             self.problem(line, f"unknown category {entry.category!r} (expected one of {', '.join(CATEGORIES)})", where)
             return
+        if len(set(entry.sources)) != len(entry.sources):
+            entry = Entry(entry.pattern, entry.kind, entry.category, tuple(dict.fromkeys(entry.sources)), entry.note)
         bad = [s for s in entry.sources if not _SOURCE_RE.fullmatch(s)]
         if bad:
             self.problem(line, f"source code {bad[0]!r} is not a plain name (letters, digits, . _ -)", where)
