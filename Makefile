@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
 # ethtool, openssl, curl, kdig (knot-dnsutils) and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
-# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
+# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/;
+# bind9-utils (named-checkzone) and unbound for the exported RPZ zone (the test starts its own
+# Unbound on 127.0.0.1; on a host with systemd the package also enables a system resolver).
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
-	clang libclang-rt-14-dev llvm
+	clang libclang-rt-14-dev llvm bind9-utils unbound
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean
 
