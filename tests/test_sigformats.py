@@ -347,6 +347,8 @@ def test_rpz_needs_an_origin_and_reports_zone_syntax_with_the_line():
     assert [s.pattern for s in imported.entries] == ["tiktok.com"]
     with pytest.raises(FormatError, match=r"z:3: zone file:"):
         import_text("$ORIGIN r.\n@ SOA a. b. 1 2 3 4 5\nx.com CNAME . extra\n", "rpz", "z")
+    with pytest.raises(FormatError, match=r"z:2: \$GENERATE is not read"):  # one line, any number of records
+        import_text("$ORIGIN r.\n$GENERATE 1-100000000 a$ CNAME .\n", "rpz", "z")
 
 
 # ── what every import shares ──────────────────────────────────────────────────────────
@@ -490,6 +492,8 @@ def test_cli_errors_are_one_line_with_file_and_line(tmp_path):
     assert out.stderr.startswith(f"tiktok-detector: {bad}:2: label '-bad-'") and "Traceback" not in out.stderr
     asks = cli("import", str(tmp_path / "bad.hosts"), "--format", "hosts")
     assert asks.returncode == 2 and "give --category" in asks.stderr
+    lines = asks.stderr.splitlines()  # every problem, one line each, the first also as the exit message
+    assert lines[0].startswith(f"{bad}:2: ") and lines[-1].startswith(f"tiktok-detector: {bad}:1: ")
     same = cli("import", str(bad), "--format", "hosts", "-o", str(bad))
     assert same.returncode == 2 and "is also an input" in same.stderr
     assert bad.read_text().startswith("0.0.0.0 tiktok.com")

@@ -20,7 +20,8 @@ from detector.errors import UserError
 from detector.match import SignatureSet, load_signatures
 from detector.records import CATEGORIES
 from detector.sigformats import (
-    EXPORT_FORMATS, IMPORT_FORMATS, ImportOptions, export_signatures, import_signatures, to_toml,
+    EXPORT_FORMATS, IMPORT_FORMATS, FormatError, Imported, ImportOptions, export_signatures, import_signatures,
+    to_toml,
 )
 from detector.sigformats.diff import diff_json, diff_signatures, format_diff
 from detector.sigformats.rpz import DEFAULT_ZONE
@@ -113,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     if args.output and args.output != "-":
         check_outputs([args.output], [args.path])
-    imported = import_signatures(args.path, args.format, _options(args))
+    imported = _imported(args.path, args.format, _options(args))
     text = to_toml(imported)
     for line in imported.skipped:
         print(line, file=sys.stderr)
@@ -132,7 +133,7 @@ def _diff(args: argparse.Namespace) -> int:
     if args.format == NATIVE:
         new = load_signatures(args.new)
     else:
-        imported = import_signatures(args.new, args.format, _options(args))
+        imported = _imported(args.new, args.format, _options(args))
         for line in imported.skipped:
             print(line, file=sys.stderr)
         new = imported.signature_set()
@@ -142,6 +143,17 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_diff(found, old, new, args.old, args.new))
     return 1 if found else 0
+
+
+def _imported(path: str, fmt: str, options: ImportOptions) -> Imported:
+    """The import, or every problem on standard error (as ``signatures check`` prints them)
+    and the first again as the error the command line exits with."""
+    try:
+        return import_signatures(path, fmt, options)
+    except FormatError as exc:
+        for problem in exc.problems[1:]:
+            print(problem, file=sys.stderr)
+        raise
 
 
 def _sid(text: str) -> int:

@@ -30,6 +30,10 @@ _URL_RE = re.compile(r"https?://\S+")
 #: Bound on what one import may hold: a list is reviewed by a person, and a file of
 #: millions of lines is a mistake (or an attack on the reviewer), not a signature set.
 MAX_ENTRIES = 200_000
+#: Problems kept for the message; the rest are counted (a wrong --format gives one per line).
+MAX_PROBLEMS = 1000
+#: Skipped lines listed one by one; past this they are counted.
+MAX_SKIPPED = 10_000
 
 
 class FormatError(SignatureError):
@@ -115,17 +119,29 @@ class Collector:
     sources: dict[str, str] = field(default_factory=dict)
     problems: list[tuple[str, int, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    more_problems: int = 0
+    more_skipped: int = 0
+    full: bool = False
     _entries: dict[str, tuple[Entry, str, int]] = field(default_factory=dict)
 
     def problem(self, line: int, message: str, label: str | None = None) -> None:
-        self.problems.append((label or self.label, line, message))
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((label or self.label, line, message))
+        else:
+            self.more_problems += 1
 
     def skip(self, line: int, reason: str, label: str | None = None) -> None:
-        self.skipped.append(_one_line(f"{label or self.label}:{line}: skipped: {reason}"))
+        self._report(f"{label or self.label}:{line}: skipped: {reason}")
 
     def notice(self, line: int, text: str, label: str | None = None) -> None:
         """Something imported with a change of meaning the reviewer should know about."""
-        self.skipped.append(_one_line(f"{label or self.label}:{line}: note: {text}"))
+        self._report(f"{label or self.label}:{line}: note: {text}")
+
+    def _report(self, text: str) -> None:
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append(_one_line(text))
+        else:
+            self.more_skipped += 1
 
     def add(self, line: int, entry: Entry, label: str | None = None) -> None:
         """One entry read at ``line``; invalid patterns and conflicts become problems."""
@@ -150,7 +166,9 @@ class Collector:
         known = self._entries.get(entry.pattern)
         if known is None:
             if len(self._entries) >= MAX_ENTRIES:
-                self.problem(line, f"more than {MAX_ENTRIES} entries; split the list", where)
+                if not self.full:
+                    self.problem(line, f"more than {MAX_ENTRIES} entries; split the list", where)
+                self.full = True
                 return
             self._entries[entry.pattern] = (entry, where, line)
             return
@@ -194,14 +212,19 @@ class Collector:
                 notes[entry.pattern] = entry.note
         if self.problems:
             ordered = sorted(self.problems, key=lambda p: (p[0], p[1]))
-            raise FormatError([f"{label}:{line}: {message}" for label, line, message in ordered])
+            problems = [f"{label}:{line}: {message}" for label, line, message in ordered]
+            if self.more_problems:
+                problems.append(f"{self.label}:0: {self.more_problems} more problems not listed")
+            raise FormatError(problems)
         if not entries:
             raise FormatError(f"{self.label}:0: no usable entries in this {fmt} file"
                               + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
         version = options.version or self.header.get("version") or "imported"
         description = (options.description or self.header.get("description")
                        or f"Imported from {self.label} ({fmt} format)")
-        return Imported(self.label, version, description, sources, tuple(entries), notes, tuple(self.skipped))
+        skipped = self.skipped + ([f"{self.label}:0: {self.more_skipped} more lines skipped, not listed"]
+                                  if self.more_skipped else [])
+        return Imported(self.label, version, description, sources, tuple(entries), notes, tuple(skipped))
 
 
 def _what(entry: Entry) -> str:

@@ -28,6 +28,9 @@ from detector.sigformats.common import (
 
 DEFAULT_ZONE = "tiktok.rpz"
 _ORIGIN_RE = re.compile(r"\s*\$ORIGIN\s+(\S+)", re.IGNORECASE)
+#: A $GENERATE line makes any number of records from one line; a list to review spells
+#: out its names (none of the public RPZ feeds uses it).
+_GENERATE_RE = re.compile(r"\s*\$GENERATE\b", re.IGNORECASE)
 #: Owner-name suffixes of triggers that are not about the query name (RPZ draft, section 4).
 _OTHER_TRIGGERS = ("rpz-ip", "rpz-nsdname", "rpz-nsip", "rpz-client-ip")
 _PASSTHRU = ("rpz-passthru",)
@@ -62,12 +65,20 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
         stripped = raw.strip()
         if stripped.startswith(";"):
             read_header(stripped[1:], out)
+    for number, raw in lines_of(text):
+        if _GENERATE_RE.match(raw):
+            out.problem(number, "$GENERATE is not read: list the names one by one")
+            return
     origin_text = options.zone or _first_origin(text)
     if origin_text is None:
         out.problem(0, "the zone has no $ORIGIN: give its name with --zone")
         return
     try:
         origin = dns.name.from_text(origin_text)
+    except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
+        out.problem(0, f"zone name {origin_text!r}: {exc}")
+        return
+    try:
         zone = dns.zone.from_text(text, origin=origin, relativize=True, check_origin=False)
     except dns.exception.DNSException as exc:
         line, message = _dns_error(str(exc))
@@ -77,7 +88,7 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
         out.problem(0, f"zone file: {exc}")
         return
     lines = _owner_lines(text, origin)
-    triggers: dict[str, tuple[str, dict[str, str]]] = {}
+    triggers: dict[str, dict[str, str]] = {}
     for name, node in zone.items():
         owner = name.to_text(omit_final_dot=True).lower()
         if owner == "@":
@@ -94,9 +105,9 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
             if target.rstrip(".") in _PASSTHRU:
                 out.skip(lines.get(owner, 0), f"{owner}: passthru (an allow-list entry)")
                 break
-            triggers[owner] = (owner, parse_meta(rdata.rdcomment or ""))
+            triggers[owner] = parse_meta(rdata.rdcomment or "")
             break
-    for owner, (_, meta) in sorted(triggers.items()):
+    for owner, meta in sorted(triggers.items()):
         if owner.startswith("*."):
             apex = owner[2:]
             if apex not in triggers:

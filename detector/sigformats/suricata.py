@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from detector.match import SignatureSet, _compile_regex
 from detector.sigformats.common import (
-    TAG, Collector, Entry, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, parse_meta,
+    TAG, Collector, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, parse_meta,
     read_header, with_notes,
 )
 
