@@ -399,32 +399,15 @@ def test_hostile_text_gives_an_import_or_a_format_error_never_another_exception(
 
 # ── diff ─────────────────────────────────────────────────────────────────────────────
 
-OLD = """version = "1"
-description = "old"
-[sources]
-a = "list A"
-b = "list B"
-[[entry]]
-pattern = "tiktok.com"
-match = "suffix"
-category = "web"
-source = ["a"]
-[[entry]]
-pattern = "tiktokv.com"
-match = "suffix"
-category = "web"
-source = ["a"]
-[[entry]]
-pattern = "tiktok.org"
-match = "suffix"
-category = "web"
-source = ["b"]
-[[entry]]
-pattern = "musical.ly"
-match = "exact"
-category = "app"
-source = ["a"]
-"""
+def _toml(*entries: tuple[str, str, str, str]) -> str:
+    """A signature file of (pattern, match, category, source) entries, sources a and b."""
+    head = 'version = "1"\ndescription = "old"\n[sources]\na = "list A"\nb = "list B"\n'
+    return head + "".join(f'[[entry]]\npattern = "{p}"\nmatch = "{m}"\ncategory = "{c}"\nsource = ["{s}"]\n'
+                          for p, m, c, s in entries)
+
+
+OLD = _toml(("tiktok.com", "suffix", "web", "a"), ("tiktokv.com", "suffix", "web", "a"),
+            ("tiktok.org", "suffix", "web", "b"), ("musical.ly", "exact", "app", "a"))
 
 
 def test_diff_reports_added_removed_recategorised_rematched_and_resourced(tmp_path):

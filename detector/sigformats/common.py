@@ -323,6 +323,22 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def names_only(sigset: SignatureSet, fmt: str, suffix_loss: str | None) -> tuple[list[tuple[Signature, str]], list[str]]:
+    """For a format that holds names, not patterns: the exact and suffix entries with their
+    notes, and the warnings saying how many regexes were left out and, when the format
+    cannot cover the names under a domain (``suffix_loss`` says how), how many suffix
+    entries it holds as their own name only."""
+    kept = [(sig, note) for sig, note in with_notes(sigset) if sig.kind != "regex"]
+    regexes = len(sigset.entries) - len(kept)
+    suffixes = sum(sig.kind == "suffix" for sig, _ in kept)
+    warnings = []
+    if suffix_loss and suffixes:
+        warnings.append(f"{fmt}: {suffixes} suffix entries {suffix_loss}")
+    if regexes:
+        warnings.append(f"{fmt}: {regexes} regex entries left out (the format has no patterns)")
+    return kept, warnings
+
+
 def with_notes(sigset: SignatureSet) -> Iterator[tuple[Signature, str]]:
     """Every entry with its note, in file order."""
     for sig in sigset.entries:

@@ -12,8 +12,8 @@ import ipaddress
 
 from detector.match import SignatureSet
 from detector.sigformats.common import (
-    Collector, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, parse_meta,
-    read_header, with_notes,
+    Collector, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, names_only, parse_meta,
+    read_header,
 )
 
 #: Names a hosts file gives the machine itself; never a blocked name.
@@ -25,19 +25,9 @@ _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "local", "broadc
 def export(sigset: SignatureSet, address: str = "0.0.0.0") -> Exported:
     """One ``ADDRESS name  # metadata`` line per exact or suffix entry."""
     lines = header_lines(sigset, "# ")
-    suffixes = regexes = 0
-    for sig, note in with_notes(sigset):
-        if sig.kind == "regex":
-            regexes += 1
-            continue
-        suffixes += sig.kind == "suffix"
-        lines.append(f"{address} {sig.pattern}  # {meta_text(sig, note)}")
-    warnings = []
-    if suffixes:
-        warnings.append(f"hosts: {suffixes} suffix entries written as their own name only "
-                        "(a hosts file cannot match the names under them)")
-    if regexes:
-        warnings.append(f"hosts: {regexes} regex entries left out (a hosts file has no patterns)")
+    kept, warnings = names_only(sigset, "hosts", "written as their own name only (a hosts file cannot match the "
+                                                 "names under them)")
+    lines += [f"{address} {sig.pattern}  # {meta_text(sig, note)}" for sig, note in kept]
     return Exported({"tiktok.hosts": "\n".join(lines) + "\n"}, tuple(warnings))
 
 

@@ -22,8 +22,8 @@ import dns.zone
 
 from detector.match import SignatureSet
 from detector.sigformats.common import (
-    Collector, Exported, ImportOptions, header_lines, meta_text, meta_entry, parse_meta, read_header, with_notes,
-    lines_of,
+    Collector, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, names_only, parse_meta,
+    read_header,
 )
 
 DEFAULT_ZONE = "tiktok.rpz"
@@ -46,16 +46,12 @@ def export(sigset: SignatureSet, zone: str = DEFAULT_ZONE, serial: int = 1) -> E
         f"@ IN SOA localhost. hostmaster.localhost. ({serial} 3600 600 86400 300)",
         "  IN NS localhost.",
     ]
-    regexes = 0
-    for sig, note in with_notes(sigset):
-        if sig.kind == "regex":
-            regexes += 1
-            continue
+    kept, warnings = names_only(sigset, "rpz", None)
+    for sig, note in kept:
         comment = meta_text(sig, note)
         lines.append(f"{sig.pattern} CNAME .  ; {comment}")
         if sig.kind == "suffix":
             lines.append(f"*.{sig.pattern} CNAME .  ; {comment}")
-    warnings = [f"rpz: {regexes} regex entries left out (RPZ triggers are names, not patterns)"] if regexes else []
     return Exported({f"{zone.rstrip('.')}.zone": "\n".join(lines) + "\n"}, tuple(warnings))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from detector.match import SignatureSet
 from detector.sigformats.common import (
     Collector, Exported, ImportOptions, header_lines, lines_of, meta_entry, meta_text, parse_meta, read_header,
-    source_url, with_notes,
+    names_only, source_url,
 )
 
 FIELDS = ("indicator", "indicator_type", "meta.source", "meta.desc", "meta.url")
@@ -30,22 +30,13 @@ def export(sigset: SignatureSet) -> Exported:
     """One ``Intel::DOMAIN`` line per entry and source."""
     lines = header_lines(sigset, "# ")
     lines.append("#fields\t" + "\t".join(FIELDS))
-    suffixes = regexes = 0
-    for sig, note in with_notes(sigset):
-        if sig.kind == "regex":
-            regexes += 1
-            continue
-        suffixes += sig.kind == "suffix"
+    kept, warnings = names_only(sigset, "zeek-intel", "match only their own name in Zeek (Intel::DOMAIN is an "
+                                                       "exact match)")
+    for sig, note in kept:
         desc = _field(meta_text(sig, note))
         for code in sig.source.split(","):
             url = source_url(sigset.sources.get(code, "")) or _UNSET
             lines.append("\t".join((sig.pattern, "Intel::DOMAIN", _field(code), desc, _field(url))))
-    warnings = []
-    if suffixes:
-        warnings.append(f"zeek-intel: {suffixes} suffix entries match only their own name in Zeek "
-                        "(Intel::DOMAIN is an exact match)")
-    if regexes:
-        warnings.append(f"zeek-intel: {regexes} regex entries left out (the Intel framework has no patterns)")
     return Exported({"tiktok.intel": "\n".join(lines) + "\n"}, tuple(warnings))
 
 
