@@ -301,6 +301,8 @@ def test_adblock_rules_in_adguard_dns_syntax():
     for line, why in ((6, "exception rule"), (7, "modifier $client"), (8, "rule without the ^ separator"),
                       (9, "wildcard"), (10, "cosmetic")):
         assert f"list.txt:{line}: skipped: {why}" in skipped
+    with pytest.raises(FormatError, match=r"list.txt:2: a rule with no name"):  # found by hypothesis: '$'
+        import_text("||a.com^\n$important\n", "adblock", "list.txt", ImportOptions(category="app", source="ag"))
 
 
 def test_hosts_file_lines():

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from detector.match import KINDS, SignatureError, SignatureSet, _compile_regex, _domain_problem, _one_line
+from detector.match import KINDS, EntryOrigin, SignatureError, SignatureSet, _compile_regex, _domain_problem, _one_line
 from detector.records import CATEGORIES, Signature
 
 #: Marks the comments this program writes into foreign formats: the set's version,
@@ -84,8 +84,6 @@ class Imported:
 
     def signature_set(self) -> SignatureSet:
         """The list as a matchable set (what ``diff`` and a later update compare)."""
-        from detector.match import EntryOrigin
-
         return SignatureSet(
             version=self.version,
             path=self.label,
@@ -234,12 +232,14 @@ def _what(entry: Entry) -> str:
 # ── metadata comments ────────────────────────────────────────────────────────────────
 
 
-def meta_text(sig: Signature, note: str, *, kind: bool = True) -> str:
-    """``category=api match=suffix source=a,b note="…"``: an entry's metadata in a comment."""
+def meta_text(sig: Signature, note: str, *, kind: bool = True, sources: bool = True) -> str:
+    """``category=api match=suffix source=a,b note="…"``: an entry's metadata in a comment
+    (without what the format's own syntax already states)."""
     parts = [f"category={sig.category}"]
     if kind:
         parts.append(f"match={sig.kind}")
-    parts.append(f"source={sig.source}")
+    if sources:
+        parts.append(f"source={sig.source}")
     if note:
         parts.append("note=" + json.dumps(_flat(note), ensure_ascii=False))
     return " ".join(parts)

@@ -46,6 +46,9 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
 def parse_line(number: int, body: str, meta: dict[str, str], out: Collector, kind: str) -> None:
     """One ``[ADDRESS] name...`` line (comment removed) with the metadata that applies to it."""
     fields = body.split()
+    if not fields:
+        out.problem(number, "a rule with no name")
+        return
     if _is_address(fields[0]):
         names = fields[1:]
         if not names:

@@ -33,7 +33,7 @@ def export(sigset: SignatureSet) -> Exported:
     kept, warnings = names_only(sigset, "zeek-intel", "match only their own name in Zeek (Intel::DOMAIN is an "
                                                        "exact match)")
     for sig, note in kept:
-        desc = _field(meta_text(sig, note))
+        desc = _field(meta_text(sig, note, sources=False))  # meta.source says it
         for code in sig.source.split(","):
             url = source_url(sigset.sources.get(code, "")) or _UNSET
             lines.append("\t".join((sig.pattern, "Intel::DOMAIN", _field(code), desc, _field(url))))
