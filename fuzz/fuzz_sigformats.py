@@ -35,7 +35,7 @@ with atheris.instrument_imports():
     )
 
 _PROBLEM = re.compile(r"(?P<label>x|x2):(?P<line>\d+): (?P<message>.+)\Z")
-_OPTIONS = ImportOptions(category="web", source="fuzz", zone="rpz.example")
+_OPTIONS = ImportOptions(category="web", source="fuzz")
 #: Formats whose export holds regexes; the others leave them out.
 _WITH_REGEX = {"suricata", "adblock", "v2fly"}
 
@@ -68,6 +68,9 @@ def TestOneInput(data: bytes) -> None:
         if not want:
             continue  # a set of regexes only: nothing for a format without patterns to hold
         exported = export_signatures(loaded, out_fmt)
+        said = sum(int(w.split(": ", 1)[1].split()[0]) for w in exported.warnings if "regex entries left out" in w)
+        if out_fmt in _WITH_REGEX and said == len(want):
+            continue  # every entry was a regex this format could not hold, and it said so
         files = dict(exported.files)
         main = files[next(iter(files))]
         again = import_text(main, out_fmt, "y", ImportOptions(zone="tiktok.rpz"),
@@ -75,7 +78,6 @@ def TestOneInput(data: bytes) -> None:
         got = {(s.pattern, s.kind, s.category) for s in again.entries}
         assert got <= want, (out_fmt, got - want)
         dropped = want - got  # only regexes a format had to leave out, and it said how many
-        said = sum(int(w.split(": ", 1)[1].split()[0]) for w in exported.warnings if "regex entries left out" in w)
         if out_fmt in _WITH_REGEX:
             assert all(kind == "regex" for _, kind, _ in dropped) and len(dropped) == said, (out_fmt, dropped)
         else:

@@ -143,6 +143,8 @@ def test_zeek_import_needs_the_fields_line_and_the_source():
         import_text("tiktok.com\tIntel::DOMAIN\tx\n", "zeek-intel", "feed", ImportOptions(category="web"))
     with pytest.raises(FormatError, match=r"feed:1: #fields lacks meta.source"):
         import_text("#fields\tindicator\tindicator_type\n", "zeek-intel", "feed")
+    with pytest.raises(FormatError, match=r"feed:1: #fields names a column twice"):  # found by fuzz_sigformats
+        import_text("#fields\tindicator\tindicator_type\tindicator\tmeta.source\na\tb\tc\n", "zeek-intel", "feed")
     with pytest.raises(FormatError, match=r"feed:2: meta.source is unset"):
         import_text("#fields\tindicator\tindicator_type\tmeta.source\ntiktok.com\tIntel::DOMAIN\t-\n",
                     "zeek-intel", "feed", ImportOptions(category="web"))

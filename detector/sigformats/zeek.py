@@ -53,6 +53,9 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
             if missing:
                 out.problem(number, f"#fields lacks {', '.join(missing)}")
                 return
+            if len(set(names)) != len(names):
+                out.problem(number, "#fields names a column twice")
+                return
             columns = {name: i for i, name in enumerate(names)}
             continue
         if raw.startswith("#"):
