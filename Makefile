@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
 # clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/;
 # systemd (systemd-analyze), git and python3-venv for the installed copy (tests/test_install.py);
-# rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS.
+# rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS;
+# bind9-utils (named-checkzone) and unbound for the exported RPZ zone (the test starts its own
+# Unbound on 127.0.0.1; on a host with systemd the package also enables a system resolver).
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
-	rsyslog rsyslog-openssl \
+	rsyslog rsyslog-openssl bind9-utils unbound \
 	clang libclang-rt-14-dev llvm systemd git python3-venv
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean install uninstall

@@ -1,4 +1,4 @@
-"""The command line: ``tiktok-detector replay | names | report | signatures check | signatures match``.
+"""The command line: ``tiktok-detector replay | names | report | live | signatures ACTION``.
 
 Bad input (a missing or damaged capture, a broken policy or signature file) is one line on
 stderr and exit status 2, never a traceback; detections are not errors (exit 0).
@@ -22,6 +22,7 @@ from detector.policy import Policy, default_policy, load_policy
 from detector.replay import Job, read_captures, replay_parallel
 from detector.report.command import ReplayReport, add_replay_arguments, add_report_command
 from detector.session import Session
+from detector.sigformats.command import add_interop_commands
 from detector.sinks.alertmanager import alertmanager_url
 from detector.sinks.events import JsonLines
 from detector.sinks.outputs import EVENT_FORMATS, check_outputs, default_sensor, sensor_name
@@ -151,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     match.add_argument("name", metavar="NAME")
     match.add_argument("--signatures", metavar="PATH", default=str(DEFAULT_SIGNATURES))
     match.set_defaults(func=_signatures_match)
+    add_interop_commands(sigs_sub, str(DEFAULT_SIGNATURES))
     return parser
 
 

@@ -49,12 +49,15 @@ COVERED = {
     "policy": ["detector/policy.py"],
     "quic": ["detector/extract/quic.py"],
     "signatures": ["detector/match.py"],
+    "sigformats": ["detector/sigformats/__init__.py", "detector/sigformats/common.py", "detector/sigformats/hosts.py",
+                   "detector/sigformats/adblock.py", "detector/sigformats/rpz.py", "detector/sigformats/v2fly.py",
+                   "detector/sigformats/zeek.py", "detector/sigformats/suricata.py"],
     "skim": ["detector/skim_c/triage.c", "detector/skim_c/names.c", "detector/skim_c/walk.c"],
     "tcpflight": ["detector/extract/tcpflight.py"],
     "tunnels": ["detector/extract/tunnels.py"],
 }
 #: Input size bound per target (libFuzzer's -max_len): captures need room, names do not.
-MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048}
+MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048, "sigformats": 4096}
 SMOKE_SECONDS = 10
 
 
