@@ -10,6 +10,7 @@ pure ``parse(text, collector, options)`` over text and an ``export(sigset)``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -35,7 +36,14 @@ __all__ = ["EXPORT_FORMATS", "IMPORT_FORMATS", "Exported", "FormatError", "Impor
 def export_signatures(sigset: SignatureSet, fmt: str, *, stem: str = "tiktok", zone: str = rpz.DEFAULT_ZONE,
                       sid_base: int = suricata.DEFAULT_SID_BASE, address: str = "0.0.0.0") -> Exported:
     """``sigset`` in format ``fmt``: the files to write (the main one first) and what the
-    format could not express."""
+    format could not express (``address`` entries, in none of these formats: they judge
+    connections that show no name, which no name list can)."""
+    addresses = sum(sig.kind == "address" for sig in sigset.entries)
+    if addresses:
+        names = dataclasses.replace(sigset, entries=tuple(s for s in sigset.entries if s.kind != "address"))
+        exported = export_signatures(names, fmt, stem=stem, zone=zone, sid_base=sid_base, address=address)
+        return dataclasses.replace(exported, warnings=(
+            *exported.warnings, f"{fmt}: {addresses} address entries left out (the format holds names)"))
     if fmt == "zeek-intel":
         return zeek.export(sigset)
     if fmt == "suricata":
