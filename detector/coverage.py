@@ -91,7 +91,8 @@ class CoverageTable:
 @dataclass(frozen=True, slots=True)
 class DeviceCoverage:
     """One device's connections by outcome in one segment; with ``device`` None, those of
-    the segment's ``devices`` devices that had no event, summed and unnamed."""
+    ``devices`` devices of the segment summed, unnamed (the devices without an event, or a
+    whole segment's)."""
 
     device: str | None
     segment: str
@@ -134,29 +135,14 @@ def by_device(
     return rows
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentCoverage:
-    segment: str
-    devices: int
-    connections: Mapping[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.connections.values())
-
-    @property
-    def named(self) -> int:
-        return self.connections.get(NAMED, 0)
-
-
-def by_segment(devices: Iterable[DeviceCoverage]) -> list[SegmentCoverage]:
+def by_segment(devices: Iterable[DeviceCoverage]) -> list[DeviceCoverage]:
     """The devices' counts summed per segment, in segment name order."""
     sums: dict[str, Counter[str]] = {}
     counts: Counter[str] = Counter()
     for device in devices:
         sums.setdefault(device.segment, Counter()).update(device.connections)
         counts[device.segment] += device.devices
-    return [SegmentCoverage(segment, counts[segment], dict(sums[segment])) for segment in sorted(sums)]
+    return [DeviceCoverage(None, segment, None, dict(sums[segment]), counts[segment]) for segment in sorted(sums)]
 
 
 def share(named: int, total: int) -> str:

@@ -678,6 +678,20 @@ def tls_connect(
     return flow
 
 
+def hello_flow(cap: Capture, host: Host, server: str, sni: str | None, seed: str, *, ech: bool = False,
+               port: int = 443) -> TcpFlow:
+    """Handshake and a one-segment ClientHello that may carry no server name (or ECH), then
+    the server's ACK: what a connection showing no name, or only an outer one, looks like."""
+    flow = TcpFlow(cap, host, server, port)
+    flow.handshake()
+    hello = client_hello(sni, seed, pq=False, ech=ech)
+    if sni:
+        flow.expect(UP, len(hello), "tls-sni", sni)
+    flow.data(UP, hello)
+    flow.ack(DOWN)
+    return flow
+
+
 def http_request(
     host_line: str, path: str = "/", *, version: str = "HTTP/1.1", method: str = "GET", ua: str = "Mozilla/5.0"
 ) -> bytes:
@@ -1337,13 +1351,7 @@ def build_tls_http() -> list[Capture]:
     dns_udp(inferred, STAFF, "www.tiktok.com", a_chain("www.tiktok.com", addrs=[TIKTOK_WEB]))
     for host, sni, seed, ech in ((STAFF, None, "infer-none", False), (STAFF, "cloudflare-ech.com", "infer-ech", True),
                                  (STAFF, "en.wikipedia.org", "infer-other", False), (GUEST, None, "infer-guest", False)):
-        flow = TcpFlow(inferred, host, TIKTOK_WEB, 443)
-        flow.handshake()
-        hello = client_hello(sni, seed, pq=False, ech=ech)
-        if sni:
-            flow.expect(UP, len(hello), "tls-sni", sni)
-        flow.data(UP, hello)
-        flow.ack(DOWN)
+        hello_flow(inferred, host, TIKTOK_WEB, sni, seed, ech=ech)
     caps.append(inferred)
 
     by_address = Capture(
@@ -1356,13 +1364,7 @@ def build_tls_http() -> list[Capture]:
                                          (STAFF6, "cloudflare-ech.com", "2606:4700:4700::1111", "addr-ech", True),
                                          (GUEST, "one.one.one.one", "1.1.1.1", "addr-named", False),
                                          (GUEST, None, INNOCENT, "addr-innocent", False)):
-        flow = TcpFlow(by_address, host, server, 443)
-        flow.handshake()
-        hello = client_hello(sni, seed, pq=False, ech=ech)
-        if sni:
-            flow.expect(UP, len(hello), "tls-sni", sni)
-        flow.data(UP, hello)
-        flow.ack(DOWN)
+        hello_flow(by_address, host, server, sni, seed, ech=ech)
     caps.append(by_address)
 
     tunnel = Capture(
