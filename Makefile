@@ -5,9 +5,13 @@ BIN := $(VENV)/bin
 # Debian packages the tests drive for real: tshark as the differential oracle; tcpdump, iproute2,
 # ethtool, openssl, curl, kdig (knot-dnsutils) and chromium for captures made by real clients in network namespaces;
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
-# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
+# clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/;
+# wireguard-go, wireguard-tools, strongSwan's charon and swanctl, and ping for VPNs between namespaces.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
-	clang libclang-rt-14-dev llvm
+	clang libclang-rt-14-dev llvm wireguard-go wireguard-tools strongswan-charon strongswan-swanctl iputils-ping
+# Installed without what they recommend: wireguard-tools recommends a kernel image (for its
+# WireGuard module); the tests run wireguard-go instead.
+NO_RECOMMENDS := wireguard-tools
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean
 
@@ -35,7 +39,11 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+			full=""; bare=""; for pkg in $$missing; do case " $(NO_RECOMMENDS) " in \
+				*" $$pkg "*) bare="$$bare $$pkg";; *) full="$$full $$pkg";; esac; done; \
+			apt-get update -qq && export DEBIAN_FRONTEND=noninteractive \
+			&& { [ -z "$$full" ] || apt-get install -y -qq $$full >/dev/null; } \
+			&& { [ -z "$$bare" ] || apt-get install -y -qq --no-install-recommends $$bare >/dev/null; }; \
 		else echo "not root: cannot install$$missing; tests that need them will skip"; fi; \
 	fi
 
