@@ -9,10 +9,15 @@ BIN := $(VENV)/bin
 # systemd (systemd-analyze), git and python3-venv for the installed copy (tests/test_install.py);
 # rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS;
 # bind9-utils (named-checkzone) and unbound for the exported RPZ zone (the test starts its own
-# Unbound on 127.0.0.1; on a host with systemd the package also enables a system resolver).
+# Unbound on 127.0.0.1; on a host with systemd the package also enables a system resolver);
+# wireguard-go, wireguard-tools, strongSwan's charon and swanctl, and ping for VPNs between namespaces.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
 	rsyslog rsyslog-openssl bind9-utils unbound \
-	clang libclang-rt-14-dev llvm systemd git python3-venv
+	clang libclang-rt-14-dev llvm systemd git python3-venv \
+	wireguard-go wireguard-tools strongswan-charon strongswan-swanctl iputils-ping
+# Installed without what they recommend: wireguard-tools recommends a kernel image (for its
+# WireGuard module); the tests run wireguard-go instead.
+NO_RECOMMENDS := wireguard-tools
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean install uninstall
 
@@ -36,11 +41,15 @@ demo: $(VENV)/.runtime
 # that is still missing skip with the reason.
 system-deps:
 	@missing=""; for pkg in $(TEST_SYSTEM_PACKAGES); do \
-		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+			full=""; bare=""; for pkg in $$missing; do case " $(NO_RECOMMENDS) " in \
+				*" $$pkg "*) bare="$$bare $$pkg";; *) full="$$full $$pkg";; esac; done; \
+			apt-get update -qq && export DEBIAN_FRONTEND=noninteractive \
+			&& { [ -z "$$full" ] || apt-get install -y -qq $$full >/dev/null; } \
+			&& { [ -z "$$bare" ] || apt-get install -y -qq --no-install-recommends $$bare >/dev/null; }; \
 		else echo "not root: cannot install$$missing; tests that need them will skip"; fi; \
 	fi
 

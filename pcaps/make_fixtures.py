@@ -1372,7 +1372,8 @@ def build_tls_http() -> list[Capture]:
         "VPN handshakes, each a blind spot: a WireGuard handshake initiation on port 51820, an IKEv2 "
         "IKE_SA_INIT to 500, an OpenVPN hard reset over UDP and over TCP to 1194, a PPTP "
         "Start-Control-Connection-Request to 1723; and what must not pass "
-        "for them: a WireGuard response, ESP on 4500, another OpenVPN opcode",
+        "for them: a WireGuard response, ESP on 4500, another OpenVPN opcode, an IKEv2 responder's refusal "
+        "(INVALID_KE_PAYLOAD) to port 500",
     )
     rng = tunnel.rng
     wg_init = b"\x01\x00\x00\x00" + bytes(rng.randrange(256) for _ in range(144))
@@ -1404,6 +1405,12 @@ def build_tls_http() -> list[Capture]:
              + b"ras-client".ljust(64, b"\x00") + b"".ljust(64, b"\x00"))
     flow.expect(UP, len(start), "pptp", "198.19.7.5:1723")
     flow.data(UP, start)
+    # The IKEv2 responder refuses the initiator's group (INVALID_KE_PAYLOAD, RFC 7296 1.3,
+    # asking for ECP-256): an IKE_SA_INIT response, still with a zero responder SPI, back to
+    # the initiator's port 500. The gateway is not a device starting a VPN.
+    notify = bytes([0, 0]) + (10).to_bytes(2, "big") + bytes([0, 0]) + (17).to_bytes(2, "big") + (19).to_bytes(2, "big")
+    refusal = ike[:8] + bytes(8) + bytes([41, 0x20, 34, 0x20]) + bytes(4) + (28 + len(notify)).to_bytes(4, "big") + notify
+    tunnel.send(tunnel.l3("198.19.7.2", STAFF2.ip) / UDP(sport=500, dport=500) / Raw(refusal), STAFF2, DOWN)
     caps.append(tunnel)
 
     port = Capture(

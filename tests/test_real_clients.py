@@ -7,6 +7,8 @@ right protocol and client address. Crafted fixtures test what we think clients s
 test what they do send: GREASE, padding, ECH GREASE, shuffled QUIC CRYPTO frames, and
 ClientHellos split over several TCP segments or QUIC Initials. Each multi-segment case also
 checks the capture itself (with dpkt, not with our own parsers) so it proves what it claims.
+Real VPN daemons (wireguard-go, strongSwan's charon) shake hands across the same link: each
+handshake a client starts, as Wireshark counts them, must be one blind-spot event.
 
 Nothing leaves the namespaces: they have no route but their own link (see ``netns``).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import socket
@@ -27,6 +30,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,7 +45,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 import netns
-from netns import Capture, VethPair
+from netns import Capture, Side, VethPair
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve()
@@ -471,6 +475,303 @@ def test_chromium_post_quantum_clienthello_over_quic(tmp_path, tls_files):
     initials = quic_hello_packets(capture.path)
     assert initials and all(count >= 2 for count in initials.values()), initials
     assert detector_names(capture) == {("quic-sni", "www.tiktok.com", c.ip4)}
+
+
+# -- VPNs between the namespaces: each handshake a blind spot -------------------------
+
+
+#: wireguard-go's control sockets are named after the interface and live outside the
+#: namespaces, so each interface on the machine needs a name of its own.
+WIREGUARD_RUN = Path("/var/run/wireguard")
+WIREGUARD_PORT = 51820
+#: A WireGuard responder drops a peer's handshake initiation that comes within 20 ms of the
+#: last one it took (flood protection: 50 initiations a second, in wireguard-go and the
+#: kernel alike); the client waits this long before it starts another.
+HANDSHAKE_SPACING = 0.05
+IKE_PORT, IKE_NAT_T_PORT = 500, 4500
+#: The addresses inside a tunnel: another RFC 2544 subnet beside the link's.
+TUNNEL_CLIENT_IP4, TUNNEL_SERVER_IP4 = "198.18.101.1", "198.18.101.2"
+#: strongSwan's IKE daemon; Debian keeps it off PATH.
+CHARON = Path("/usr/lib/ipsec/charon")
+#: charon's plugins for PSK-authenticated IKEv2 (no certificates), the kernel's sockets and
+#: swanctl's control interface (vici).
+CHARON_PLUGINS = "random nonce openssl kdf kernel-netlink socket-default vici"
+#: How the responder's configuration proposes IKE: the initiator's may differ in its group.
+IKE_CIPHERS = "aes128-sha256"
+#: ISAKMP exchange types (RFC 7296 3.1) and the notify type of a refused key exchange group.
+IKE_SA_INIT, IKE_AUTH, INVALID_KE_PAYLOAD = 34, 35, 17
+#: Bound on a daemon's start: its control socket appears within milliseconds.
+DAEMON_START_TIMEOUT = 10.0
+
+
+def detector_events(capture: Capture) -> list[dict]:
+    """The events ``python -m detector replay --events`` writes for the capture."""
+    assert capture.dropped == 0, f"tcpdump reported {capture.dropped!r} packets dropped: the capture may be incomplete"
+    events = capture.path.with_suffix(".events.jsonl")
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--events", str(events),
+                           str(capture.path)], capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in events.read_text().splitlines()]
+
+
+def tshark_fields(pcap: Path, display_filter: str, *fields: str) -> list[list[str]]:
+    """The ``fields`` of every frame Wireshark's dissectors select with ``display_filter``."""
+    done = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", display_filter, "-T", "fields", "-E", "separator=|",
+                           *[arg for field in fields for arg in ("-e", field)]],
+                          capture_output=True, text=True, timeout=DETECTOR_TIMEOUT, check=True)
+    return [line.split("|") for line in done.stdout.splitlines()]
+
+
+@dataclass(frozen=True, slots=True)
+class IsakmpMessage:
+    """One ISAKMP message as Wireshark's dissector reads it."""
+
+    frame: int
+    source: str
+    dport: int
+    exchange: int
+    initiator: bool  # the Initiator flag: sent by the original initiator
+    response: bool  # the Response flag
+    new_sa: bool  # a zero responder SPI: no IKE SA yet
+    notify: frozenset[int]
+
+
+def isakmp_messages(pcap: Path) -> list[IsakmpMessage]:
+    """Every ISAKMP message (IKEv1 and v2, on 500 and behind 4500's marker) in the capture."""
+    rows = tshark_fields(pcap, "isakmp", "frame.number", "ip.src", "udp.dstport", "isakmp.exchangetype",
+                         "isakmp.flag_i", "isakmp.flag_r", "isakmp.rspi", "isakmp.notify.msgtype")
+    return [IsakmpMessage(int(frame), src, int(port), int(exchange), flag_i == "1", flag_r == "1",
+                          rspi.strip("0:") == "", frozenset(int(n) for n in notify.split(",") if n))
+            for frame, src, port, exchange, flag_i, flag_r, rspi, notify in rows]
+
+
+def wait_for_files(paths: list[Path], daemons: list[subprocess.Popen], logs: list[Path]) -> None:
+    """Return once every path exists (a daemon's control socket); raise, with the daemons'
+    logs, when one of them exits first or after ``DAEMON_START_TIMEOUT``."""
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while not all(path.exists() for path in paths):
+        if any(daemon.poll() is not None for daemon in daemons) or time.monotonic() > deadline:
+            said = " | ".join(log.read_text(errors="replace").strip() for log in logs if log.exists())
+            raise RuntimeError(f"missing {[str(p) for p in paths if not p.exists()]}: {said}")
+        time.sleep(netns.POLL_INTERVAL)
+
+
+class WireGuard:
+    """wireguard-go at both ends of a ``VethPair``, keys from ``wg genkey``; a context manager.
+
+    Only the client knows where its peer is (``connect``); the server learns the client's
+    endpoint from its handshake, so every handshake on the link is the client's. Leaving
+    ends both daemons and removes their control sockets, even when the body raised.
+    """
+
+    def __init__(self, pair: VethPair, directory: Path) -> None:
+        self.pair = pair
+        self.directory = directory
+        # "wg" instead of the link's "tk": as unique on the machine as the link's names.
+        self.names = {side: "wg" + side.ifname[2:] for side in (pair.client, pair.server)}
+        self.public: dict[Side, str] = {}
+        self._daemons: list[subprocess.Popen] = []
+        self._made_run = False
+
+    def __enter__(self) -> WireGuard:
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        pair = self.pair
+        logs = []
+        self._made_run = not WIREGUARD_RUN.exists()
+        for side, name in self.names.items():
+            logs.append(self.directory / f"{name}.log")
+            with open(logs[-1], "wb") as log:  # -f: in the foreground, in the group spawn made
+                self._daemons.append(pair.spawn(side, ["wireguard-go", "-f", name], stdout=log, stderr=log))
+        wait_for_files([WIREGUARD_RUN / f"{name}.sock" for name in self.names.values()], self._daemons, logs)
+        for (side, name), address in zip(self.names.items(), (TUNNEL_CLIENT_IP4, TUNNEL_SERVER_IP4)):
+            private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True,
+                                     timeout=netns.COMMAND_TIMEOUT).stdout.strip()
+            self.public[side] = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                                               check=True, timeout=netns.COMMAND_TIMEOUT).stdout.strip()
+            key_file = self.directory / f"{name}.key"
+            key_file.touch(0o600)
+            key_file.write_text(private + "\n")
+            self._wg(side, "private-key", key_file, "listen-port", str(WIREGUARD_PORT))
+            pair.run(side, ["ip", "addr", "add", f"{address}/24", "dev", name], timeout=netns.COMMAND_TIMEOUT)
+            pair.run(side, ["ip", "link", "set", name, "up"], timeout=netns.COMMAND_TIMEOUT)
+        self._wg(pair.server, "peer", self.public[pair.client], "allowed-ips", f"{TUNNEL_CLIENT_IP4}/32")
+
+    def connect(self, server_address: str) -> None:
+        """Make the client's peer anew, the server at ``server_address``: a new peer has no
+        session, so the next packet into the tunnel starts a handshake."""
+        time.sleep(HANDSHAKE_SPACING)
+        literal = f"[{server_address}]" if ":" in server_address else server_address
+        server_key = self.public[self.pair.server]
+        self._wg(self.pair.client, "peer", server_key, "remove")
+        self._wg(self.pair.client, "peer", server_key, "endpoint", f"{literal}:{WIREGUARD_PORT}",
+                 "allowed-ips", f"{TUNNEL_SERVER_IP4}/32")
+
+    def _wg(self, side: Side, *settings: str | Path) -> None:
+        self.pair.run(side, ["wg", "set", self.names[side], *settings], timeout=netns.COMMAND_TIMEOUT)
+
+    def _stop(self) -> None:
+        while self._daemons:
+            self.pair.stop(self._daemons.pop())
+        for name in self.names.values():  # wireguard-go removes its socket unless it was killed
+            (WIREGUARD_RUN / f"{name}.sock").unlink(missing_ok=True)
+        if self._made_run:
+            try:
+                WIREGUARD_RUN.rmdir()
+            except OSError:  # another wireguard-go has a socket there now
+                pass
+
+
+@dataclass(frozen=True, slots=True)
+class Charon:
+    """What swanctl needs to reach one charon: its vici socket and its strongswan.conf."""
+
+    uri: str
+    env: dict[str, str]
+
+
+def start_charon(pair: VethPair, side: Side, peer: Side, directory: Path, groups: tuple[str, ...]) -> Charon:
+    """strongSwan's charon in ``side``'s namespace with a configuration, pid file and vici
+    socket of its own under ``directory``, and a PSK connection to ``peer`` (one IKE proposal
+    per group, in order) loaded by swanctl.
+
+    charon's pid file is compiled in (/var/run/charon.pid) and a second charon exits at
+    once while the first one's pid is there ("charon already running"), so each one runs in
+    a mount namespace of its own with its own directory bound over /run.
+    """
+    run = directory / "run"
+    run.mkdir(parents=True)
+    uri = f"unix://{directory / 'charon.vici'}"
+    config = directory / "strongswan.conf"
+    config.write_text(f"""charon {{
+  load_modular = no
+  load = {CHARON_PLUGINS}
+  plugins {{
+    vici {{
+      socket = {uri}
+    }}
+  }}
+  filelog {{
+    charon {{
+      path = {directory / 'charon.log'}
+      default = 1
+      ike = 2
+    }}
+  }}
+}}
+swanctl {{
+  load = random
+}}
+""")
+    connections = directory / "swanctl.conf"
+    connections.write_text(f"""connections {{
+  test {{
+    version = 2
+    local_addrs = {side.ip4}
+    remote_addrs = {peer.ip4}
+    proposals = {", ".join(f"{IKE_CIPHERS}-{group}" for group in groups)}
+    local {{
+      auth = psk
+      id = {side.ns}
+    }}
+    remote {{
+      auth = psk
+      id = {peer.ns}
+    }}
+  }}
+}}
+secrets {{
+  ike-test {{
+    id-client = {pair.client.ns}
+    id-server = {pair.server.ns}
+    secret = "a key for this test only"
+  }}
+}}
+""")
+    env = {**os.environ, "STRONGSWAN_CONF": str(config)}
+    log = directory / "charon.stderr"
+    with open(log, "wb") as stderr:
+        daemon = pair.spawn(side, ["unshare", "--mount", "sh", "-c", 'mount --bind "$1" /run && exec "$2"', "sh",
+                                   run, CHARON], env=env, stderr=stderr)
+    wait_for_files([directory / "charon.vici", run / "charon.pid"], [daemon], [log, directory / "charon.log"])
+    pair.run(side, ["swanctl", "--load-all", "--noprompt", "--file", connections, "--uri", uri], env=env,
+             timeout=netns.COMMAND_TIMEOUT)
+    return Charon(uri, env)
+
+
+def test_wireguard_handshakes_between_namespaces_are_vpn_blind_spots(tmp_path, namespaces):
+    """wireguard-go, the userspace WireGuard, on both ends (it needs no kernel module, which
+    kernels built without CONFIG_WIREGUARD lack; its handshake is the kernel's to the byte)
+    and a ping through the tunnel, first with the server's IPv4 address as the
+    endpoint, then with a new peer at its IPv6 address: one ``wireguard`` blind-spot event
+    per handshake initiation Wireshark finds on the link, at its frame, and nothing for the
+    responses, the tunnelled data, ARP or neighbour discovery."""
+    require("wireguard-go", "wg", "ping", "tcpdump", "tshark")
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("/dev/net/tun is absent: wireguard-go needs a TUN device")
+    with VethPair() as pair, WireGuard(pair, tmp_path) as wireguard:
+        c, s = pair.client, pair.server
+        with Capture(pair, tmp_path / "wireguard.pcap") as capture:
+            for address in (s.ip4, s.ip6):
+                wireguard.connect(address)
+                pair.run(c, ["ping", "-c", "1", "-W", "5", TUNNEL_SERVER_IP4], timeout=CLIENT_TIMEOUT)
+    initiations = [(int(frame), ip4 or ip6, f"{dst4}:{port}" if dst4 else f"[{dst6}]:{port}")
+                   for frame, ip4, ip6, dst4, dst6, port in tshark_fields(
+                       capture.path, "wg.type == 1", "frame.number", "ip.src", "ipv6.src", "ip.dst", "ipv6.dst",
+                       "udp.dstport")]
+    assert {(client, server) for _, client, server in initiations} == {
+        (c.ip4, f"{s.ip4}:{WIREGUARD_PORT}"), (c.ip6, f"[{s.ip6}]:{WIREGUARD_PORT}")}
+    assert [(e["proto"], e["name"], e["category"], e["decision"], e["client_ip"], e["frame"])
+            for e in detector_events(capture)] == [
+        ("wireguard", server, "vpn", "blind-spot", client, frame) for frame, client, server in initiations]
+
+
+@pytest.mark.parametrize("groups", [
+    ("ecp256",),
+    # The initiator's first proposal is MODP-2048, which the responder refuses with an
+    # IKE_SA_INIT of its own (INVALID_KE_PAYLOAD, zero responder SPI, to port 500): the
+    # initiator tries again with ECP-256. Two handshakes of the device, none of the gateway.
+    ("modp2048", "ecp256"),
+], ids=["agreed", "group-refused"])
+def test_ikev2_between_namespaces_is_a_vpn_blind_spot(tmp_path, namespaces, groups):
+    """Two strongSwan charon daemons, one per namespace, and an IKEv2 SA with pre-shared keys
+    initiated by swanctl: one ``ike`` blind-spot event per IKE_SA_INIT request the initiator
+    sent (as Wireshark's ISAKMP dissector reads them), and nothing for the responder's
+    answers or IKE_AUTH (over UDP 4500 once MOBIKE floats there). No IPsec SA follows: its
+    installation needs ESP in the kernel (CONFIG_INET_ESP), which not every kernel has, and
+    ESP would show the sensor nothing the handshake did not."""
+    require("swanctl", "unshare", "tcpdump", "tshark")
+    if not CHARON.exists():
+        pytest.skip(f"{CHARON} is not installed (Debian: strongswan-charon)")
+    with VethPair() as pair:
+        c, s = pair.client, pair.server
+        start_charon(pair, s, c, tmp_path / "responder", ("ecp256",))
+        initiator = start_charon(pair, c, s, tmp_path / "initiator", groups)
+        with Capture(pair, tmp_path / "ike.pcap") as capture:
+            done = pair.run(c, ["swanctl", "--initiate", "--ike", "test", "--timeout", "10", "--uri", initiator.uri],
+                            env=initiator.env, timeout=CLIENT_TIMEOUT, text=True)
+        assert "initiate completed successfully" in done.stdout, done.stdout
+    messages = isakmp_messages(capture.path)
+    requests = [m for m in messages if m.exchange == IKE_SA_INIT and m.initiator and not m.response]
+    refusals = [m for m in messages if m.exchange == IKE_SA_INIT and INVALID_KE_PAYLOAD in m.notify]
+    # One request per group tried (more only if charon retransmitted one after its 4 s).
+    assert len(requests) >= len(groups) and all(m.source == c.ip4 and m.new_sa for m in requests), messages
+    assert bool(refusals) == (len(groups) > 1), messages
+    assert all(m.source == s.ip4 and m.dport == IKE_PORT and m.new_sa for m in refusals), refusals
+    assert {(m.source, m.dport) for m in messages if m.exchange == IKE_AUTH} == {
+        (c.ip4, IKE_NAT_T_PORT), (s.ip4, IKE_NAT_T_PORT)}, messages
+    assert [(e["proto"], e["name"], e["category"], e["decision"], e["client_ip"], e["frame"])
+            for e in detector_events(capture)] == [
+        ("ike", f"{s.ip4}:{IKE_PORT}", "vpn", "blind-spot", c.ip4, m.frame) for m in requests]
 
 
 # -- the helper program: servers and the aioquic client, run inside the namespaces -----

@@ -567,6 +567,17 @@ def test_wireshark_names_reads_roles_not_just_strings():
     assert wireshark_names({}) == set()
 
 
+def test_wireshark_names_take_an_ikev2_initiator_not_a_responders_refusal():
+    """An IKE_SA_INIT with a zero responder SPI is a handshake only from the initiator: the
+    responder's INVALID_KE_PAYLOAD or COOKIE answer has one too (RFC 7296 1.3, 2.6)."""
+    def frame(flag_i: str, flag_r: str) -> dict:
+        isakmp = {"isakmp.rspi": "00:00:00:00:00:00:00:00", "isakmp.exchangetype": "34",
+                  "isakmp.flags_tree": {"isakmp.flag_i": flag_i, "isakmp.flag_r": flag_r}}
+        return {"isakmp": [isakmp], "ip": [{"ip.dst": "198.19.7.2"}], "udp": [{"udp.dstport": "500"}]}
+    assert wireshark_names(frame("1", "0")) == {("ike", "198.19.7.2:500")}
+    assert wireshark_names(frame("0", "1")) == set()
+
+
 def test_timeline_chart_sums_to_the_counts_and_shares_the_axis():
     start = 1_772_442_000.0
     buckets = [(start + i * 7, 1 + i % 3) for i in range(200)]

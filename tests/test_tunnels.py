@@ -52,6 +52,10 @@ RESET = bytes([7 << 3]) + bytes(range(8)) + bytes(5)
     (IKE_V2[:24] + (69).to_bytes(4, "big") + IKE_V2[28:], 500, 500, None),  # length not the datagram's
     (IKE_V2, 500, 4500, None),  # on 4500 without the marker: ESP
     (bytes(IKE_V2[:17]) + bytes([0x30]) + IKE_V2[18:], 500, 500, None),  # version 3
+    (IKE_V2[:19] + b"\x20" + IKE_V2[20:], 500, 500, None),  # a responder's refusal (INVALID_KE, COOKIE)
+    (IKE_V2[:19] + b"\x00" + IKE_V2[20:], 500, 500, None),  # not from the original initiator
+    (IKE_V2[:19] + b"\xff" + IKE_V2[20:], 500, 500, IKE),  # every flag: a gateway took it as a request
+    (IKE_V1[:19] + b"\x01" + IKE_V1[20:], 500, 500, IKE),  # IKEv1 flags (encryption) are no matter
     (RESET, 50111, 1194, OPENVPN),
     (bytes([10 << 3]) + RESET[1:], 50111, 1194, OPENVPN),  # v3
     (bytes([9 << 3]) + RESET[1:], 50111, 1194, None),  # data, not a reset
@@ -91,10 +95,11 @@ def ours(path: Path) -> dict[int, str]:
 
 def theirs(path: Path) -> dict[int, str]:
     """Frame -> tunnel protocol by Wireshark's dissectors: a WireGuard handshake initiation,
-    an ISAKMP initiator's first message (zero responder SPI, main, aggressive or IKE_SA_INIT)
-    to port 500 or 4500, an OpenVPN hard reset (v2, v3) from a client, key id 0."""
-    fields = ["frame.number", "wg.type", "isakmp.rspi", "isakmp.exchangetype", "openvpn.opcode", "openvpn.keyid",
-              "pptp.control_message_type", "udp.dstport", "tcp.dstport"]
+    an ISAKMP initiator's first message (zero responder SPI, main, aggressive or IKE_SA_INIT,
+    the latter with the Initiator flag) to port 500 or 4500, an OpenVPN hard reset (v2, v3)
+    from a client, key id 0."""
+    fields = ["frame.number", "wg.type", "isakmp.rspi", "isakmp.exchangetype", "isakmp.flag_i",
+              "openvpn.opcode", "openvpn.keyid", "pptp.control_message_type", "udp.dstport", "tcp.dstport"]
     result = subprocess.run(
         [TSHARK, "-n", "-r", str(path), "-Y", "wg || isakmp || openvpn || pptp", "-T", "json", "--no-duplicate-keys",
          *[arg for f in fields for arg in ("-e", f)]],
@@ -107,7 +112,9 @@ def theirs(path: Path) -> dict[int, str]:
         if layer.get("wg.type") == "1":
             found[frame] = WIREGUARD
         elif (layer.get("isakmp.rspi", "").replace(":", "").strip("0") == "" and "isakmp.rspi" in layer
-              and layer.get("isakmp.exchangetype") in ("2", "4", "34") and dport in (500, 4500)):
+              and (layer.get("isakmp.exchangetype") in ("2", "4")
+                   or (layer.get("isakmp.exchangetype") == "34" and layer.get("isakmp.flag_i") == "1"))
+              and dport in (500, 4500)):
             found[frame] = IKE
         elif layer.get("openvpn.opcode") in ("0x07", "0x0a", "7", "10") and layer.get("openvpn.keyid") in ("0", "0x00") \
                 and dport == 1194:

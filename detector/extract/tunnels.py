@@ -10,7 +10,13 @@ or the start of one TCP stream, strict enough that ordinary traffic does not pas
 - IKE (IPsec's key exchange): an initiator's first message on UDP 500, or on 4500 behind
   the four zero bytes of the non-ESP marker (NAT traversal): an ISAKMP header with a zero
   responder SPI, major version 1 (main or aggressive mode) or 2 (IKE_SA_INIT), and a
-  length equal to the datagram's.
+  length equal to the datagram's. An IKEv2 message must also come from the original
+  initiator (RFC 7296 3.1: the Initiator flag set): a responder that refuses the
+  initiator's key exchange group (INVALID_KE_PAYLOAD) or asks for a COOKIE answers with an
+  IKE_SA_INIT whose responder SPI is zero too, to the initiator's port (500 when the
+  initiator is a gateway or strongSwan), and would otherwise make the VPN gateway look like
+  a device starting a VPN. The Response flag is not read: nDPI's ipsec_isakmp_esp.pcap
+  holds a client's IKE_SA_INIT with every flag set, which its gateway took as a request.
 - OpenVPN: a client's P_CONTROL_HARD_RESET_CLIENT (v2 or v3, key id 0) on its IANA port
   1194, over UDP, or over TCP behind the two-byte packet length. OpenVPN on other ports
   (443 to pass firewalls) has no stateless signature this test could trust; nDPI follows
@@ -52,6 +58,8 @@ _IKE_HEADER = 28
 #: IKEv2 IKE_SA_INIT.
 _IKE_V1_EXCHANGES = frozenset({2, 4})
 _IKE_V2_SA_INIT = 34
+#: IKEv2 header flag (RFC 7296 3.1) set in every message the original initiator sends.
+_IKE_V2_INITIATOR = 0x08
 #: OpenVPN opcodes (high five bits) of a client's first packet, key id 0.
 _OPENVPN_HARD_RESETS = frozenset({7 << 3, 10 << 3})
 #: Opcode, session id (8), then at least the packet-id array's length byte.
@@ -88,5 +96,7 @@ def _ike_initiation(message: bytes) -> bool:
         return False
     if int.from_bytes(message[24:28], "big") != len(message):
         return False
-    major, exchange = message[17] >> 4, message[18]
-    return (major == 1 and exchange in _IKE_V1_EXCHANGES) or (major == 2 and exchange == _IKE_V2_SA_INIT)
+    major, exchange, flags = message[17] >> 4, message[18], message[19]
+    if major == 1:
+        return exchange in _IKE_V1_EXCHANGES
+    return major == 2 and exchange == _IKE_V2_SA_INIT and bool(flags & _IKE_V2_INITIATOR)

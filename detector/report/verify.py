@@ -146,16 +146,17 @@ def _number(text: str) -> int | None:
 def _handshakes(trees: dict[str, list[dict]]) -> set[NameKey]:
     """A client's first VPN or encrypted-DNS packet as Wireshark dissects it (what
     extract/tunnels.py and the pipeline name), keyed by the server's ``address:port`` as the
-    event's name is: a WireGuard handshake initiation, an ISAKMP initiator's first message,
-    an OpenVPN hard reset with key id 0, a PPTP Start-Control-Connection-Request, a ClientHello or QUIC Initial to port 853, and
+    event's name is: a WireGuard handshake initiation, an ISAKMP initiator's first message
+    (for IKEv2 one with the Initiator flag: not a responder's refusal), an OpenVPN hard reset with key id 0, a PPTP Start-Control-Connection-Request, a ClientHello or QUIC Initial to port 853, and
     any ClientHello (``tls``) or QUIC client Initial (``quic``): the connections an
     ``address`` entry judges by their server's address."""
     kinds = set()
     if any(_first(tree, "wg.type") == "1" for tree in trees.get("wg", ())):
         kinds.add("wireguard")
     for tree in trees.get("isakmp", ()):
+        exchange = _first(tree, "isakmp.exchangetype")
         if (_first(tree, "isakmp.rspi").replace(":", "").strip("0") == ""
-                and _first(tree, "isakmp.exchangetype") in ("2", "4", "34")):
+                and (exchange in ("2", "4") or (exchange == "34" and _first(tree, "isakmp.flag_i") == "1"))):
             kinds.add("ike")
     for tree in trees.get("openvpn", ()):
         if _number(_first(tree, "openvpn.opcode")) in (7, 10) and _number(_first(tree, "openvpn.keyid")) == 0:
