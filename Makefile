@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # prometheus (promtool) and prometheus-alertmanager for the rules, scrapes and alert routing;
 # clang with its sanitizer and libFuzzer runtimes, and llvm's coverage tools, for fuzz/.
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
+	dnsmasq-base dhcpcd-base \
 	clang libclang-rt-14-dev llvm
 
 .PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean
