@@ -301,9 +301,6 @@ def _indexed(entries: list[Entry], source: str, sha256: str | None) -> Inventory
     index: dict[str, dict[str, Entry]] = {how: {} for how in MATCH_ORDER}
     ids: dict[str, Entry] = {}
     for entry in entries:
-        if entry.id in ids:
-            raise InventoryError(f"{source}:{entry.line}: device {entry.id!r} is already on line {ids[entry.id].line}")
-        ids[entry.id] = entry
         for how, values in (("mac", entry.macs), ("client-id", entry.client_ids), ("duid", entry.duids),
                             ("hostname", (entry.hostname,) if entry.hostname else ())):
             for value in values:
@@ -311,4 +308,7 @@ def _indexed(entries: list[Entry], source: str, sha256: str | None) -> Inventory
                 if other is not None and other is not entry:
                     raise InventoryError(f"{source}:{entry.line}: {how} {value} is already on line {other.line}")
                 index[how][value] = entry
+        if entry.id in ids:
+            raise InventoryError(f"{source}:{entry.line}: device {entry.id!r} is already on line {ids[entry.id].line}")
+        ids[entry.id] = entry
     return Inventory(tuple(entries), source, sha256, index)
