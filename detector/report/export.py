@@ -20,7 +20,8 @@ FORMAT = "tiktok-detector-report/1"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
-               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred"]
+               "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred",
+               "device_class", "owner", "department", "notices"]
 
 
 def _cell(value: object) -> object:
@@ -44,7 +45,8 @@ def write_csv(report: Report, stream: TextIO) -> None:
                " ".join(f"{c}={n}" for c, n in d.categories.most_common()),
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
                d.events - d.evidence_omitted, d.evidence_omitted,
-               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred]
+               " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred,
+               d.device_class or "", d.owner or "", d.department or "", d.notices]
         writer.writerow([_cell(v) for v in row])
 
 
@@ -72,6 +74,7 @@ def _device(report: Report, d: Device) -> dict:
         "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
         "blind_spots": dict(d.blind.most_common()), "ech": d.ech,
         "blind_spot_evidence": [_evidence(report, e) for e in d.blind_evidence],
+        "device_class": d.device_class, "owner": d.owner, "department": d.department, "notices": d.notices,
     }
 
 
