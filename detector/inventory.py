@@ -115,6 +115,12 @@ def load_inventory(path: str | Path) -> Inventory:
         data = path.read_bytes()
     except OSError as exc:
         raise InventoryError(f"{path}: {exc.strerror or exc}") from None
+    return parse_inventory(data, str(path))
+
+
+def parse_inventory(data: bytes, source: str) -> Inventory:
+    """The inventory in ``data`` (the bytes of a file named ``source`` in messages)."""
+    path = source
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -124,7 +130,7 @@ def load_inventory(path: str | Path) -> Inventory:
         entries = _entries(rows)
     except _Problem as exc:
         raise InventoryError(f"{path}:{exc.line}: {exc.message}" if exc.line else f"{path}: {exc.message}") from None
-    return _indexed(entries, str(path), hashlib.sha256(data).hexdigest())
+    return _indexed(entries, source, hashlib.sha256(data).hexdigest())
 
 
 class _Problem(Exception):
@@ -150,7 +156,7 @@ def _csv_rows(text: str) -> Iterator[_Row]:
         raise _Problem(None, "no heading line (the column names) and no devices")
     heading_line = lines[first]
     delimiter = max(",;\t", key=heading_line.count)
-    reader = csv.reader(io.StringIO("".join(lines[first:])), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO("".join(lines[first:]), newline=""), delimiter=delimiter, strict=True)
     try:
         heading = next(reader)
     except csv.Error as exc:

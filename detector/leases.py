@@ -57,9 +57,15 @@ def load_leases(path: str | Path) -> list[Binding]:
     """The bindings of one lease file, in the order the file gives them."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", "replace")
+        data = path.read_bytes()
     except OSError as exc:
         raise LeaseError(f"{path}: {exc.strerror or exc}") from None
+    return parse_leases(data, str(path))
+
+
+def parse_leases(data: bytes, path: str) -> list[Binding]:
+    """The bindings of the lease file ``data`` (named ``path`` in messages)."""
+    text = data.decode("utf-8", "replace")
     first = next((line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")),
                  "")
     try:
@@ -260,8 +266,14 @@ def _isc_ia(duid: str, block: list) -> Iterator[Binding]:
 
 
 def _kea(text: str) -> Iterator[Binding]:
-    rows = csv.reader(io.StringIO(text))
-    heading = next(rows)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from _kea_rows(rows, next(rows))
+    except csv.Error as exc:  # a quote or line break csv cannot read
+        raise _Problem(rows.line_num, str(exc)) from None
+
+
+def _kea_rows(rows: Iterator[list[str]], heading: list[str]) -> Iterator[Binding]:
     columns = {name.strip(): i for i, name in enumerate(heading)}
     v6 = "duid" in columns
     needed = ("address", "valid_lifetime", "expire") + (("duid",) if v6 else ("hwaddr",))
@@ -274,7 +286,7 @@ def _kea(text: str) -> Iterator[Binding]:
         return cells[index].replace(_KEA_COMMA, ",").strip() if index is not None and index < len(cells) else ""
 
     for cells in rows:
-        line = rows.line_num
+        line = rows.line_num  # type: ignore[attr-defined]
         if not cells or not any(cells):
             continue
         if len(cells) < len(needed):
