@@ -181,7 +181,8 @@ HEALTH = (
            "connections that follow.", _one("dns_answers.learnt")),
     Family("inferred_connections", "TLS and QUIC connections that showed no TikTok name to an address a DNS "
            "answer gave the client for one: the name is inferred.", _one("dns_answers.inferred")),
-    Family("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.", _one(DEVICES_LEARNT)),
+    Family("address_bindings", "MAC-IP-hostname bindings learnt from DHCP, DHCPv6, ARP, neighbour discovery and "
+           "lease files.", _one(DEVICES_LEARNT)),
     Family("skim_flow_set_full_segments", "TCP segments the skim kept for Python because its flow set was full "
            "(Python judged them; nothing is lost, only speed).", _one(SKIM_TABLE_FULL), summary=LOST,
            lost={SKIM_TABLE_FULL: "TCP segments kept by the skim after its flow set filled"}),
