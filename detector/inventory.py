@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detector.errors import UserError
+from detector.errors import UserError, read_input
 from detector.records import DEVICE_CLASSES
 
 #: A bound on rows, so a wrong file (a capture named as the inventory) fails fast.
@@ -110,12 +110,7 @@ class Inventory:
 
 def load_inventory(path: str | Path) -> Inventory:
     """Read a CSV or JSON inventory (JSON when the file starts with ``[`` or ``{``)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InventoryError(f"{path}: {exc.strerror or exc}") from None
-    return parse_inventory(data, str(path))
+    return parse_inventory(read_input(path, InventoryError), str(path))
 
 
 def parse_inventory(data: bytes, source: str) -> Inventory:

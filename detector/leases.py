@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from detector.errors import UserError
+from detector.errors import UserError, read_input
 from detector.extract.binding import Binding, format_id, printable
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
@@ -55,12 +55,7 @@ class _Problem(Exception):
 
 def load_leases(path: str | Path) -> list[Binding]:
     """The bindings of one lease file, in the order the file gives them."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise LeaseError(f"{path}: {exc.strerror or exc}") from None
-    return parse_leases(data, str(path))
+    return parse_leases(read_input(path, LeaseError), str(path))
 
 
 def parse_leases(data: bytes, path: str) -> list[Binding]:

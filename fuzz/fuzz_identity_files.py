@@ -37,12 +37,17 @@ _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 _MESSAGE = re.compile(rf"{_SOURCE}(:\d+)?: ")
 
 
+def _refused(exc: Exception) -> None:
+    """A file refused: one printable line naming the file (and its line, where it has one)."""
+    message = str(exc)
+    assert _MESSAGE.match(message) and message.isprintable(), message
+
+
 def _inventory(data: bytes) -> None:
     try:
         inventory = parse_inventory(data, _SOURCE)
     except InventoryError as exc:
-        message = str(exc)
-        assert _MESSAGE.match(message) and message.isprintable(), message
+        _refused(exc)
         return
     for entry in inventory.entries:
         assert entry.device_class in DEVICE_CLASSES, entry
@@ -60,8 +65,7 @@ def _leases(data: bytes) -> None:
     try:
         bindings = parse_leases(data, _SOURCE)
     except LeaseError as exc:
-        message = str(exc)
-        assert _MESSAGE.match(message) and message.isprintable(), message
+        _refused(exc)
         return
     table = DeviceTable(max_entries=4)
     table.schedule(bindings)
