@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="processes sharing the work by flow (files only, not stdin; default 1)")
     _inventory_arg(replay)
     replay.add_argument("--leases", action="append", default=[], metavar="FILE",
-                        help="a DHCP server's lease file (dnsmasq, ISC dhcpd, Kea CSV) as a source of "
-                             "address bindings over time (repeatable)")
+                        help="a DHCP server's lease file (dnsmasq, ISC dhcpd, Kea CSV) or a RADIUS accounting "
+                             "detail file, as a source of address bindings over time (repeatable)")
     add_replay_arguments(replay)
     replay.set_defaults(func=_replay)
 

@@ -13,6 +13,10 @@ their content:
   blocks whose ``iaaddr`` addresses belong to the DUID after the IAID in the block's name.
 - Kea's memfile CSV (``kea-leases4.csv``, ``kea-leases6.csv``): its heading names the
   columns; a lease holds from ``expire - valid_lifetime``.
+- RADIUS accounting in the Livingston "detail" format FreeRADIUS and GNU Radius write
+  (rlm_detail(5)): records of ``Attribute = value`` lines under a date line; a Start or
+  Interim-Update whose ``Calling-Station-Id`` is a MAC (802.1X on Wi-Fi) binds it to
+  ``Framed-IP-Address`` / ``Framed-IPv6-Address`` from its ``Timestamp``.
 
 Each lease is a ``Binding`` with ``ts`` set to its start (None when unknown); the device
 table learns it when the capture's clock reaches that time. Every problem is one
@@ -71,9 +75,11 @@ def parse_leases(data: bytes, path: str) -> list[Binding]:
             return list(_isc(text))
         if not first or re.match(r"(\d+|duid)\s", first):
             return list(_dnsmasq(text))
+        if _DETAIL_DATE.fullmatch(first):
+            return list(_radius_detail(text))
     except _Problem as exc:
         raise LeaseError(f"{path}:{exc.line}: {exc.message}") from None
-    raise LeaseError(f"{path}: not a dnsmasq, ISC dhcpd or Kea lease file")
+    raise LeaseError(f"{path}: not a dnsmasq, ISC dhcpd or Kea lease file, nor a RADIUS detail file")
 
 
 def _mac(text: str, line: int) -> str:
@@ -307,3 +313,40 @@ def _kea_rows(rows: Iterator[list[str]], heading: list[str]) -> Iterator[Binding
             client_id = cell(cells, "client_id")
             yield Binding(mac, address, hostname,
                           client_id=_hex_id(client_id, line, "client_id") if client_id else None, ts=start)
+
+
+# -- RADIUS accounting (detail files) ------------------------------------------------------
+
+#: The date line that starts each record (ctime(3) form: ``Fri Dec 15 18:00:24 2000``).
+_DETAIL_DATE = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}")
+_STATION_MAC = re.compile(r"[0-9a-fA-F]{2}(?:[-:.]?[0-9a-fA-F]{2}){5}")
+#: Acct-Status-Type values that say the session holds its address now.
+_HOLDING = frozenset({"Start", "Interim-Update", "Alive", "1", "3"})
+
+
+def _radius_detail(text: str) -> Iterator[Binding]:
+    record: dict[str, str] = {}
+    start = 0
+    for number, line in enumerate([*text.splitlines(), ""], 1):
+        if not line.strip() or _DETAIL_DATE.fullmatch(line.strip()):
+            if record:
+                yield from _radius_record(record, start)
+            record, start = {}, number
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not line[:1].isspace():
+            raise _Problem(number, "expected an indented 'Attribute = value' line or a date line")
+        record[name.strip()] = value.strip().strip('"')
+
+
+def _radius_record(record: dict[str, str], line: int) -> Iterator[Binding]:
+    station = record.get("Calling-Station-Id", "")
+    if record.get("Acct-Status-Type") not in _HOLDING or not _STATION_MAC.fullmatch(station):
+        return  # a Stop, or a dial-up caller's number: no device address to bind
+    stamp = record.get("Timestamp") or record.get("Event-Timestamp", "")
+    if not stamp.isdigit():
+        raise _Problem(line, "a record without a Timestamp in seconds: when did it happen?")
+    mac = bytes.fromhex(re.sub(r"[-:.]", "", station)).hex(":")
+    for key in ("Framed-IP-Address", "Framed-IPv6-Address"):
+        if key in record:
+            yield Binding(mac, _address(record[key], line), None, ts=float(stamp))

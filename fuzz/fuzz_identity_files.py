@@ -1,5 +1,5 @@
 """Fuzz the device inventory (CSV and JSON) and the lease-file readers (dnsmasq, ISC
-dhcpd, Kea): the files an operator hands the sensor about its devices.
+dhcpd, Kea, RADIUS detail): the files an operator hands the sensor about its devices.
 
 The first input byte picks the reader (even: ``parse_inventory``, odd: ``parse_leases``);
 the rest is the file. An inventory that loads is asked to match a few devices; leases that
@@ -105,7 +105,7 @@ def seeds() -> Iterator[bytes]:
     )
     for text in inventories:
         yield b"\x00" + text.encode()
-    for text in (test_leases.DNSMASQ, test_leases.ISC, test_leases.KEA4, test_leases.KEA6):
+    for text in (test_leases.DNSMASQ, test_leases.ISC, test_leases.KEA4, test_leases.KEA6, test_leases.RADIUS):
         yield b"\x01" + text.encode()
 
 

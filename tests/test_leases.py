@@ -155,3 +155,39 @@ def test_without_its_dhcp_frames_the_sample_is_attributed_from_each_lease_file(t
     assert {e["hostname"] for e in without} == {None}  # nothing else tells the names
     leased = events(tmp_path, stripped, "--leases", str(write(tmp_path, name, text)))
     assert [tuple(e[k] for k in IDENTITY) for e in leased] == [tuple(e[k] for k in IDENTITY) for e in reference]
+
+
+#: GNU Radius's documented sample (a dial-up caller: no MAC, nothing bound) and 802.1X
+#: Wi-Fi records as FreeRADIUS writes them: Start binds, Stop does not.
+RADIUS = f"""Fri Dec 15 18:00:24 2000
+	Acct-Session-Id = "2193976896017"
+	User-Name = "e2"
+	Acct-Status-Type = Start
+	Framed-IP-Address = 11.10.10.125
+	Calling-Station-Id = "+15678023561"
+	Timestamp = 976896024
+
+Mon Mar  2 08:59:00 2026
+	Acct-Status-Type = Start
+	User-Name = "b.devries@ministry.example"
+	Calling-Station-Id = "02-00-C6-12-0A-22"
+	Called-Station-Id = "00-16-3E-00-00-01:ministry-staff"
+	Framed-IP-Address = 198.18.10.34
+	Framed-IPv6-Address = fd00:198:18:10::34
+	Timestamp = {START}
+
+Mon Mar  2 10:00:00 2026
+	Acct-Status-Type = Stop
+	Calling-Station-Id = "02-00-C6-12-0A-22"
+	Framed-IP-Address = 198.18.10.34
+	Timestamp = {START + 3660}
+"""
+
+
+def test_radius_accounting_detail_file(tmp_path):
+    leases = load_leases(write(tmp_path, "detail-202603", RADIUS))
+    assert leases == [Binding("02:00:c6:12:0a:22", "198.18.10.34", None, ts=START),
+                      Binding("02:00:c6:12:0a:22", "fd00:198:18:10::34", None, ts=START)]
+    broken = write(tmp_path, "detail-bad", "Mon Mar  2 08:59:00 2026\nAcct-Status-Type = Start\n")
+    with pytest.raises(LeaseError, match=r"detail-bad:2: expected an indented 'Attribute = value' line"):
+        load_leases(broken)
