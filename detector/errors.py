@@ -21,3 +21,9 @@ def read_input(path: str | Path, error: type[UserError]) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise error(f"{path}: {exc.strerror or exc}") from None
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (a tab a csv error
+    quotes, a control byte from a file), so that a message stays one printable line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detector.errors import UserError, read_input
+from detector.errors import UserError, one_line, read_input
 from detector.records import DEVICE_CLASSES
 
 #: A bound on rows, so a wrong file (a capture named as the inventory) fails fast.
@@ -124,7 +124,8 @@ def parse_inventory(data: bytes, source: str) -> Inventory:
         rows = _json_rows(text) if text.lstrip()[:1] in ("[", "{") else _csv_rows(text)
         entries = _entries(rows)
     except _Problem as exc:
-        raise InventoryError(f"{path}:{exc.line}: {exc.message}" if exc.line else f"{path}: {exc.message}") from None
+        raise InventoryError(one_line(f"{path}:{exc.line}: {exc.message}" if exc.line else f"{path}: {exc.message}")) \
+            from None
     return _indexed(entries, source, hashlib.sha256(data).hexdigest())
 
 
@@ -307,9 +308,11 @@ def _indexed(entries: list[Entry], source: str, sha256: str | None) -> Inventory
             for value in values:
                 other = index[how].get(value)
                 if other is not None and other is not entry:
-                    raise InventoryError(f"{source}:{entry.line}: {how} {value} is already on line {other.line}")
+                    raise InventoryError(one_line(
+                        f"{source}:{entry.line}: {how} {value} is already on line {other.line}"))
                 index[how][value] = entry
         if entry.id in ids:
-            raise InventoryError(f"{source}:{entry.line}: device {entry.id!r} is already on line {ids[entry.id].line}")
+            raise InventoryError(one_line(
+                f"{source}:{entry.line}: device {entry.id!r} is already on line {ids[entry.id].line}"))
         ids[entry.id] = entry
     return Inventory(tuple(entries), source, sha256, index)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from detector.errors import UserError, read_input
+from detector.errors import UserError, one_line, read_input
 from detector.extract.binding import Binding, format_id, printable
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
@@ -78,7 +78,7 @@ def parse_leases(data: bytes, path: str) -> list[Binding]:
         if _DETAIL_DATE.fullmatch(first):
             return list(_radius_detail(text))
     except _Problem as exc:
-        raise LeaseError(f"{path}:{exc.line}: {exc.message}") from None
+        raise LeaseError(one_line(f"{path}:{exc.line}: {exc.message}")) from None
     raise LeaseError(f"{path}: not a dnsmasq, ISC dhcpd or Kea lease file, nor a RADIUS detail file")
 
 
