@@ -169,11 +169,15 @@ def _unescape(text: str) -> str:
     return out.decode("latin-1")
 
 
-def _block(tokens: Iterator[tuple[str, str, int]], line: int, depth: int) -> list[tuple[list[tuple[str, str]], object, int]]:
+#: One statement of dhcpd.leases: its words (kind, value), its block (a list of statements) or None, its line.
+_Statement = tuple[list[tuple[str, str]], object, int]
+
+
+def _block(tokens: Iterator[tuple[str, str, int]], line: int, depth: int) -> list[_Statement]:
     """The statements up to the closing brace: (words, sub-block or None, line)."""
     if depth > 8:
         raise _Problem(line, "blocks nested too deeply")
-    statements: list[tuple[list[tuple[str, str]], object, int]] = []
+    statements: list[_Statement] = []
     words: list[tuple[str, str]] = []
     start = line
     for kind, value, at in tokens:

@@ -158,5 +158,6 @@ def test_bad_class_rules_name_the_table_key_and_line(tmp_path, rule, message):
 def test_two_rules_for_one_class_and_segment_are_refused(tmp_path):
     path = tmp_path / "policy.toml"
     path.write_text('[[class_rule]]\nclass = "personal"\n\n[[class_rule]]\nclass = "personal"\ndecision = "notice"\n')
-    with pytest.raises(PolicyError, match=r"class_rule #2: class 'personal' on every segment already has class_rule #1"):
+    with pytest.raises(PolicyError, match=r"class_rule #2: class 'personal' on every segment already has "
+                                          r"class_rule #1"):
         load_policy(path)

@@ -185,7 +185,8 @@ def test_inventory_names_a_randomised_mac_by_client_id_duid_or_hostname(tmp_path
         "A3,,,00:03:00:01:aa:bb:cc:dd:ee:ff,,carol,HR,personal\n"
         "A4,,,,Dave-Laptop,dave,IT,unknown\n")))
     table = DeviceTable(inventory=inventory)
-    table.learn(Binding("02:00:00:00:00:02", "198.18.1.2", None, client_id="ff:00:00:00:01:00:03:00:01:02:16:00:00:00:01"))
+    table.learn(Binding("02:00:00:00:00:02", "198.18.1.2", None,
+                        client_id="ff:00:00:00:01:00:03:00:01:02:16:00:00:00:01"))
     table.learn(Binding(None, "fd00::3", None, duid="00:03:00:01:aa:bb:cc:dd:ee:ff"))
     table.learn(Binding("02:00:00:00:00:04", "198.18.1.4", None, fqdn="dave-laptop.corp.example"))
     got = {ip: table.identify(mac, ip) for mac, ip in (("00:16:3e:00:00:01", "198.18.1.1"),

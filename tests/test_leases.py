@@ -49,7 +49,8 @@ ISC = ("# The format of this file is documented in the dhcpd.leases(5) manual pa
     "  cltt 1 2026/03/02 08:59:00;\n  iaaddr fd00:198:18:10::34 {\n    binding state active;\n"
     "    preferred-life 375;\n    max-life 600;\n    ends 1 2026/03/02 09:09:00;\n  }\n}\n")
 
-KEA4 = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id\n" \
+KEA4 = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context," \
+    "pool_id\n" \
     + "".join(f"{ip},{mac},01:{mac},7200,{START + 7200},1,0,0,{name},0,,0\n" for mac, ip, name in CLIENTS) \
     + f"198.18.10.99,02:00:c6:12:0a:99,,7200,{START + 7200},1,0,0,declined,1,,0\n"
 KEA6 = ("address,duid,valid_lifetime,expire,subnet_id,pref_lifetime,lease_type,iaid,prefix_len,fqdn_fwd,fqdn_rev,"
