@@ -161,3 +161,15 @@ def test_two_rules_for_one_class_and_segment_are_refused(tmp_path):
     with pytest.raises(PolicyError, match=r"class_rule #2: class 'personal' on every segment already has "
                                           r"class_rule #1"):
         load_policy(path)
+
+
+def test_alertmanager_alerts_carry_the_class_as_a_label_and_the_owner_as_an_annotation(policy):
+    from detector.sinks.alertmanager import alert_payload
+
+    info = DeviceTable(inventory=policy.inventory).identify(MAC_OF["official"], IP_OF["staff"])
+    verdict = policy.decide(observe(MAC_OF["official"], IP_OF["staff"]), Signature("x", "suffix", "app", "t"), None,
+                            info)
+    payload = alert_payload(verdict, 900)
+    assert payload["labels"]["device_class"] == "official" and "owner" not in payload["labels"]
+    notes = payload["annotations"]
+    assert (notes["owner"], notes["department"], notes["device_id"]) == ("alice", "Finance", MAC_OF["official"])
