@@ -48,3 +48,20 @@ def test_report_names_class_owner_and_department_and_pseudonymizes_the_owner(tmp
     owners = {d["owner"] for d in json.loads((tmp_path / "p.json").read_text())["devices"] if d["owner"]}
     assert len(owners) == 2 and all(re.fullmatch(r"owner-[0-9a-f]{16}", o) for o in owners)
     assert "Communications" in written  # a department names no person
+
+
+def test_the_run_record_names_the_inventory_applied(tmp_path):
+    from detector.report.meta import read_sidecar
+
+    (tmp_path / "inventory.csv").write_text(INVENTORY)
+    (tmp_path / "policy.toml").write_text(POLICY)
+    events = tmp_path / "events.jsonl"
+    run("replay", "--no-progress", "--policy", str(tmp_path / "policy.toml"), "--inventory",
+        str(tmp_path / "inventory.csv"), "--events", str(events), str(SAMPLE))
+    recorded = read_sidecar(events)
+    assert recorded is not None and recorded.policy is not None
+    import hashlib
+
+    assert (recorded.policy.inventory, recorded.policy.inventory_sha256, recorded.policy.inventory_devices,
+            recorded.policy.class_rules) == (str(tmp_path / "inventory.csv"),
+                                             hashlib.sha256(INVENTORY.encode()).hexdigest(), 2, 1)
