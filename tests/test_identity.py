@@ -258,3 +258,16 @@ def test_replay_with_a_bad_inventory_says_one_line_and_exits_2(tmp_path):
                           cwd=ROOT, timeout=60)
     assert done.returncode == 2 and done.stderr == f"tiktok-detector: {bad}:3: 'not-a-mac' is not a MAC address " \
                                                    "(write it like 02:00:5e:10:00:01)\n"
+
+
+def test_decode_passes_neighbour_discovery_only_and_counts_other_icmpv6():
+    from scapy.layers.inet6 import ICMPv6EchoRequest
+
+    from detector.decode import IPPROTO_ICMPV6, decode
+
+    stats: Counter[str] = Counter()
+    ns = bytes(Ether(src=MAC) / IPv6(src="::", dst="ff02::1:ff00:124") / ICMPv6ND_NS(tgt=ADDRESS6))
+    packet = decode(1, ns, stats)
+    assert packet is not None and packet.l4 == IPPROTO_ICMPV6 and packet.payload[0] == 135 and not stats
+    echo = bytes(Ether(src=MAC) / IPv6(src=ADDRESS6, dst="fd00::2") / ICMPv6EchoRequest())
+    assert decode(1, echo, stats) is None and stats == Counter({"skip.other_transport": 1})
