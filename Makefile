@@ -10,9 +10,10 @@ BIN := $(VENV)/bin
 # rsyslog (with its OpenSSL driver) receives the syslog output over UDP, TCP and TLS;
 # bind9-utils (named-checkzone) and unbound for the exported RPZ zone (the test starts its own
 # Unbound on 127.0.0.1; on a host with systemd the package also enables a system resolver);
-# wireguard-go, wireguard-tools, strongSwan's charon and swanctl, and ping for VPNs between namespaces.
+# wireguard-go, wireguard-tools, strongSwan's charon and swanctl, and ping for VPNs between namespaces;
+# dnsmasq-base and dhcpcd-base for real DHCPv4/DHCPv6 clients and leases (tests/test_identity_real_clients.py).
 TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsutils chromium prometheus prometheus-alertmanager tcpreplay \
-	rsyslog rsyslog-openssl bind9-utils unbound \
+	rsyslog rsyslog-openssl bind9-utils unbound dnsmasq-base dhcpcd-base \
 	clang libclang-rt-14-dev llvm systemd git python3-venv \
 	wireguard-go wireguard-tools strongswan-charon strongswan-swanctl iputils-ping
 # Installed without what they recommend: wireguard-tools recommends a kernel image (for its

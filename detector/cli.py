@@ -7,6 +7,7 @@ stderr and exit status 2, never a traceback; detections are not errors (exit 0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 from detector import __version__
 from detector.coverage import CoverageTable
 from detector.errors import UserError
+from detector.inventory import load_inventory
+from detector.leases import load_leases
 from detector.match import SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Extractor, Settings
 from detector.policy import Policy, default_policy, load_policy
@@ -110,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     _siem_args(replay)
     replay.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes sharing the work by flow (files only, not stdin; default 1)")
+    _inventory_arg(replay)
+    replay.add_argument("--leases", action="append", default=[], metavar="FILE",
+                        help="a DHCP server's lease file (dnsmasq, ISC dhcpd, Kea CSV) or a RADIUS accounting "
+                             "detail file, as a source of address bindings over time (repeatable)")
     add_replay_arguments(replay)
     replay.set_defaults(func=_replay)
 
@@ -141,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="also push each alert to this Alertmanager (API v2) when its window opens "
                            "(repeat for every peer of a cluster)")
     _siem_args(live)
+    _inventory_arg(live)
     live.set_defaults(func=_live)
 
     sigs = sub.add_parser("signatures", help="validate or query the signature set")
@@ -206,6 +214,10 @@ def _siem_options(args: argparse.Namespace) -> dict:
                               facility=FACILITIES[args.syslog_facility], ca_file=args.syslog_ca,
                               cert_file=args.syslog_cert, key_file=args.syslog_key)
     return {"sensor": sensor, "events_format": args.events_format, "syslog": syslog}
+def _inventory_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inventory", metavar="FILE",
+                        help="device inventory, CSV or JSON (class, owner, department by MAC, client id, "
+                             "DUID or hostname); reloaded with the policy on SIGHUP")
 
 
 def _port(text: str) -> int:
@@ -245,12 +257,17 @@ def _replay(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.no_skim:
         raise UsageError("--no-skim decodes every frame in one process: leave out --workers")
     run_record = f"{args.events}.meta.json" if args.events not in (None, "-") else None
-    check_outputs((args.events, args.alerts, args.report, run_record), (*args.pcaps, args.policy, args.signatures))
+    check_outputs((args.events, args.alerts, args.report, run_record),
+                  (*args.pcaps, args.policy, args.signatures, args.inventory, *args.leases))
     signatures = load_signatures(args.signatures)
     policy: Policy = load_policy(args.policy) if args.policy else default_policy()
+    if args.inventory:
+        policy = dataclasses.replace(policy, inventory=load_inventory(args.inventory))
+    leases = [binding for path in args.leases for binding in load_leases(path)]
     report = ReplayReport(args)
     session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, on_verdict=report.add,
                       **_siem_options(args))
+    session.devices.schedule(leases)
     settings = _settings(args)
     described: list[CaptureInfo] | None = [] if report.wants_captures else None
     counters: WorkerCounts | Extractor
@@ -285,10 +302,10 @@ def _live(args: argparse.Namespace) -> int:
     if reason:
         raise UsageError(reason)
     options = live.LiveOptions(tuple(args.interfaces), args.workers, _settings(args), args.snaplen,
-                               args.buffer_mb << 20, args.user, args.signatures, args.policy)
+                               args.buffer_mb << 20, args.user, args.signatures, args.policy, args.inventory)
     if args.web_config and args.metrics_addr is None:
         raise UsageError("--web-config needs --metrics-addr")
-    check_outputs((args.events, args.alerts), (args.policy, args.signatures))
+    check_outputs((args.events, args.alerts), (args.policy, args.signatures, args.inventory))
     signatures, policy = live.load_config(options)
     session = Session(signatures, policy, args.events, args.alerts, args.alertmanager, live=True,
                       **_siem_options(args))

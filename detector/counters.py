@@ -70,6 +70,11 @@ def blind_spot_key(segment: str, kind: str) -> str:
     return f"blind_spots.{segment}.{kind}"
 
 
+def device_class_key(device_class: str, decision: str) -> str:
+    """A decision by the inventory class of the device (records.DEVICE_CLASSES)."""
+    return f"device_classes.{device_class}.{decision}"
+
+
 def verdict_key(decision: str, segment: str | None = None) -> str:
     """A decision by segment, or (no segment) its total over all segments."""
     return f"verdicts.{decision}" if segment is None else f"verdicts.{segment}.{decision}"
@@ -192,7 +197,8 @@ HEALTH = (
            "connections that follow.", _one("dns_answers.learnt")),
     Family("inferred_connections", "TLS and QUIC connections that showed no TikTok name to an address a DNS "
            "answer gave the client for one: the name is inferred.", _one("dns_answers.inferred")),
-    Family("address_bindings", "MAC-IP-hostname bindings learnt from DHCP and ARP.", _one(DEVICES_LEARNT)),
+    Family("address_bindings", "MAC-IP-hostname bindings learnt from DHCP, DHCPv6, ARP, neighbour discovery and "
+           "lease files.", _one(DEVICES_LEARNT)),
     Family("skim_flow_set_full_segments", "TCP segments the skim kept for Python because its flow set was full "
            "(Python judged them; nothing is lost, only speed).", _one(SKIM_TABLE_FULL), summary=LOST,
            lost={SKIM_TABLE_FULL: "TCP segments kept by the skim after its flow set filled"}),
@@ -228,9 +234,10 @@ RELOADS = (
 #: Families whose label values come from the configuration (segments, categories), made by
 #: the collector itself: matches.<segment>.<proto>.<category>, verdicts.<segment>.<decision>
 #: (and the verdicts.<decision> totals), blind_spots.<segment>.<kind>,
-#: devices_in_violation.<segment>; and the processing
+#: devices_in_violation.<segment>, device_classes.<class>.<decision>; and the processing
 #: time histogram, processing.* (detector.timing).
-CONFIGURED_PREFIXES = ("matches.", "verdicts.", "blind_spots.", "devices_in_violation.", "processing.")
+CONFIGURED_PREFIXES = ("matches.", "verdicts.", "blind_spots.", "devices_in_violation.", "device_classes.",
+                       "processing.")
 
 
 def families() -> Iterator[Family]:

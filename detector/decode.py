@@ -63,6 +63,9 @@ NFULA_PAYLOAD = 9
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+#: Neighbour solicitations and advertisements (RFC 4861): they bind a MAC to an IPv6 address.
+ICMPV6_NEIGHBOR_TYPES = frozenset({135, 136})
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41
 IPPROTO_GRE = 47
@@ -81,7 +84,8 @@ _TCP = struct.Struct("!HHIxxxxBB")  # ports, sequence number, data offset, flags
 
 
 class Packet(NamedTuple):
-    """The headers of one TCP or UDP packet (or an ARP body, with ``l4 == 0``).
+    """The headers of one TCP or UDP packet (or an ARP body, with ``l4 == 0``, or an
+    ICMPv6 neighbour solicitation or advertisement, with ``l4 == IPPROTO_ICMPV6``).
 
     Addresses are kept as raw bytes: formatting them costs time and only the few
     packets that produce an observation need the text form.
@@ -308,6 +312,8 @@ def _ip(
             stats[SKIP_BAD_TCP] += 1
             return None
         return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_TCP, sport, dport, seq, flags, frame[pos + offset : end])
+    if proto == IPPROTO_ICMPV6 and version == 6 and pos < end and frame[pos] in ICMPV6_NEIGHBOR_TYPES:
+        return Packet(src_mac, dst_mac, vlan, src, dst, IPPROTO_ICMPV6, 0, 0, 0, 0, frame[pos:end])
     if depth < MAX_ENCAPSULATION:
         if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
             return _ip(frame[:end], pos, src_mac, dst_mac, vlan, stats, depth + 1)

@@ -13,8 +13,8 @@ summary and the sums of the workers' counters that metrics read. Workers are a
 worker that waits on a writer fallen behind stops reading, and the kernel's ring buffer
 then absorbs the burst (what it cannot hold is counted as drops).
 
-Signals: SIGHUP reloads signatures and policy (a bad file is refused, logged and
-counted; the old set stays); SIGTERM and SIGINT stop the workers, which read what the
+Signals: SIGHUP reloads signatures, policy and device inventory (a bad file is refused,
+logged and counted; the old ones stay); SIGTERM and SIGINT stop the workers, which read what the
 kernel still holds, and the parent writes what is pending and the summary. Workers ignore
 all three: a signal sent to the whole process group (a shell's kill of the job, systemd's
 default KillMode) must not end a worker before it has drained its socket, so only the
@@ -25,6 +25,7 @@ is killed by the kernel (PR_SET_PDEATHSIG) instead of capturing on, unread, for 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import pwd
 import select
@@ -41,6 +42,7 @@ from detector.counters import (
     CAPTURE_INTERFACE_DROPS, CAPTURE_KERNEL_DROPS, CAPTURE_RECEIVED, SIGNATURE_RELOADS,
     SIGNATURE_RELOAD_FAILURES,
 )
+from detector.inventory import InventoryError, load_inventory
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings, preload, signature_of
 from detector.records import UNNAMED
@@ -78,11 +80,14 @@ class LiveOptions:
     user: str | None
     signatures_path: str
     policy_path: str | None
+    inventory_path: str | None = None
 
 
 def load_config(options: LiveOptions) -> tuple[SignatureSet, Policy]:
     signatures = load_signatures(options.signatures_path)
     policy = load_policy(options.policy_path) if options.policy_path else default_policy()
+    if options.inventory_path:
+        policy = dataclasses.replace(policy, inventory=load_inventory(options.inventory_path))
     return signatures, policy
 
 
@@ -331,7 +336,7 @@ class LiveRun:
     def _do_reload(self) -> None:
         try:
             signatures, policy = load_config(self.options)
-        except (SignatureError, PolicyError, OSError) as exc:
+        except (SignatureError, PolicyError, InventoryError, OSError) as exc:
             self.counts.own[SIGNATURE_RELOAD_FAILURES] += 1
             self.log(f"reload refused, keeping the loaded set: {exc}")
             return
@@ -342,7 +347,9 @@ class LiveRun:
         self.counts.own[SIGNATURE_RELOADS] += 1
         self.log(f"reloaded {len(signatures.entries)} signatures (version {signatures.version}, "
                  f"sha256 {signatures.sha256[:16]}) and the policy ({policy.source}, "
-                 f"sha256 {(policy.sha256 or 'built-in')[:16]})")
+                 f"sha256 {(policy.sha256 or 'built-in')[:16]})"
+                 + (f" and the inventory ({len(policy.inventory.entries)} devices, sha256 "
+                    f"{(policy.inventory.sha256 or '')[:16]})" if policy.inventory is not None else ""))
 
 
 def install_signal_handlers(run: LiveRun) -> None:

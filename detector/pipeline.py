@@ -30,14 +30,16 @@ from typing import Protocol
 from detector.counters import (
     BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, PARSE_ERROR_TLS, QUIC_NO_SNI, SKIM_TCP,
     SKIM_UDP, SKIP_QUIC_SERVER_LONG_HEADER, SKIP_TCP_NOT_TLS_OR_HTTP, TCP_MIDSTREAM, TLS_NO_SNI, match_key,
-    blind_spot_key, observation_key, verdict_key,
+    blind_spot_key, device_class_key, observation_key, verdict_key,
 )
-from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.coverage import ECH, NAMED, NO_NAME, OTHER, TUNNEL, CoverageTable
+from detector.decode import ARP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http, tunnels
 from detector.extract.answers import AnswerTable
-from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
+from detector.extract.binding import (
+    DHCP6_PORTS, Binding, format_mac, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp,
+)
 from detector.extract.dns import parse_dns, split_tcp_messages
 from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
@@ -164,6 +166,9 @@ class Extractor:
                 binding = parse_dhcp(packet.payload)
                 if binding is not None:
                     self.on_binding(binding)
+            elif sport in DHCP6_PORTS and dport in DHCP6_PORTS:
+                for binding in parse_dhcpv6(packet.payload, packet.src_mac, packet.dst_mac):
+                    self.on_binding(binding)
             else:
                 tunnel = tunnels.recognise_udp(packet.payload, sport, dport)
                 if tunnel is None:
@@ -176,6 +181,10 @@ class Extractor:
             self._tcp(ts, packet)
         elif l4 == ARP:
             binding = parse_arp(packet.payload)
+            if binding is not None:
+                self.on_binding(binding)
+        elif l4 == IPPROTO_ICMPV6:
+            binding = parse_ndp(packet.payload, packet.src_ip, packet.src_mac)
             if binding is not None:
                 self.on_binding(binding)
 
@@ -531,8 +540,10 @@ class Detector:
         if obs.addresses and signature.category in TIKTOK_CATEGORIES:
             addresses = tuple((ip_text(address), ttl) for address, ttl in obs.addresses)
             self.answers.learn(obs.client_ip, addresses, obs.name, obs.ts, obs.pcap, obs.frame)
-        verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip))
+        info = self.devices.identify(obs.client_mac, obs.client_ip, obs.ts)
+        verdict = self.policy.decide(obs, signature, self.devices.hostname(obs.client_mac, obs.client_ip), info)
         stats = self.stats
+        stats[device_class_key(info.device_class, verdict.decision)] += 1
         stats[match_key(verdict.segment, obs.proto, signature.category)] += 1
         if verdict.decision == "blind-spot":  # by kind too: the metric's labels
             stats[blind_spot_key(verdict.segment, signature.category)] += 1

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from detector.errors import UserError
-from detector.records import BLIND_SPOT_CATEGORIES, CATEGORIES, Observation, Signature, Verdict
+from detector.inventory import Inventory
+from detector.records import (
+    BLIND_SPOT_CATEGORIES, CATEGORIES, DEVICE_CLASSES, DeviceInfo, Observation, Signature, Verdict,
+)
 
 #: Shared ByteDance infrastructure also serves CapCut, Lemon8 and others: not a violation by default.
 DEFAULT_VIOLATIONS = ("app", "api", "cdn", "telemetry", "web")
@@ -79,6 +82,18 @@ class Exemption:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassRule:
+    """What a match is on devices of one inventory class (on some segments, or on all):
+    which categories count, and whether they are a ``violation`` (alerted) or a
+    ``notice`` (written and counted, never alerted: a personal phone on the staff Wi-Fi)."""
+
+    device_class: str
+    segments: frozenset[str]  # empty: every segment
+    violations: frozenset[str] | None  # None: the segment's
+    decision: str = "violation"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     segments: tuple[Segment, ...]
     default: Segment
@@ -93,6 +108,22 @@ class Policy:
     #: names the policy that was applied even if the file changed since.
     sha256: str | None = None
     loaded_at: float | None = None
+    class_rules: tuple[ClassRule, ...] = ()
+    #: The device inventory in force with this policy (``--inventory``): loaded, and
+    #: reloaded on SIGHUP, with it, so a run never holds one without the other.
+    inventory: Inventory | None = None
+
+    def rule_for(self, device_class: str, segment: str) -> ClassRule | None:
+        """The class rule for a device class on a segment: one naming the segment before
+        one for every segment."""
+        general = None
+        for rule in self.class_rules:
+            if rule.device_class == device_class:
+                if segment in rule.segments:
+                    return rule
+                if not rule.segments:
+                    general = rule
+        return general
 
     def segment_of(self, client_ip: str, vlan: int | None) -> Segment:
         ip = ipaddress.ip_address(client_ip)
@@ -101,19 +132,27 @@ class Policy:
                 return segment
         return self.default
 
-    def decide(self, obs: Observation, signature: Signature, hostname: str | None) -> Verdict:
+    def decide(self, obs: Observation, signature: Signature, hostname: str | None,
+               info: DeviceInfo | None = None) -> Verdict:
         """``violation``, ``exempt`` (a violation by an exempt device), ``inferred`` (a
         violation known only from a DNS answer's address, unless ``inferred = "violation"``),
-        ``blind-spot`` (a visibility category the segment does not make a violation: written,
-        never alerted) or ``allowed`` (counted, never written out)."""
+        ``notice`` (a violation by a device whose class rule makes it a notice), ``blind-spot``
+        (a visibility category the segment does not make a violation: written, never
+        alerted) or ``allowed`` (counted, never written out). A class rule for the device's
+        class (``info``) on this segment replaces the segment's categories."""
         segment = self.segment_of(obs.client_ip, obs.vlan)
-        if signature.category not in segment.violations:
+        rule = self.rule_for(info.device_class if info is not None else "unknown", segment.name) \
+            if self.class_rules else None
+        violations = rule.violations if rule is not None and rule.violations is not None else segment.violations
+        if signature.category not in violations:
             decision = "blind-spot" if signature.category in BLIND_SPOT_CATEGORIES else "allowed"
         else:
             ip = ipaddress.ip_address(obs.client_ip)
             exempt = any(e.covers(obs, ip, hostname, segment.name) for e in self.exemptions)
             if exempt:
                 decision = "exempt"
+            elif rule is not None and rule.decision == "notice":
+                decision = "notice"
             elif obs.evidence is not None and self.inferred != "violation":
                 decision = "inferred"
             else:
@@ -125,6 +164,7 @@ class Policy:
             device=obs.client_mac or obs.client_ip,
             hostname=hostname,
             decision=decision,
+            info=info,
         )
 
 
@@ -160,7 +200,7 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
     """The policy a parsed file describes. Every value is checked for type and range
     here, so a mistyped value is refused with its table and key named instead of
     failing later (or, worse, matching nothing in silence)."""
-    _only(doc, {"dedup_window", "violations", "segment", "exemption", "inferred"}, "top level")
+    _only(doc, {"dedup_window", "violations", "segment", "exemption", "inferred", "class_rule"}, "top level")
     inferred = doc.get("inferred", "report")
     if inferred not in ("report", "violation"):
         raise ValueError('top level: inferred must be "report" (written, never alerted) or "violation"')
@@ -222,7 +262,36 @@ def _build(doc: dict[str, Any], source: str) -> Policy:
         exemptions.append(Exemption(reason, mac, network, hostname.lower() if hostname else None, segment,
                                     trust and mac is None and network is None))
     default = Segment(DEFAULT_SEGMENT, (), frozenset(), violations)
-    return Policy(tuple(segments), default, tuple(exemptions), float(window), source, inferred)
+    rules = _class_rules(doc, segment_names)
+    return Policy(tuple(segments), default, tuple(exemptions), float(window), source, inferred, class_rules=rules)
+
+
+def _class_rules(doc: dict[str, Any], segment_names: set[str]) -> tuple[ClassRule, ...]:
+    """The ``[[class_rule]]`` tables: one rule per class and segment at most."""
+    rules: list[ClassRule] = []
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, raw in enumerate(_tables(doc, "class_rule"), 1):
+        where = f"class_rule #{i}"
+        _only(raw, {"class", "segments", "violations", "decision"}, where)
+        device_class = raw.get("class")
+        if device_class not in DEVICE_CLASSES:
+            raise ValueError(f"{where}: class must be one of {', '.join(DEVICE_CLASSES)}")
+        names = _strings(raw.get("segments", []), where, "segments")
+        unknown = [name for name in names if name not in segment_names]
+        if unknown:
+            raise ValueError(f"{where}: segments has {unknown[0]!r}, which is not a segment name")
+        decision = raw.get("decision", "violation")
+        if decision not in ("violation", "notice"):
+            raise ValueError(f'{where}: decision must be "violation" (alerted) or "notice" (written, never alerted)')
+        violations = _categories(raw["violations"], where) if "violations" in raw else None
+        for name in names or [None]:
+            if (device_class, name) in seen:
+                other = seen[(device_class, name)]
+                scope = f"segment {name!r}" if name else "every segment"
+                raise ValueError(f"{where}: class {device_class!r} on {scope} already has class_rule #{other}")
+            seen[(device_class, name)] = i
+        rules.append(ClassRule(device_class, frozenset(names), violations, decision))
+    return tuple(rules)
 
 
 def _line_of(text: str, problem: str) -> int | None:
@@ -234,7 +303,7 @@ def _line_of(text: str, problem: str) -> int | None:
     lines = text.splitlines()
     start, end = 0, len(lines)
     if where != "top level":
-        kind, _, number = where.partition(" #")
+        kind, _, number = where.partition(" #")  # segment, exemption or class_rule
         headers = [i for i, line in enumerate(lines) if re.match(rf"\s*\[\[\s*{kind}\s*\]\]", line)]
         if not number.isdigit() or int(number) > len(headers):
             return None

@@ -37,7 +37,12 @@ CATEGORIES = TIKTOK_CATEGORIES + BLIND_SPOT_CATEGORIES
 #: segment does not make a violation, written and counted per device, never alerted.
 #: ``inferred``: a TikTok violation known only from a DNS answer's address (the policy's
 #: ``inferred = "violation"`` makes it a violation), written, never alerted.
-DECISIONS = ("violation", "exempt", "blind-spot", "inferred", "allowed")
+#: ``notice``: a TikTok match on a device whose class the policy makes a notice (a personal
+#: phone, say): written and counted, never alerted.
+DECISIONS = ("violation", "exempt", "blind-spot", "inferred", "allowed", "notice")
+#: What a device inventory (detector/inventory.py) says a device is; a device no inventory
+#: names is ``unknown``. Also the bounded label set of the per-class metric.
+DEVICE_CLASSES = ("official", "personal", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,27 @@ class Signature:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """Who a device is beyond the address it used (detector/devices.py): ``id`` stays the
+    same while its addresses change (an inventory entry's id, else its DHCP client id or
+    DHCPv6 DUID, else its MAC, else its IP), and ``identified_by`` says which identifier
+    tied it to its inventory entry (``mac``, ``client-id``, ``duid``, ``hostname``)."""
+
+    id: str
+    device_class: str = "unknown"
+    owner: str | None = None
+    department: str | None = None
+    inventory_id: str | None = None
+    identified_by: str | None = None
+    #: The MAC it used is locally administered (randomised per network, as phones do).
+    randomised_mac: bool = False
+    client_id: str | None = None
+    duid: str | None = None
+    fqdn: str | None = None
+    vendor_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A matched observation placed in its segment and attributed to a device."""
 
@@ -99,6 +125,7 @@ class Verdict:
     device: str
     hostname: str | None
     decision: str  # one of DECISIONS; "allowed" is never written out
+    info: DeviceInfo | None = None
 
 
 def rfc3339(ts: float) -> str:

@@ -48,7 +48,7 @@ class Session:
         self.signatures = signatures
         self.policy = policy
         self.stats: Counter[str] = Counter()
-        self.devices = DeviceTable()
+        self.devices = DeviceTable(inventory=policy.inventory)
         self.outputs = Outputs(events, alerts, policy.dedup_window, line_buffered=live, append=live,
                                sensor=sensor, events_format=events_format, syslog=syslog)
         self.sensor = self.outputs.sensor
@@ -85,9 +85,11 @@ class Session:
             self.exporter.tick()
 
     def reload(self, signatures: SignatureSet, policy: Policy) -> None:
-        """A reloaded signature set and policy, for every stage that holds either."""
+        """A reloaded signature set and policy (with its inventory), for every stage that
+        holds either."""
         self.signatures, self.policy = signatures, policy
         self.detector.signatures, self.detector.policy = signatures, policy
+        self.devices.inventory = policy.inventory
         self.outputs.alerts.window = policy.dedup_window
         if self.pusher is not None:
             self.pusher.window = policy.dedup_window

@@ -10,7 +10,8 @@ What counts as a finding: any exception other than PolicyError (the one the comm
 prints as one line and exit status 2); a PolicyError message that is not one printable
 line starting with the file's path; a loaded policy holding a value the loader should
 have refused (a VLAN that is a bool or out of 0-4095, a MAC not in colon form, a
-non-positive or non-finite dedup window); and ``decide`` raising on a loaded policy.
+non-positive or non-finite dedup window, a class rule of no known class); ``decide`` raising
+on a loaded policy, or deciding other than the device class's rule (else its segment) says.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from scratch import scratch_file
 
 with atheris.instrument_imports():
     from detector.policy import PolicyError, load_policy
-    from detector.records import BLIND_SPOT_CATEGORIES, CATEGORIES, DECISIONS, Observation, Signature
+    from detector.records import (
+        BLIND_SPOT_CATEGORIES, CATEGORIES, DECISIONS, DEVICE_CLASSES, DeviceInfo, Observation, Signature,
+    )
 
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 _SIGNATURES = tuple(Signature(f"{c}.example", "suffix", c, "fuzz") for c in CATEGORIES)
@@ -55,15 +58,25 @@ def TestOneInput(data: bytes) -> None:
         assert exemption.mac is None or _MAC.match(exemption.mac), exemption.mac
         assert exemption.hostname is None or isinstance(exemption.hostname, str), exemption.hostname
         assert exemption.mac or exemption.network or exemption.hostname is not None, exemption
+    for rule in policy.class_rules:
+        assert rule.device_class in DEVICE_CLASSES and rule.decision in ("violation", "notice"), rule
     for ip, mac, vlan, hostname in _CLIENTS:
         obs = Observation(0.0, "dns-query", "a.example", ip, mac, vlan, "198.19.0.53", 53, "fuzz", 1)
-        for signature in _SIGNATURES:
-            verdict = policy.decide(obs, signature, hostname)
-            assert verdict.decision in DECISIONS, verdict.decision
-            # A category is a violation where the segment lists it, else only a blind spot may be written.
-            listed = signature.category in policy.segment_of(ip, vlan).violations
-            assert (verdict.decision in ("violation", "exempt")) == listed, verdict
-            assert (verdict.decision == "blind-spot") == (not listed and signature.category in BLIND_SPOT_CATEGORIES)
+        for device_class in DEVICE_CLASSES:
+            info = DeviceInfo(mac or ip, device_class)
+            segment = policy.segment_of(ip, vlan)
+            rule = policy.rule_for(device_class, segment.name)
+            violations = rule.violations if rule is not None and rule.violations is not None else segment.violations
+            for signature in _SIGNATURES:
+                verdict = policy.decide(obs, signature, hostname, info)
+                assert verdict.decision in DECISIONS, verdict.decision
+                # A category is a violation where the device's class rule or else its segment lists
+                # it (a notice where the rule says so), else only a blind spot may be written.
+                listed = signature.category in violations
+                assert (verdict.decision in ("violation", "exempt", "notice")) == listed, verdict
+                assert (verdict.decision == "notice") <= (rule is not None and rule.decision == "notice"), verdict
+                assert (verdict.decision == "blind-spot") == (
+                    not listed and signature.category in BLIND_SPOT_CATEGORIES)
 
 
 #: Policies as the tests write them, and small variations that reach every check.
@@ -83,6 +96,10 @@ _VARIANTS = (
     "[[exemption]]\nip = '198.18.0.1'\nreason = 'r'\nsegment = 'default'\n",
     "[[exemption]]\nhostname = 'Printer-*'\nreason = 'r'\n",
     "[[segment]\n",
+    "[[segment]]\nname = 'guest'\ncidrs = ['198.18.20.0/24']\n[[class_rule]]\nclass = 'official'\n"
+    "violations = ['app', 'bytedance-shared']\n[[class_rule]]\nclass = 'personal'\ndecision = 'notice'\n"
+    "[[class_rule]]\nclass = 'personal'\nsegments = ['guest']\nviolations = []\n",
+    "[[class_rule]]\nclass = 'unknown'\ndecision = 'alert'\n",
 )
 
 

@@ -45,6 +45,7 @@ COVERED = {
     "decode": ["detector/decode.py"],
     "dns": ["detector/extract/dns.py"],
     "http": ["detector/extract/http.py"],
+    "identity_files": ["detector/inventory.py", "detector/leases.py"],
     "pcapfile": ["detector/sources/pcapfile.py"],
     "policy": ["detector/policy.py"],
     "quic": ["detector/extract/quic.py"],
@@ -57,7 +58,8 @@ COVERED = {
     "tunnels": ["detector/extract/tunnels.py"],
 }
 #: Input size bound per target (libFuzzer's -max_len): captures need room, names do not.
-MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048, "sigformats": 4096}
+MAX_LEN = {"pcapfile": 4096, "skim": 4104, "policy": 8192, "signatures": 2048, "sigformats": 4096,
+           "identity_files": 8192}
 SMOKE_SECONDS = 10
 
 

@@ -49,7 +49,7 @@ def frames() -> Iterator[tuple[int, bytes]]:
 
 
 def packets() -> Iterator[Packet]:
-    """Every frame of the seed captures that decodes to a TCP, UDP or ARP packet."""
+    """Every frame of the seed captures that decodes to a TCP, UDP, ARP or neighbour-discovery packet."""
     stats: Counter[str] = Counter()
     for linktype, data in frames():
         packet = decode(linktype, data, stats)

@@ -549,3 +549,56 @@ def running(pid: int) -> bool:
         return proc_status(pid)["State"][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def inventory_file(path: Path, device_class: str, broken: bool = False) -> None:
+    """An inventory naming CLIENT_MAC a device of ``device_class`` (and another device),
+    replaced atomically; ``broken`` puts a bad MAC on line 3."""
+    lines = ["mac,owner,department,class", f"{CLIENT_MAC},a.jansen,Finance,{device_class}",
+             f"{'02:00:zz:00:00:01' if broken else '02:00:00:00:00:99'},b.smit,Finance,official"]
+    staging = path.with_suffix(".new")
+    staging.write_text("\n".join(lines) + "\n")
+    staging.replace(path)
+
+
+def test_sighup_reloads_the_inventory_during_traffic_without_losing_a_packet(pair, tmp_path):
+    """3000 DNS flows stream in for 3 s, each asking for m<i>.tiktok.com from a port of its
+    own. The inventory names the client a personal device, which the policy makes a notice;
+    once the first 100 are written, it is rewritten to say official and SIGHUP sent; 0.5 s
+    after the reload is logged, it is broken (a bad MAC on line 3) and SIGHUP sent again,
+    while traffic still flows. Then: every flow gave its event (nothing lost to either
+    reload, no kernel drop); the first 100 are notices of a personal device; every flow sent
+    from 0.3 s after the reload on is a violation of an official one (the refused file did
+    not take the class away); and the refusal names the file's line."""
+    inventory = tmp_path / "inventory.csv"
+    inventory_file(inventory, "personal")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('violations = ["web"]\n\n[[class_rule]]\nclass = "personal"\ndecision = "notice"\n')
+    flows = 3 * FLOWS_PER_SECOND
+    stream = tmp_path / "stream.pcap"
+    write_pcap(stream, (dns_query(f"m{i:05d}.tiktok.com", 20000 + i) for i in range(flows)))
+    live = Live(pair, tmp_path, "--workers", "2", "--policy", str(policy), "--inventory", str(inventory))
+    started = time.monotonic()
+    sender = send(pair, [stream], "--pps", str(FLOWS_PER_SECOND), background=True)
+    live.wait_names({f"m{i:05d}.tiktok.com" for i in range(100)})
+    inventory_file(inventory, "official")
+    live.signal(signal.SIGHUP)
+    live.wait_log("and the inventory (2 devices")
+    switched_by = (time.monotonic() + 0.3 - started) * FLOWS_PER_SECOND
+    time.sleep(0.5)
+    inventory_file(inventory, "official", broken=True)
+    live.signal(signal.SIGHUP)
+    live.wait_log("reload refused, keeping the loaded set")
+    assert sender.poll() is None, "the traffic ended before both reloads: not a test of reloading during traffic"
+    report, _ = sender.communicate(timeout=SEND_TIMEOUT)
+    assert sent_count(report.decode()) == flows
+    log = live.stop()
+    assert f"{inventory}:3: '02:00:zz:00:00:01' is not a MAC address" in log
+    assert capture_counts(log)[1] == 0
+    events = live.events()
+    by_flow = {int(e["name"][1:6]): (e["decision"], e["device_class"], e["owner"]) for e in events}
+    assert len(events) == len(by_flow) == flows
+    assert {by_flow[i] for i in range(100)} == {("notice", "personal", "a.jansen")}
+    official = sorted(i for i, seen in by_flow.items() if seen == ("violation", "official", "a.jansen"))
+    assert official and official[-1] == flows - 1 and official == list(range(official[0], flows))
+    assert official[0] < switched_by

@@ -165,7 +165,7 @@ def test_label_values_stay_within_the_configuration():
     # No label anywhere can hold a device or a name: these are all the label names there are.
     names = {label for key in samples({}) for label, _ in key[1]}
     assert names == {"version", "python", "transport", "reason", "parser", "proto", "segment", "stage",
-                     "table", "kind", "result", "sha256", "le", "outcome"}
+                     "table", "kind", "result", "sha256", "le", "outcome", "device_class", "decision"}
 
 
 def test_families_of_optional_sources_only_when_present():

@@ -23,6 +23,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
                "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred",
+               "device_class", "owner", "department", "notices",
                *(f"connections_{o.replace('-', '_')}" for o in OUTCOMES), "named_share"]
 
 
@@ -52,6 +53,7 @@ def write_csv(report: Report, stream: TextIO) -> None:
                " ".join(f"{name}={n}" for name, n in d.names.most_common()),
                d.events - d.evidence_omitted, d.evidence_omitted,
                " ".join(f"{c}={n}" for c, n in d.blind.most_common()), d.ech, d.inferred,
+               d.device_class or "", d.owner or "", d.department or "", d.notices,
                *_coverage_cells(coverage.pop(d.device, None), report.coverage is not None)]
         writer.writerow([_cell(v) for v in row])
 
@@ -87,6 +89,7 @@ def _device(report: Report, d: Device) -> dict:
         "evidence": [_evidence(report, e) for e in d.evidence()], "evidence_omitted": d.evidence_omitted,
         "blind_spots": dict(d.blind.most_common()), "ech": d.ech,
         "blind_spot_evidence": [_evidence(report, e) for e in d.blind_evidence],
+        "device_class": d.device_class, "owner": d.owner, "department": d.department, "notices": d.notices,
     }
 
 

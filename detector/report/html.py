@@ -164,7 +164,7 @@ TEMPLATE = r"""<!doctype html>
 {%- endmacro %}
 {%- macro device_row(d) %}
 <tr><td class="num" data-v="{{ ids[d.device] }}"><a href="#dev-{{ ids[d.device] }}">#{{ ids[d.device] }}</a></td><td class="mono">{{ joined(d.macs) }}</td><td class="mono">{{ joined(d.ips) }}</td>
-<td>{{ joined(d.hostnames) }}</td><td>{{ joined(d.segments) }}</td>
+<td>{{ joined(d.hostnames) }}{% if d.device_class %}<br><span class="muted">{{ d.device_class }}{% if d.owner %}: {{ d.owner }}{% endif %}{% if d.department %}, {{ d.department }}{% endif %}{% if d.notices %}; {{ num(d.notices) }} notice{{ 's' if d.notices != 1 }}{% endif %}</span>{% endif %}</td><td>{{ joined(d.segments) }}</td>
 <td class="mono" data-v="{{ d.first }}">{{ day(d.first) }}<br>{{ clock(d.first) }}</td><td class="mono" data-v="{{ d.last }}">{{ day(d.last) }}<br>{{ clock(d.last) }}</td>
 <td class="num">{{ num(d.violations) }}</td><td class="num">{{ num(d.exempt) }}</td><td class="num">{{ num(d.inferred) }}</td>
 <td class="nowrap">{% for p in protos if d.protos.get(p) %}{{ p }} {{ num(d.protos[p]) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
@@ -202,8 +202,8 @@ and is a violation on the device's segment under the policy, or would be but for
 <p>No events: no device reached TikTok in the inputs below.</p>
 {%- endif %}
 {%- if r.pseudonymized %}
-<p>Pseudonyms: each MAC address, IP address and hostname is replaced by an HMAC-SHA256 token under a key held by the report's author
-(<code>mac-…</code>, <code>ip-…</code>, <code>host-…</code>). The same key gives the same tokens in every report; without it a token cannot be traced to a device.</p>
+<p>Pseudonyms: each MAC address, IP address, hostname and inventory owner is replaced by an HMAC-SHA256 token under a key held by the report's author
+(<code>mac-…</code>, <code>ip-…</code>, <code>host-…</code>, <code>owner-…</code>). The same key gives the same tokens in every report; without it a token cannot be traced to a device.</p>
 {%- endif %}
 {%- for note in r.unknown %}
 <p class="warn">Unknown: {{ note }}</p>
@@ -313,8 +313,9 @@ re-read every evidence frame and states how many events they confirm.</p>
 <p>None.</p>
 {%- endif %}
 {%- if exempt_only %}
-<h3>Devices with exempt or inferred matches only</h3>
+<h3>Devices with exempt, inferred or notice matches only</h3>
 <p class="muted">These devices matched TikTok signatures on a segment where that is a violation, but an exemption of the policy covers them,
+or the policy makes matches of their inventory class notices (a personal device: counted, never alerted; shown under the hostname),
 or the name was not seen and is inferred: the device connected, without showing a TikTok name (no SNI, ECH), to an address a DNS answer
 had just given it for one (the event's evidence names that answer's frame).</p>
 <div class="scroll"><table class="sortable">

@@ -14,7 +14,8 @@ says what is unknown when it is not, instead of guessing.
  "signatures": {"path": "…", "version": "…", "sha256": "…"},
  "policy": {"path": "examples/policy.toml", "sha256": "…", "dedup_window": 900,
             "segments": [{"name": "staff", "violations": ["app", …]}, …],
-            "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1},
+            "exemptions": 1, "loaded_at": "…Z", "trusted_hostnames": 1, "class_rules": 2,
+            "inventory": "/abs/devices.csv", "inventory_sha256": "…", "inventory_devices": 412},
  "settings": {"dns_ports": [53], "quic_ports": [443]}, "sensor": "hq-floor2",
  "coverage": [{"device": "aa:bb:cc:dd:ee:01", "segment": "staff", "hostname": "pc-1",
                "connections": {"named": 120, "ech": 14, "no-name": 2}, "devices": 1}, …,
@@ -97,6 +98,11 @@ class PolicyInfo:
     exemptions: int
     loaded_at: str | None = None  # when the file was read and hashed
     trusted_hostnames: int = 0  # exemptions by a hostname alone (trust_hostname = true)
+    class_rules: int = 0  # [[class_rule]] tables
+    #: The device inventory applied with it (``--inventory``): its file, SHA-256 and size.
+    inventory: str | None = None
+    inventory_sha256: str | None = None
+    inventory_devices: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +130,12 @@ def policy_info(policy: Policy) -> PolicyInfo:
     """Describe the policy a replay applied (``source`` is its file, or a description)."""
     path = os.path.abspath(policy.source) if policy.source and os.path.isfile(policy.source) else None
     segments = tuple(SegmentInfo(s.name, tuple(sorted(s.violations))) for s in (*policy.segments, policy.default))
+    inventory = policy.inventory
     return PolicyInfo(path, policy.sha256, float(policy.dedup_window), segments, len(policy.exemptions),
-                      _ts(policy.loaded_at), sum(e.trust_hostname for e in policy.exemptions))
+                      _ts(policy.loaded_at), sum(e.trust_hostname for e in policy.exemptions), len(policy.class_rules),
+                      os.path.abspath(inventory.source) if inventory is not None else None,
+                      inventory.sha256 if inventory is not None else None,
+                      len(inventory.entries) if inventory is not None else 0)
 
 
 def run_info(captures: list[CaptureInfo], signatures: SignatureSet, policy: Policy,
@@ -233,7 +243,9 @@ def _from_json(doc: dict, source: str) -> RunInfo:
             path=pol.get("path"), sha256=pol.get("sha256"), dedup_window=float(pol["dedup_window"]),
             segments=tuple(SegmentInfo(str(s["name"]), tuple(map(str, s["violations"]))) for s in pol["segments"]),
             exemptions=int(pol.get("exemptions", 0)), loaded_at=pol.get("loaded_at"),
-            trusted_hostnames=int(pol.get("trusted_hostnames", 0)),
+            trusted_hostnames=int(pol.get("trusted_hostnames", 0)), class_rules=int(pol.get("class_rules", 0)),
+            inventory=pol.get("inventory"), inventory_sha256=pol.get("inventory_sha256"),
+            inventory_devices=int(pol.get("inventory_devices", 0)),
         )
     settings = doc.get("settings") or {}
     return RunInfo(

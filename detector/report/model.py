@@ -33,7 +33,7 @@ MAX_CAPTURES = 100_000
 OTHER = "(other)"
 #: Buckets a device's time histogram may hold before its resolution halves.
 HISTOGRAM_BUCKETS = 4096
-DECISIONS = ("violation", "exempt", "inferred", "blind-spot")
+DECISIONS = ("violation", "exempt", "inferred", "blind-spot", "notice")
 #: Blind-spot events listed per device (the earliest in the events' order).
 BLIND_EVIDENCE_PER_DEVICE = 8
 SECONDS_PER_DAY = 86400
@@ -78,6 +78,10 @@ class Event(NamedTuple):
     ech: bool = False  # an Encrypted ClientHello: the name is the public (outer) one
     answer_pcap: str | None = None  # an inferred name: where the DNS answer that gave the address is
     answer_frame: int | None = None
+    #: What the device inventory says of the device (events of runs with ``--inventory``).
+    device_class: str | None = None
+    owner: str | None = None
+    department: str | None = None
 
 
 _REQUIRED = ("ts", "proto", "name", "device", "segment", "decision", "pcap")
@@ -118,8 +122,13 @@ def parse_event(record: object) -> Event | str:
         answer_pcap, answer_frame = evidence.get("pcap"), evidence.get("frame")
         if type(answer_pcap) is not str or type(answer_frame) is not int or answer_frame < 1:
             return "invalid 'evidence'"
+    device_class, owner, department = get("device_class"), get("owner"), get("department")
+    for value in (device_class, owner, department):
+        if value is not None and type(value) is not str:
+            return "invalid device_class, owner or department"
     return Event(ts, proto, record["name"], category or "unknown", decision, record["device"], mac, ip, hostname,
-                 record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame)
+                 record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame,
+                 device_class, owner, department)
 
 
 def _evidence(event: Event) -> Evidence:
@@ -195,6 +204,10 @@ class Device:
     violations: int = 0
     exempt: int = 0
     inferred: int = 0  # TikTok names inferred from a DNS answer's address, not seen
+    notices: int = 0  # matches the policy makes notices for the device's class (a personal phone)
+    device_class: str | None = None  # from the inventory: the last event's
+    owner: str | None = None
+    department: str | None = None
     protos: Counter[str] = field(default_factory=Counter)
     categories: Counter[str] = field(default_factory=Counter)
     names: Counter[str] = field(default_factory=Counter)
@@ -208,7 +221,7 @@ class Device:
 
     @property
     def events(self) -> int:
-        return self.violations + self.exempt + self.inferred
+        return self.violations + self.exempt + self.inferred + self.notices
 
     def evidence(self) -> list[Evidence]:
         """The kept events, earliest first (ties in input order)."""
@@ -242,6 +255,7 @@ class ReportModel:
         self.violations = 0
         self.exempt = 0
         self.inferred = 0
+        self.notices = 0
         self.blind_spots = 0
         self.blind_categories: Counter[str] = Counter()
         self.protos: Counter[str] = Counter()
@@ -270,6 +284,8 @@ class ReportModel:
             self.segment_days[(segment, int(ts // SECONDS_PER_DAY))] += 1
         elif event.decision == "inferred":
             self.inferred += 1
+        elif event.decision == "notice":
+            self.notices += 1
         else:
             self.exempt += 1
         self._add_capture(event)
@@ -313,6 +329,8 @@ class ReportModel:
                                (device.hostnames, event.hostname), (device.segments, segment)):
             if value is not None and value not in bounded.values:
                 bounded.add(value)
+        if event.device_class is not None:
+            device.device_class, device.owner, device.department = event.device_class, event.owner, event.department
 
     def _add_capture(self, event: Event) -> None:
         name = event.pcap if event.pcap in self.captures or len(self.captures) < MAX_CAPTURES else OTHER
@@ -331,6 +349,8 @@ class ReportModel:
             device.violations += 1
         elif event.decision == "inferred":
             device.inferred += 1
+        elif event.decision == "notice":
+            device.notices += 1
         else:
             device.exempt += 1
         device.protos[event.proto] += 1
@@ -360,9 +380,9 @@ class ReportModel:
                       key=lambda d: (-d.violations, d.first, d.device))
 
     def exempt_only(self) -> list[Device]:
-        """Devices with no violation whose matches were exempt or inferred."""
-        return sorted((d for d in self.devices.values() if not d.violations and (d.exempt or d.inferred)),
-                      key=lambda d: (-d.exempt - d.inferred, d.device))
+        """Devices with no violation whose matches were exempt, inferred or notices."""
+        return sorted((d for d in self.devices.values() if not d.violations and (d.exempt or d.inferred or d.notices)),
+                      key=lambda d: (-d.exempt - d.inferred - d.notices, d.device))
 
     def blind_only(self) -> list[Device]:
         """Devices with blind spots and no TikTok match: clean only as far as the sensor saw."""

@@ -87,10 +87,11 @@ class Pseudonymizer:
         return self.token(kind_of_device(device), device)
 
     def event(self, event: Event) -> Event:
-        """The event with its device, MAC, IP and hostname replaced by tokens."""
+        """The event with its device, MAC, IP, hostname and inventory owner replaced by tokens."""
         return event._replace(
             device=self.device(event.device),
             client_mac=None if event.client_mac is None else self.token("mac", event.client_mac),
             client_ip=None if event.client_ip is None else self.token("ip", event.client_ip),
             hostname=None if event.hostname is None else self.token("host", event.hostname),
+            owner=None if event.owner is None else self.token("owner", event.owner),
         )

@@ -74,6 +74,14 @@ def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) ->
     }
     if verdict.hostname:
         annotations["hostname"] = verdict.hostname
+    info = verdict.info
+    if info is not None:
+        # The class routes (official devices page someone, say); who it is varies by device.
+        labels["device_class"] = info.device_class
+        annotations["device_id"] = info.id
+        for key, value in (("owner", info.owner), ("department", info.department)):
+            if value:
+                annotations[key] = value
     return {
         "labels": labels,
         "annotations": annotations,

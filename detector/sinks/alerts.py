@@ -1,5 +1,9 @@
 """Alert deduplication: one alert per (device, category) and dedup window.
 
+The device is its lasting identity (``DeviceInfo.id``: its inventory entry, DHCP client
+id or DUID, else its MAC or IP), so a phone that changes its MAC or its addresses within
+a window stays one alert.
+
 A window opens at a device's first violation in a category and closes ``window`` seconds
 later (capture time, so a replay of last month alerts exactly as the live sensor would
 have). Everything seen inside the window is folded into that one alert: counts by
@@ -13,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector.records import Verdict, rfc3339
+from detector.sinks.events import device_record
 
 #: An alert lists at most this many distinct names; the count still covers them all.
 MAX_NAMES_PER_ALERT = 32
+#: What an alert tells of the device's identity (events.device_record keys).
+ALERT_DEVICE_KEYS = ("device_id", "device_class", "owner", "department", "inventory_id", "identified_by")
 #: Open windows are bounded; past this many the oldest is closed early (and counted).
 MAX_OPEN_WINDOWS = 65536
 
@@ -29,6 +36,7 @@ class _Window:
     names: dict[str, None] = field(default_factory=dict)
     protos: dict[str, int] = field(default_factory=dict)
     client_ips: dict[str, None] = field(default_factory=dict)
+    client_macs: dict[str, None] = field(default_factory=dict)
     hostname: str | None = None
 
 
@@ -47,7 +55,7 @@ class AlertTable:
         if verdict.decision != "violation":
             return
         ts = verdict.observation.ts
-        key = (verdict.device, verdict.signature.category)
+        key = (verdict.info.id if verdict.info is not None else verdict.device, verdict.signature.category)
         win = self._open.get(key)
         if win is not None and ts >= win.opened + self.window:
             self._close(key)
@@ -66,7 +74,10 @@ class AlertTable:
         if len(win.names) < MAX_NAMES_PER_ALERT:
             win.names[verdict.observation.name] = None
         win.protos[verdict.observation.proto] = win.protos.get(verdict.observation.proto, 0) + 1
-        win.client_ips[verdict.observation.client_ip] = None
+        if len(win.client_ips) < MAX_NAMES_PER_ALERT:
+            win.client_ips[verdict.observation.client_ip] = None
+        if verdict.observation.client_mac is not None and len(win.client_macs) < MAX_NAMES_PER_ALERT:
+            win.client_macs[verdict.observation.client_mac] = None
         win.hostname = verdict.hostname or win.hostname
 
     def tick(self, now: float) -> None:
@@ -90,6 +101,7 @@ class AlertTable:
         first = win.first
         obs = first.observation
         self.emitted += 1
+        identity = device_record(first)
         self.emit(
             {
                 "ts": rfc3339(win.opened),
@@ -107,5 +119,7 @@ class AlertTable:
                 "protos": win.protos,
                 "names": sorted(win.names),
                 "evidence": {"pcap": obs.pcap, "frame": obs.frame},
+                **({"client_macs": list(win.client_macs), **{key: identity[key] for key in ALERT_DEVICE_KEYS}}
+                   if identity else {}),
             }
         )

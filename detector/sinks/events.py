@@ -30,6 +30,7 @@ def event_record(verdict: Verdict) -> dict:
         "hostname": verdict.hostname,
         "decision": verdict.decision,
     }
+    record.update(device_record(verdict))
     if obs.ech is not None:
         record["ech"] = obs.ech
         record["alpn"] = list(obs.alpn)
@@ -39,6 +40,17 @@ def event_record(verdict: Verdict) -> dict:
     record["pcap"] = obs.pcap
     record["frame"] = obs.frame
     return record
+
+
+def device_record(verdict: Verdict) -> dict:
+    """Who the device is (``DeviceInfo``): the keys events and alerts add for it."""
+    info = verdict.info
+    if info is None:
+        return {}
+    return {"device_id": info.id, "device_class": info.device_class, "owner": info.owner,
+            "department": info.department, "inventory_id": info.inventory_id, "identified_by": info.identified_by,
+            "randomised_mac": info.randomised_mac, "client_id": info.client_id, "duid": info.duid,
+            "fqdn": info.fqdn, "vendor_class": info.vendor_class}
 
 
 class JsonLines:

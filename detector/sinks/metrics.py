@@ -35,8 +35,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from detector import __version__, counters
-from detector.counters import blind_spot_key
-from detector.records import BLIND_SPOT_CATEGORIES, PROTOS
+from detector.counters import blind_spot_key, device_class_key
+from detector.records import BLIND_SPOT_CATEGORIES, DECISIONS as DECISION_NAMES, DEVICE_CLASSES, PROTOS
 from detector.sinks.metrics_server import MetricsServer, load_web_config
 from detector.timing import PROCESSING_BUCKETS
 
@@ -49,6 +49,8 @@ DECISIONS = {
     "exempt": ("exempt_matches", "Violations by exempt devices (written, never alerted), by segment."),
     "inferred": ("inferred_matches", "TikTok names inferred from a DNS answer's address (no name shown), "
                  "written, never alerted unless the policy says inferred = \"violation\", by segment."),
+    "notice": ("notice_matches", "Matches on devices whose class the policy makes a notice (written, never "
+               "alerted), by segment."),
     "allowed": ("allowed_matches", "Matches of a category that is no violation on the client's "
                 "segment (counted, not written), by segment."),
 }
@@ -175,6 +177,13 @@ def _detections(snap: _Reader, segments: Sequence[str], categories: Iterable[str
         for kind in BLIND_SPOT_CATEGORIES:
             blind.add_metric((segment, kind), snap(blind_spot_key(segment, kind)))
     yield blind
+    by_class = CounterMetricFamily(PREFIX + "device_class_verdicts", "What policy decided of matches, by the "
+                                   "inventory class of the device (unknown: not in the inventory) and decision.",
+                                   labels=("device_class", "decision"))
+    for device_class in DEVICE_CLASSES:
+        for decision in DECISION_NAMES:
+            by_class.add_metric((device_class, decision), snap(device_class_key(device_class, decision)))
+    yield by_class
     yield _labelled(GaugeMetricFamily, "devices_in_violation",
                     "Devices with an open alert window (a violation within the dedup "
                     "window), by segment.",

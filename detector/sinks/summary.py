@@ -27,6 +27,7 @@ class _Device:
     violations: int = 0
     exempt: int = 0
     inferred: int = 0
+    notices: int = 0
     names: Counter[str] = field(default_factory=Counter)  # TikTok names
     blind: Counter[str] = field(default_factory=Counter)  # blind-spot categories
 
@@ -53,6 +54,8 @@ class Summary:
             device.violations += 1
         elif verdict.decision == "inferred":
             device.inferred += 1
+        elif verdict.decision == "notice":
+            device.notices += 1
         else:
             device.exempt += 1
         if len(device.names) < 256 or verdict.observation.name in device.names:
@@ -66,12 +69,13 @@ class Summary:
         stats = Counter(stats)
         packets = stats["packets"]
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
-        tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt or dev.inferred)
+        tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt or dev.inferred or dev.notices)
         blind = sum(1 for dev in self.devices.values() if dev.blind)
         out.write(
             f"\n{len(files)} source(s), {packets} packets, {observations} names seen, "
             f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
             + (f"{stats['verdicts.inferred']} inferred from DNS answers, " if stats["verdicts.inferred"] else "")
+            + (f"{stats['verdicts.notice']} notices, " if stats["verdicts.notice"] else "")
             + f"{tiktok} device(s) with TikTok traffic"
             + (f", {stats['verdicts.blind-spot']} blind spot(s) on {blind} device(s)"
                if stats["verdicts.blind-spot"] else "")
@@ -80,10 +84,11 @@ class Summary:
         )
         if self.devices:
             rows = sorted(self.devices.items(),
-                          key=lambda kv: (-kv[1].violations, -kv[1].exempt - kv[1].inferred,
+                          key=lambda kv: (-kv[1].violations, -kv[1].exempt - kv[1].inferred - kv[1].notices,
                                           -sum(kv[1].blind.values()), kv[0]))
-            # The inferred and blind-spot columns only when some device has one.
+            # The inferred, notice and blind-spot columns only when some device has one.
             inferred = any(dev.inferred for dev in self.devices.values())
+            notices = any(dev.notices for dev in self.devices.values())
             blind = any(dev.blind for dev in self.devices.values())
             covered: dict[str, list[int]] = {}  # device -> [named, connections], over its segments
             for row in coverage:
@@ -93,14 +98,15 @@ class Summary:
                 seen[0] += row.named
                 seen[1] += row.total
             header = ("device", "hostname", "segment", "violations", "exempt", *(("inferred",) if inferred else ()),
-                      *(("blind spots",) if blind else ()), *(("names seen",) if covered else ()),
-                      "first seen", "last seen", "top names")
+                      *(("notices",) if notices else ()), *(("blind spots",) if blind else ()),
+                      *(("names seen",) if covered else ()), "first seen", "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
                 seen = covered.get(name)
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
-                              *((str(dev.inferred),) if inferred else ()), *((_blind(dev.blind),) if blind else ()),
+                              *((str(dev.inferred),) if inferred else ()), *((str(dev.notices),) if notices else ()),
+                              *((_blind(dev.blind),) if blind else ()),
                               *((share(*seen) if seen else "-",) if covered else ()),
                               rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]

@@ -220,12 +220,16 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
             return SKIM_DROPPED;
         }
         if ((sport == 67 || sport == 68) && (dport == 67 || dport == 68)) return SKIM_KEEP;
+        if ((sport == 546 || sport == 547) && (dport == 546 || dport == 547)) return SKIM_KEEP; /* DHCPv6 */
         if (may_be_tunnel(f + l4 + 8, end - l4 - 8, dport)) return SKIM_KEEP;
         s->drops[DROP_UDP]++;
         return SKIM_DROPPED;
     }
     if (proto != 6) {
         if (may_carry_tcp(proto)) return KEEP_HERE;
+        /* ICMPv6 neighbour solicitations and advertisements bind a MAC to an IPv6 address
+         * (decode.py ICMPV6_NEIGHBOR_TYPES): the first worker's, as ARP is. */
+        if (proto == 58 && alen == 16 && l4 < end && (f[l4] == 135 || f[l4] == 136)) return KEEP_FIRST;
         if (s->worker != 0) return SKIM_FOREIGN; /* ICMP and the like: no flow, the first worker counts it */
         s->drops[DROP_OTHER_TRANSPORT]++;
         return SKIM_DROPPED;

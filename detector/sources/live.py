@@ -5,7 +5,8 @@ The prefilter is what lets one Python process keep up with a busy segment: the k
 passes only the packets an extractor can use, and everything else (above all the bulk
 of downloads) never reaches user space. Kept:
 
-- ARP, DHCP, DNS on the DNS ports (both directions, UDP and TCP);
+- ARP, DHCP, DHCPv6, ICMPv6 neighbour solicitations and advertisements, DNS on the DNS
+  ports (both directions, UDP and TCP);
 - UDP long-header packets (first byte's top bit set) to a QUIC port;
 - a client's first VPN packet: UDP to 500, 4500 (IKE) or 1194 (OpenVPN), and a WireGuard
   handshake initiation (a 148-byte datagram starting 01 00 00 00) on any port; UDP to 853
@@ -86,6 +87,9 @@ def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linkty
         _all("udp", quic, "ip6[48] & 0x80 != 0"),
         _all("udp", "dst port 500 or dst port 4500 or dst port 1194 or dst port 853"),
         "ip6[6] == 17 and ip6[44:2] == 156 and ip6[48:4] == 0x01000000",
+        # DHCPv6 and neighbour solicitations and advertisements: MAC <-> IPv6 <-> DUID bindings.
+        "udp port 546 or udp port 547",
+        "ip6[6] == 58 and (ip6[40] == 135 or ip6[40] == 136)",
         _all("tcp", _any(
             "ip6[53] & 0x07 != 0",
             _all("ip6[40:2] > ip6[42:2]", "ip6[4:2] > ((ip6[52]&0xf0)>>2)"),
