@@ -2,7 +2,8 @@
 
 ``export_signatures`` writes a loaded ``SignatureSet`` as Zeek Intel, Suricata rules with
 datasets, a hosts file, AdGuard/ABP filter rules, an RPZ zone or a v2fly list;
-``import_signatures`` reads any of them (and bare Suricata dataset files) into an
+``import_signatures`` reads any of them (and bare Suricata dataset files, nDPI's host
+table, AdGuard's blocked services and wildcard domain lists, which are read only) into an
 ``Imported`` list with its provenance, which ``to_toml`` writes in the signature format and
 ``detector.sigformats.diff`` compares with another set. One module per format; each has a
 pure ``parse(text, collector, options)`` over text and an ``export(sigset)``.
@@ -18,11 +19,12 @@ from pathlib import Path
 
 from detector.match import SignatureSet
 from detector.records import CATEGORIES
-from detector.sigformats import adblock, hosts, rpz, suricata, v2fly, zeek
+from detector.sigformats import adblock, adguard_services, hosts, ndpi, rpz, suricata, v2fly, wildcard, zeek
 from detector.sigformats.common import Collector, Exported, FormatError, Imported, ImportOptions
 
 #: Formats an import reads, with the module that parses them.
-IMPORT_FORMATS = ("zeek-intel", "suricata", "suricata-dataset", "hosts", "adblock", "rpz", "v2fly")
+IMPORT_FORMATS = ("zeek-intel", "suricata", "suricata-dataset", "hosts", "adblock", "rpz", "v2fly",
+                  "ndpi", "adguard-services", "wildcard")
 #: Formats an export writes (a dataset file comes with its rules, never alone).
 EXPORT_FORMATS = ("zeek-intel", "suricata", "hosts", "adblock", "rpz", "v2fly")
 #: Largest file an import reads: lists are reviewed by people; the biggest public
@@ -78,18 +80,28 @@ def import_text(text: str, fmt: str, label: str, options: ImportOptions = Import
         rpz.parse(text, out, options)
     elif fmt == "v2fly":
         v2fly.parse(text, out, options, resolve)
+    elif fmt == "ndpi":
+        ndpi.parse(text, out, options)
+    elif fmt == "adguard-services":
+        adguard_services.parse(text, out, options)
+    elif fmt == "wildcard":
+        wildcard.parse(text, out, options)
     else:
         raise FormatError(f"unknown import format {fmt!r} (one of {', '.join(IMPORT_FORMATS)})")
     return out.finish(options, fmt)
 
 
-def import_signatures(path: str | os.PathLike[str], fmt: str, options: ImportOptions = ImportOptions()) -> Imported:
-    """Read the file at ``path`` in format ``fmt`` (and the files beside it that it names)."""
+def import_signatures(path: str | os.PathLike[str], fmt: str, options: ImportOptions = ImportOptions(),
+                      *, follow: bool = True) -> Imported:
+    """Read the file at ``path`` in format ``fmt`` (and the files beside it that it names;
+    with ``follow`` False a v2fly ``include:`` adds nothing: the file's own lines only)."""
     path = Path(path)
     text = _read(path)
     base = path.parent
 
     def resolve(name: str) -> tuple[str, str] | None:
+        if not follow:
+            return f"{path} include:{name}", ""
         other = Path(name) if os.path.isabs(name) else base / name
         if not other.is_file():
             return None
