@@ -32,6 +32,8 @@ TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared"
 #: some bans cover every ByteDance app. Never TikTok, never a violation unless a segment's
 #: ``violations`` lists them; ``bytedance-other`` holds Douyin, Toutiao, Pico, Volcengine …
 BYTEDANCE_APP_CATEGORIES = ("capcut", "lemon8", "lark", "bytedance-other")
+#: How outputs name the product a category belongs to (alerts, summaries).
+_PRODUCTS = {"capcut": "CapCut", "lemon8": "Lemon8", "lark": "Lark", "bytedance-other": "another ByteDance app"}
 #: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor
 #: is blind to what follows (encrypted DNS, a relay or proxy, a VPN service).
 BLIND_SPOT_CATEGORIES = ("encrypted-dns", "relay", "vpn")
@@ -103,6 +105,15 @@ class Verdict:
     device: str
     hostname: str | None
     decision: str  # one of DECISIONS; "allowed" is never written out
+
+
+def product(category: str) -> str:
+    """The product a matched category stands for, as outputs name it: ``TikTok`` for the
+    TikTok categories, the app's own name for the other ByteDance apps, never TikTok for
+    them."""
+    if category in TIKTOK_CATEGORIES:
+        return "TikTok"
+    return _PRODUCTS.get(category, category)
 
 
 def rfc3339(ts: float) -> str:
