@@ -406,13 +406,13 @@ def write_update(plan: Plan, version: str | None = None) -> list[str]:
             at = max(same) if same else len(lines) - (1 if lines and not lines[-1] else 0)
             inserts.setdefault(at, []).extend(["", *_entry_lines(item)])
         edits += [(at, at, added) for at, added in inserts.items()]
-        if version is not None:
+        edits += _source_lines(lines, used_codes, plan.new.sources)
+        if version is not None and edits:  # a file the refresh does not change keeps its version
             for i, line in enumerate(lines):
                 key = _KEY_RE.match(line)
                 if key and key[1] == "version" and not _TABLE_RE.match(line):
                     edits.append((i, i + 1, [f"version = {_q(version)}"]))
                     break
-        edits += _source_lines(lines, used_codes, plan.new.sources)
         if not edits:
             continue
         for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
