@@ -18,6 +18,9 @@ import yaml
 from detector.sigformats import adblock
 from detector.sigformats.common import Collector, ImportOptions
 
+#: A YAML string (a number or a boolean is not a rule).
+_STR = "tag:yaml.org,2002:str"
+
 
 def parse(text: str, out: Collector, options: ImportOptions) -> None:
     """Every rule of the wanted service(s)."""
@@ -55,7 +58,7 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
             continue
         found = True
         for rule in rules.value:
-            if not isinstance(rule, yaml.ScalarNode) or not rule.value.strip():
+            if not isinstance(rule, yaml.ScalarNode) or rule.tag != _STR or not rule.value.strip():
                 out.problem(_line(rule), f"service {ident.value}: a rule must be a non-empty string")
                 continue
             line = rule.value.strip()
