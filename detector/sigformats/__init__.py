@@ -21,10 +21,23 @@ from detector.match import SignatureSet
 from detector.records import CATEGORIES
 from detector.sigformats import adblock, adguard_services, hosts, ndpi, rpz, suricata, v2fly, wildcard, zeek
 from detector.sigformats.common import Collector, Exported, FormatError, Imported, ImportOptions
+from detector.sigformats.v2fly import Resolver
 
-#: Formats an import reads, with the module that parses them.
-IMPORT_FORMATS = ("zeek-intel", "suricata", "suricata-dataset", "hosts", "adblock", "rpz", "v2fly",
-                  "ndpi", "adguard-services", "wildcard")
+#: Each import format's parser, in a fixed order (the fuzz target picks a format by index).
+_PARSERS: dict[str, Callable[[str, Collector, ImportOptions, Resolver | None], None]] = {
+    "zeek-intel": lambda text, out, options, _: zeek.parse(text, out, options),
+    "suricata": suricata.parse,
+    "suricata-dataset": lambda text, out, options, _: suricata.parse_dataset(text, out, options),
+    "hosts": lambda text, out, options, _: hosts.parse(text, out, options),
+    "adblock": lambda text, out, options, _: adblock.parse(text, out, options),
+    "rpz": lambda text, out, options, _: rpz.parse(text, out, options),
+    "v2fly": v2fly.parse,
+    "ndpi": lambda text, out, options, _: ndpi.parse(text, out, options),
+    "adguard-services": lambda text, out, options, _: adguard_services.parse(text, out, options),
+    "wildcard": lambda text, out, options, _: wildcard.parse(text, out, options),
+}
+#: Formats an import reads.
+IMPORT_FORMATS = tuple(_PARSERS)
 #: Formats an export writes (a dataset file comes with its rules, never alone).
 EXPORT_FORMATS = ("zeek-intel", "suricata", "hosts", "adblock", "rpz", "v2fly")
 #: Largest file an import reads: lists are reviewed by people; the biggest public
@@ -62,32 +75,14 @@ def export_signatures(sigset: SignatureSet, fmt: str, *, stem: str = "tiktok", z
 
 
 def import_text(text: str, fmt: str, label: str, options: ImportOptions = ImportOptions(),
-                resolve: Callable[[str], tuple[str, str] | None] | None = None) -> Imported:
+                resolve: Resolver | None = None) -> Imported:
     """Parse ``text`` (named ``label`` in messages) in format ``fmt``; ``resolve`` reads the
     files it refers to (v2fly includes, Suricata dataset files). Raises ``FormatError``."""
-    out = Collector(label)
-    if fmt == "zeek-intel":
-        zeek.parse(text, out, options)
-    elif fmt == "suricata":
-        suricata.parse(text, out, options, resolve)
-    elif fmt == "suricata-dataset":
-        suricata.parse_dataset(text, out, options)
-    elif fmt == "hosts":
-        hosts.parse(text, out, options)
-    elif fmt == "adblock":
-        adblock.parse(text, out, options)
-    elif fmt == "rpz":
-        rpz.parse(text, out, options)
-    elif fmt == "v2fly":
-        v2fly.parse(text, out, options, resolve)
-    elif fmt == "ndpi":
-        ndpi.parse(text, out, options)
-    elif fmt == "adguard-services":
-        adguard_services.parse(text, out, options)
-    elif fmt == "wildcard":
-        wildcard.parse(text, out, options)
-    else:
+    parse = _PARSERS.get(fmt)
+    if parse is None:
         raise FormatError(f"unknown import format {fmt!r} (one of {', '.join(IMPORT_FORMATS)})")
+    out = Collector(label)
+    parse(text, out, options, resolve)
     return out.finish(options, fmt)
 
 
