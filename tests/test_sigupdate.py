@@ -477,3 +477,20 @@ def test_the_shipped_files_copy_into_an_update_that_changes_nothing_without_copi
     result = detector("signatures", "update", str(empty), "--signatures", str(directory))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "added 0, removed 0, recategorised 0, match changed 0, sources changed 0" in result.stdout
+
+
+def test_metrics_label_the_apps_by_their_category() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from detector.sinks.metrics import DetectorCollector, SignatureInfo
+
+    shipped = load_signatures(SIGNATURES)
+    info = SignatureInfo(shipped.version, shipped.sha256, len(shipped.entries), shipped.categories, 1.7e9)
+    snapshot = {"matches.ministry.dns-query.capcut": 2, "matches.ministry.dns-query.web": 1}
+    registry = CollectorRegistry()
+    registry.register(DetectorCollector(lambda: snapshot, lambda: ("ministry", "default"), lambda: info))
+    got = {(s.name, s.labels.get("category")): s.value
+           for family in text_string_to_metric_families(generate_latest(registry).decode())
+           for s in family.samples if s.name == "tiktok_detector_matches_total"}
+    assert got == {("tiktok_detector_matches_total", "capcut"): 2, ("tiktok_detector_matches_total", "web"): 1}
