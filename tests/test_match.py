@@ -197,7 +197,7 @@ def test_explain_names_the_entry_and_why(sigs: SignatureSet) -> None:
     sig = sigs.match("p16-tiktok-va.ibyteimg.com")
     assert sig is not None
     assert text.splitlines()[0] == "p16-tiktok-va.ibyteimg.com: cdn"
-    assert f"{TIKTOK}:{sig.line}" in text and sig.pattern in text and "adguard" in text
+    assert f"{TIKTOK}:{sig.line}" in text and sig.pattern in text and "ndpi" in text
     assert "also matches, less specific: suffix 'ibyteimg.com'" in text
 
     shared = sigs.explain("p16-sign-va.ibyteimg.com")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from detector.match import KINDS, SignatureSet, _compile_regex, _domain_problem, check_signatures
 from detector.records import CATEGORIES, Signature
-from detector.sigformats import FormatError, ImportOptions, import_signatures
+from detector.sigformats import FormatError, ImportOptions, _string, import_signatures
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +130,8 @@ class Copies:
     missing: Mapping[str, str]  # code -> why it was not read
 
 
-def read_copies(root: str | Path, upstreams: Iterable[Upstream] = UPSTREAMS) -> Copies:
-    """Every list of ``upstreams`` whose files are under ``root``; a file that exists but
+def read_copies(root: str | Path) -> Copies:
+    """Every list of ``UPSTREAMS`` whose files are under ``root``; a file that exists but
     does not import is an error (``UpdateError`` with every problem)."""
     root = Path(root)
     if not root.is_dir():
@@ -139,7 +139,7 @@ def read_copies(root: str | Path, upstreams: Iterable[Upstream] = UPSTREAMS) -> 
     lists: dict[str, UpstreamList] = {}
     missing: dict[str, str] = {}
     problems: list[str] = []
-    for upstream in upstreams:
+    for upstream in UPSTREAMS:
         present = [root / name for name in upstream.files if (root / name).is_file()]
         if not present:
             missing[upstream.code] = f"no copy ({' or '.join(upstream.files)})"
@@ -189,10 +189,10 @@ class Support:
         return "unchecked" if self.unchecked else "unsupported"
 
 
-def check_support(sigset: SignatureSet, copies: Copies, *, codes: Iterable[str] | None = None) -> list[Support]:
-    """Every entry that cites an upstream list (``codes``; default every ``UPSTREAMS``
-    code) against the copies; entries citing none of them (visibility.toml's) are left out."""
-    known = set(codes) if codes is not None else set(UPSTREAM_CODES)
+def check_support(sigset: SignatureSet, copies: Copies) -> list[Support]:
+    """Every entry that cites an upstream list against the copies; entries citing none of
+    them (visibility.toml's, whose sources are no lists of names) are left out."""
+    known = set(UPSTREAM_CODES)
     out = []
     for sig in sigset.entries:
         cited = _codes(sig)
@@ -398,7 +398,7 @@ def write_update(plan: Plan, version: str | None = None) -> list[str]:
                 for i in range(start, end):
                     key = _KEY_RE.match(lines[i])
                     if key and key[1] == "source":
-                        edits.append((i, i + 1, [f"source = [{', '.join(_q(c) for c in _codes(new))}]"]))
+                        edits.append((i, i + 1, [f"source = [{', '.join(_string(c) for c in _codes(new))}]"]))
         inserts: dict[int, list[str]] = {}
         for item in (a for a in plan.added if a.file == name):
             used_codes.update(_codes(item.sig))
@@ -411,7 +411,7 @@ def write_update(plan: Plan, version: str | None = None) -> list[str]:
             for i, line in enumerate(lines):
                 key = _KEY_RE.match(line)
                 if key and key[1] == "version" and not _TABLE_RE.match(line):
-                    edits.append((i, i + 1, [f"version = {_q(version)}"]))
+                    edits.append((i, i + 1, [f"version = {_string(version)}"]))
                     break
         if not edits:
             continue
@@ -457,16 +457,16 @@ def _source_lines(lines: list[str], used: set[str], texts: Mapping[str, str]) ->
             present.add(key[1])
             end = i + 1
     missing = sorted(used - present)
-    return [(end, end, [f"{code} = {_q(texts[code])}" for code in missing])] if missing else []
+    return [(end, end, [f"{code} = {_string(texts[code])}" for code in missing])] if missing else []
 
 
 def _entry_lines(item: Accepted) -> list[str]:
     sig = item.sig
-    out = ["[[entry]]", f"pattern = {_q(sig.pattern) if sig.kind != 'regex' else _literal(sig.pattern)}",
+    out = ["[[entry]]", f"pattern = {_string(sig.pattern) if sig.kind != 'regex' else _literal(sig.pattern)}",
            f'match = "{sig.kind}"', f'category = "{sig.category}"',
-           f"source = [{', '.join(_q(c) for c in _codes(sig))}]"]
+           f"source = [{', '.join(_string(c) for c in _codes(sig))}]"]
     if item.note:
-        out.append(f"note = {_q(item.note)}")
+        out.append(f"note = {_string(item.note)}")
     return out
 
 
@@ -485,14 +485,11 @@ def _codes(sig: Signature) -> list[str]:
     return [code for code in sig.source.split(",") if code]
 
 
-def _q(text: str) -> str:
-    """A TOML basic string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _literal(text: str) -> str:
     """A regex as a TOML literal string (no escapes), as the shipped files write them."""
-    return f"'{text}'" if "'" not in text and "\n" not in text else _q(text)
+    return f"'{text}'" if "'" not in text and "\n" not in text else _string(text)
 
 
 def _suffixes(name: str) -> Iterable[str]:
