@@ -33,7 +33,7 @@ demo: $(VENV)/.runtime
 	@echo "events written to $(VENV)/demo-events.jsonl"
 
 # Refresh the signatures from local copies of the lists they cite (docs/signature-update.md):
-# shows the review; with ACCEPT (reviewed additions) and VERSION it writes the files.
+# shows the review; ACCEPT adds reviewed additions, VERSION writes the files with that version.
 signatures: $(VENV)/.runtime
 	@test -n "$(UPSTREAM)" || { echo "make signatures UPSTREAM=DIR [ACCEPT=review.toml VERSION=YYYY-MM-DD]"; exit 2; }
 	$(BIN)/tiktok-detector signatures update "$(UPSTREAM)" $(if $(ACCEPT),--accept "$(ACCEPT)") \

@@ -320,6 +320,10 @@ def test_an_accepted_name_no_list_holds_is_refused(tmp_path: Path) -> None:
     accept.write_text('[[entry]]\npattern = "tiktok-usts.net"\nmatch = "suffix"\ncategory = "api"\n')
     with pytest.raises(UpdateError, match="'tiktok-usts.net' \\(accepted at line 1\\) is in none of the lists"):
         plan_update(load_signatures(small_set(tmp_path)), copies, read_accept(accept))
+    accept.write_text('[[entry]]\npattern = "bytegoofy.com"\nmatch = "suffix"\ncategory = "bytedance-shared"\n'
+                      'file = "other.toml"\n')
+    with pytest.raises(UpdateError, match="file 'other.toml' is not one of the set's files"):
+        plan_update(load_signatures(tmp_path / "sigs"), copies, read_accept(accept))
     accept.write_text('[[entry]]\npattern = "x.example"\nmatch = "suffix"\ncategory = "nope"\n\n'
                       '[[entry]]\npattern = "y.example"\nmatch = "suffix"\ncategory = "api"\nsource = ["a"]\n')
     with pytest.raises(UpdateError) as caught:

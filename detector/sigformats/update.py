@@ -310,8 +310,9 @@ def plan_update(sigset: SignatureSet, copies: Copies, accepted: Sequence[Accepte
             continue
         target = _target(item, sigset, files)
         if target is None:
-            problems.append(f"{item.sig.pattern!r} (accepted at line {item.line}): say file = \"…\": no single "
-                            f"signature file holds category {item.sig.category!r}")
+            problems.append(f"{item.sig.pattern!r} (accepted at line {item.line}): "
+                            + (f"file {item.file!r} is not one of the set's files" if item.file is not None else
+                               f"say file = \"…\": no single signature file holds category {item.sig.category!r}"))
             continue
         sig = Signature(item.sig.pattern, item.sig.kind, item.sig.category, ",".join(held), 0)
         added.append(Accepted(sig, item.note, target, item.line))
@@ -381,7 +382,11 @@ def write_update(plan: Plan, version: str | None = None) -> list[str]:
     originals: dict[str, str] = {}
     for name, sigs in by_file.items():
         path = Path(name)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _restore(originals)
+            raise UpdateError(f"{path}:0: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
         lines = text.split("\n")
         blocks = _entry_blocks(lines)
         edits: list[tuple[int, int, list[str]]] = []  # (start, end) replaced by lines, 0-based, end exclusive
@@ -418,14 +423,23 @@ def write_update(plan: Plan, version: str | None = None) -> list[str]:
         for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
             lines[start:end] = replacement
         originals[name] = text
-        path.write_text("\n".join(lines), encoding="utf-8")
+        try:
+            path.write_text("\n".join(lines), encoding="utf-8")
+        except OSError as exc:
+            _restore(originals)
+            raise UpdateError(f"{path}:0: cannot write: {exc.strerror or exc}") from None
         written.append(name)
     problems = [p for name in written for p in check_signatures(name)]
     if problems:
-        for name, text in originals.items():
-            Path(name).write_text(text, encoding="utf-8")
+        _restore(originals)
         raise UpdateError(problems)
     return written
+
+
+def _restore(originals: Mapping[str, str]) -> None:
+    """Put back the files a failed write changed."""
+    for name, text in originals.items():
+        Path(name).write_text(text, encoding="utf-8")
 
 
 def _entry_blocks(lines: list[str]) -> dict[int, tuple[int, int]]:
@@ -471,12 +485,11 @@ def _entry_lines(item: Accepted) -> list[str]:
 
 
 def _target(item: Accepted, sigset: SignatureSet, files: Mapping[str, str]) -> str | None:
-    """The file an accepted entry goes to: the one it names (beside the set's files), else
-    the one file that holds its category."""
-    known = sorted(set(files.values()))
+    """The file an accepted entry goes to: the set's file it names, else the one file that
+    holds its category; None when neither is found."""
     if item.file is not None:
-        directory = Path(known[0]).parent if known else Path(sigset.path)
-        return str(directory / item.file)
+        named = [name for name in sorted(set(files.values())) if Path(name).name == item.file]
+        return named[0] if named else None
     holding = {files[s.pattern] for s in sigset.entries if s.category == item.sig.category}
     return holding.pop() if len(holding) == 1 else None
 
