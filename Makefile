@@ -20,7 +20,7 @@ TEST_SYSTEM_PACKAGES := tshark tcpdump iproute2 ethtool openssl curl knot-dnsuti
 # WireGuard module); the tests run wireguard-go instead.
 NO_RECOMMENDS := wireguard-tools
 
-.PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean install uninstall
+.PHONY: demo test bench bench-live fuzz fuzz-smoke system-deps clean install uninstall signatures
 
 # The skim is compiled by pip install: a change to its C source rebuilds it.
 $(VENV)/.runtime: pyproject.toml setup.py detector/_skim.c $(wildcard detector/skim_c/*.[ch])
@@ -37,6 +37,13 @@ demo: $(VENV)/.runtime
 	$(BIN)/tiktok-detector replay --policy examples/policy.toml \
 		--events $(VENV)/demo-events.jsonl --alerts - pcaps/sample-office.pcapng
 	@echo "events written to $(VENV)/demo-events.jsonl"
+
+# Refresh the signatures from local copies of the lists they cite (docs/signature-update.md):
+# shows the review; ACCEPT adds reviewed additions, VERSION writes the files with that version.
+signatures: $(VENV)/.runtime
+	@test -n "$(UPSTREAM)" || { echo "make signatures UPSTREAM=DIR [ACCEPT=review.toml VERSION=YYYY-MM-DD]"; exit 2; }
+	$(BIN)/tiktok-detector signatures update "$(UPSTREAM)" $(if $(ACCEPT),--accept "$(ACCEPT)") \
+		$(if $(VERSION),--set-version "$(VERSION)" --write)
 
 # Installs what the tests drive for real, when root and missing; tests that need a tool
 # that is still missing skip with the reason.

@@ -28,11 +28,17 @@ ADDRESS_PROTOS = ("tls", "quic")
 PROTOS = NAME_PROTOS + HANDSHAKE_PROTOS + ADDRESS_PROTOS
 #: What a TikTok entry (signatures/tiktok.toml) says a name is.
 TIKTOK_CATEGORIES = ("app", "api", "cdn", "telemetry", "web", "bytedance-shared")
+#: Other ByteDance products (signatures/bytedance-apps.toml), each a category of its own:
+#: some bans cover every ByteDance app. Never TikTok, never a violation unless a segment's
+#: ``violations`` lists them; ``bytedance-other`` holds Douyin, Toutiao, Pico, Volcengine …
+BYTEDANCE_APP_CATEGORIES = ("capcut", "lemon8", "lark", "bytedance-other")
+#: How outputs name the product a category belongs to (alerts, summaries).
+_PRODUCTS = {"capcut": "CapCut", "lemon8": "Lemon8", "lark": "Lark", "bytedance-other": "another ByteDance app"}
 #: What a visibility entry (signatures/visibility.toml) says a name is: a place the sensor
 #: is blind to what follows (encrypted DNS, a relay or proxy, a VPN service).
 BLIND_SPOT_CATEGORIES = ("encrypted-dns", "relay", "vpn")
 #: Every category an entry may carry; also the bounded label set for metrics.
-CATEGORIES = TIKTOK_CATEGORIES + BLIND_SPOT_CATEGORIES
+CATEGORIES = TIKTOK_CATEGORIES + BYTEDANCE_APP_CATEGORIES + BLIND_SPOT_CATEGORIES
 #: What policy decides of a matched observation. ``blind-spot``: a visibility category the
 #: segment does not make a violation, written and counted per device, never alerted.
 #: ``inferred``: a TikTok violation known only from a DNS answer's address (the policy's
@@ -126,6 +132,15 @@ class Verdict:
     hostname: str | None
     decision: str  # one of DECISIONS; "allowed" is never written out
     info: DeviceInfo | None = None
+
+
+def product(category: str) -> str:
+    """The product a matched category stands for, as outputs name it: ``TikTok`` for the
+    TikTok categories, the app's own name for the other ByteDance apps, never TikTok for
+    them."""
+    if category in TIKTOK_CATEGORIES:
+        return "TikTok"
+    return _PRODUCTS.get(category, category)
 
 
 def rfc3339(ts: float) -> str:

@@ -1,4 +1,5 @@
-"""Fuzz the signature interop formats: every importer, and export -> import round trips.
+"""Fuzz the signature interop formats: every importer (nDPI's host table, AdGuard's blocked
+services and wildcard lists among them), and export -> import round trips.
 
 The first byte picks the import format, the rest is the file's text (UTF-8, undecodable
 bytes replaced, as a reader that got past decoding sees it). A name the text refers to (a
@@ -18,6 +19,7 @@ Run alone: ``.venv/bin/python fuzz/fuzz_sigformats.py fuzz/corpus/sigformats
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import atheris
 import dns.zone  # noqa: F401 - imported before instrumentation: the fuzzer aims at our code
+import yaml  # noqa: F401 - likewise (AdGuard services are read with it)
 import tomllib  # noqa: F401 - likewise
 from scratch import scratch_file
 
@@ -100,7 +103,17 @@ def seeds() -> Iterator[bytes]:
         "zeek-intel": "#fields\tindicator\tindicator_type\tmeta.source\ntiktok.com\tIntel::DOMAIN\ts\n",
         "suricata": 'alert dns any any -> any any (dns.query; dotprefix; content:".tiktok.com"; endswith; sid:1;)\n',
         "suricata-dataset": "dGlrdG9rLmNvbQ==\nLnRpa3Rvay5jb20=,1\n",
+        "ndpi": ('static ndpi_protocol_match host_match[] =\n  {\n'
+                 '   { "tiktokcdn.com", "TikTok", NDPI_PROTOCOL_TIKTOK, NDPI_PROTOCOL_CATEGORY_SOCIAL_NETWORK,'
+                 ' NDPI_PROTOCOL_FUN, NDPI_PROTOCOL_DEFAULT_LEVEL },\n /* c */ { "amazon.", "A", X, Y, Z, 15 },\n'
+                 '#if 0\n   { NULL, NULL, NDPI_PROTOCOL_UNKNOWN, A, B, C }\n  };\n'),
+        "adguard-services": ("id: tiktok\nname: TikTok\nrules:\n  - '||tiktok.com^'\n  - '|a.tiktokv.com^'\n"
+                             "  - '||p16-tiktok-*.ibyteimg.com^'\n"),
+        "wildcard": "# Syntax: Domains Wildcard\n*.tiktok.com\nwww.tiktokv.com\nin*side.example\n",
     }
+    yield bytes([IMPORT_FORMATS.index("adguard-services")]) + json.dumps(
+        {"blocked_services": [{"id": "tiktok", "name": "TikTok", "rules": ["||tiktok.com^", "@@||a.tiktok.com^"]},
+                              {"id": "x", "rules": [1]}]}, indent=1).encode()
     for fmt, text in small.items():
         yield bytes([IMPORT_FORMATS.index(fmt)]) + text.encode()
 

@@ -21,6 +21,7 @@ from detector.records import BLIND_SPOT_CATEGORIES, TIKTOK_CATEGORIES, Signature
 SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 TIKTOK = SIGNATURES / "tiktok.toml"
 VISIBILITY = SIGNATURES / "visibility.toml"
+APPS = SIGNATURES / "bytedance-apps.toml"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def test_shipped_set_is_valid_and_identified(sigs: SignatureSet) -> None:
 def test_directory_load_matches_file_load(sigs: SignatureSet) -> None:
     from_dir = load_signatures(SIGNATURES)
     visibility = load_signatures(VISIBILITY)
-    assert from_dir.entries == sigs.entries + visibility.entries
+    apps = load_signatures(APPS)
+    assert from_dir.entries == apps.entries + sigs.entries + visibility.entries  # files sorted by name
     assert from_dir.path == str(SIGNATURES)
 
 
@@ -195,7 +197,7 @@ def test_explain_names_the_entry_and_why(sigs: SignatureSet) -> None:
     sig = sigs.match("p16-tiktok-va.ibyteimg.com")
     assert sig is not None
     assert text.splitlines()[0] == "p16-tiktok-va.ibyteimg.com: cdn"
-    assert f"{TIKTOK}:{sig.line}" in text and sig.pattern in text and "adguard" in text
+    assert f"{TIKTOK}:{sig.line}" in text and sig.pattern in text and "ndpi" in text
     assert "also matches, less specific: suffix 'ibyteimg.com'" in text
 
     shared = sigs.explain("p16-sign-va.ibyteimg.com")

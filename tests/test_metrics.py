@@ -246,7 +246,7 @@ def test_replay_exporter_keeps_windows_open_at_the_end_of_the_capture():
     violation while the run lingers, though the final flush writes their alerts."""
     exporter, snap = _replay_in_process([SAMPLE])
     assert snap["devices_in_violation.staff"] == 1 and snap["devices_in_violation.guest"] == 1
-    assert snap["alerts.emitted"] == 3 and snap["verdicts.staff.violation"] == 12
+    assert snap["alerts.emitted"] == 3 and snap["verdicts.staff.violation"] == 16
     assert "devices_in_violation.default" not in snap  # exported as 0 by the collector
 
 

@@ -129,8 +129,8 @@ def test_device_rows_counts_and_evidence(sample):
     devices = {d["device"]: d for d in doc["devices"]}
     assert set(devices) == {e["device"] for e in events}
     hostnames = {d["hostnames"][0]: d for d in devices.values()}
-    assert hostnames["bob-iphone"]["violations"] == 12 and hostnames["galaxy-s23"]["violations"] == 3
-    assert hostnames["comms-office-mac"]["violations"] == 0 and hostnames["comms-office-mac"]["exempt"] == 3
+    assert hostnames["bob-iphone"]["violations"] == 16 and hostnames["galaxy-s23"]["violations"] == 3
+    assert hostnames["comms-office-mac"]["violations"] == 0 and hostnames["comms-office-mac"]["exempt"] == 4
     assert [d["device"] for d in doc["devices"]][:2] == [hostnames["bob-iphone"]["device"], hostnames["galaxy-s23"]["device"]]
     for device, row in devices.items():
         mine = [e for e in events if e["device"] == device]
@@ -145,9 +145,9 @@ def test_device_rows_counts_and_evidence(sample):
              "confirmed": None}
             for e in sorted(mine, key=lambda e: e["ts"])]
         assert row["evidence_omitted"] == 0
-    assert doc["totals"]["violations"] == 15 and doc["totals"]["exempt"] == 3
+    assert doc["totals"]["violations"] == 19 and doc["totals"]["exempt"] == 4
     assert doc["violations_per_segment_day"] == [{"segment": "guest", "day": "2026-03-02", "violations": 3},
-                                                 {"segment": "staff", "day": "2026-03-02", "violations": 12}]
+                                                 {"segment": "staff", "day": "2026-03-02", "violations": 16}]
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["device"] for r in rows] == [d["device"] for d in doc["devices"]]
     for row in rows:
@@ -287,9 +287,9 @@ def test_short_key_warns_and_key_file_works(sample, tmp_path):
 def test_replay_verify_confirms_the_sample(sample, tmp_path):
     result = detector("replay", "--policy", str(POLICY), "--report", str(tmp_path / "r.html"), "--verify", str(SAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "confirmed 18 of 18" in result.stderr
+    assert "confirmed 23 of 23" in result.stderr
     html = (tmp_path / "r.html").read_text()
-    assert "18 of 18 events confirmed." in html and html.count(">confirmed</span>") == 18
+    assert "23 of 23 events confirmed." in html and html.count(">confirmed</span>") == 23
 
 
 CHUNKS = 4
@@ -328,14 +328,14 @@ def test_a_tampered_event_is_reported_unconfirmed(sample, tmp_path):
     result = detector("report", str(path), "--verify", "-o", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json"))
     assert result.returncode == 1, result.stderr  # the report is written; the status says not all confirmed
     verification = json.loads((tmp_path / "r.json").read_text())["verification"]
-    assert verification["total"] == 18 and verification["confirmed"] == 15
+    assert verification["total"] == 23 and verification["confirmed"] == 20
     unconfirmed = {(u["proto"], u["name"], u["frame"]): u["reason"] for u in verification["unconfirmed"]}
     assert unconfirmed == {(moved["proto"], moved["name"], 1): NOT_SEEN,
                            (beyond["proto"], beyond["name"], 99999): NOT_REACHED,
                            (renamed["proto"], "vm.tiktok.com", renamed["frame"]): NOT_SEEN}
     html = (tmp_path / "r.html").read_text()
-    assert "15 of 18 events confirmed." in html and html.count(">not confirmed</span>") == 3
-    assert "3 not confirmed" in html and "confirmed 15 of 18" in result.stderr
+    assert "20 of 23 events confirmed." in html and html.count(">not confirmed</span>") == 3
+    assert "3 not confirmed" in html and "confirmed 20 of 23" in result.stderr
 
 
 @needs_tshark

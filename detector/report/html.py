@@ -197,7 +197,9 @@ TEMPLATE = r"""<!doctype html>
 {%- if m.first is not none %}
 <p>Events from <b>{{ utc(m.first) }}</b> to <b>{{ utc(m.last) }}</b>, in segment{{ 's' if m.segments|length != 1 }} {{ m.segments|join(', ') }}.
 Each event is one name a device asked for (DNS question or answer, TLS or QUIC SNI, HTTP Host) that matched a TikTok signature
-and is a violation on the device's segment under the policy, or would be but for an exemption.</p>
+and is a violation on the device's segment under the policy, or would be but for an exemption.
+{%- if m.apps %} Events of category {{ m.apps|join(', ') }} are other ByteDance apps, not TikTok: the policy makes them violations on
+the segments that list them.{% endif %}</p>
 {%- else %}
 <p>No events: no device reached TikTok in the inputs below.</p>
 {%- endif %}
@@ -422,7 +424,7 @@ Names: {% for name, n in d.names.most_common(8) %}<span class="mono">{{ name }}<
 </main>
 <footer>
 Produced by {{ r.tool }}, a passive sensor: it reads captures and never blocks or alters traffic. Only names that matched a TikTok
-signature and are policy-relevant appear in this report; every other name the captures hold was counted, never written.
+signature (or another ByteDance app's, where the policy asks for it) and are policy-relevant appear in this report; every other name the captures hold was counted, never written.
 </footer>
 <script>{{ js }}</script>
 </body>

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from detector.records import DNS_ANSWER_ADDRESS, PROTOS
+from detector.records import BYTEDANCE_APP_CATEGORIES, DNS_ANSWER_ADDRESS, PROTOS
 
 #: What a report lists per device by default: the earliest events, the rest counted.
 EVIDENCE_PER_DEVICE = 100
@@ -266,6 +266,11 @@ class ReportModel:
         self.segments: dict[str, None] = {}
         self.captures: dict[str, CaptureEvents] = {}
         self._seq = 0
+
+    @property
+    def apps(self) -> list[str]:
+        """Categories of other ByteDance apps among the events (the report says they are not TikTok)."""
+        return [c for c in BYTEDANCE_APP_CATEGORIES if self.categories[c]]
 
     def add(self, event: Event) -> None:
         if event.decision == "blind-spot":

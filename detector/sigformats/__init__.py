@@ -2,7 +2,8 @@
 
 ``export_signatures`` writes a loaded ``SignatureSet`` as Zeek Intel, Suricata rules with
 datasets, a hosts file, AdGuard/ABP filter rules, an RPZ zone or a v2fly list;
-``import_signatures`` reads any of them (and bare Suricata dataset files) into an
+``import_signatures`` reads any of them (and bare Suricata dataset files, nDPI's host
+table, AdGuard's blocked services and wildcard domain lists, which are read only) into an
 ``Imported`` list with its provenance, which ``to_toml`` writes in the signature format and
 ``detector.sigformats.diff`` compares with another set. One module per format; each has a
 pure ``parse(text, collector, options)`` over text and an ``export(sigset)``.
@@ -18,11 +19,25 @@ from pathlib import Path
 
 from detector.match import SignatureSet
 from detector.records import CATEGORIES
-from detector.sigformats import adblock, hosts, rpz, suricata, v2fly, zeek
+from detector.sigformats import adblock, adguard_services, hosts, ndpi, rpz, suricata, v2fly, wildcard, zeek
 from detector.sigformats.common import Collector, Exported, FormatError, Imported, ImportOptions
+from detector.sigformats.v2fly import Resolver
 
-#: Formats an import reads, with the module that parses them.
-IMPORT_FORMATS = ("zeek-intel", "suricata", "suricata-dataset", "hosts", "adblock", "rpz", "v2fly")
+#: Each import format's parser, in a fixed order (the fuzz target picks a format by index).
+_PARSERS: dict[str, Callable[[str, Collector, ImportOptions, Resolver | None], None]] = {
+    "zeek-intel": lambda text, out, options, _: zeek.parse(text, out, options),
+    "suricata": suricata.parse,
+    "suricata-dataset": lambda text, out, options, _: suricata.parse_dataset(text, out, options),
+    "hosts": lambda text, out, options, _: hosts.parse(text, out, options),
+    "adblock": lambda text, out, options, _: adblock.parse(text, out, options),
+    "rpz": lambda text, out, options, _: rpz.parse(text, out, options),
+    "v2fly": v2fly.parse,
+    "ndpi": lambda text, out, options, _: ndpi.parse(text, out, options),
+    "adguard-services": lambda text, out, options, _: adguard_services.parse(text, out, options),
+    "wildcard": lambda text, out, options, _: wildcard.parse(text, out, options),
+}
+#: Formats an import reads.
+IMPORT_FORMATS = tuple(_PARSERS)
 #: Formats an export writes (a dataset file comes with its rules, never alone).
 EXPORT_FORMATS = ("zeek-intel", "suricata", "hosts", "adblock", "rpz", "v2fly")
 #: Largest file an import reads: lists are reviewed by people; the biggest public
@@ -60,36 +75,28 @@ def export_signatures(sigset: SignatureSet, fmt: str, *, stem: str = "tiktok", z
 
 
 def import_text(text: str, fmt: str, label: str, options: ImportOptions = ImportOptions(),
-                resolve: Callable[[str], tuple[str, str] | None] | None = None) -> Imported:
+                resolve: Resolver | None = None) -> Imported:
     """Parse ``text`` (named ``label`` in messages) in format ``fmt``; ``resolve`` reads the
     files it refers to (v2fly includes, Suricata dataset files). Raises ``FormatError``."""
-    out = Collector(label)
-    if fmt == "zeek-intel":
-        zeek.parse(text, out, options)
-    elif fmt == "suricata":
-        suricata.parse(text, out, options, resolve)
-    elif fmt == "suricata-dataset":
-        suricata.parse_dataset(text, out, options)
-    elif fmt == "hosts":
-        hosts.parse(text, out, options)
-    elif fmt == "adblock":
-        adblock.parse(text, out, options)
-    elif fmt == "rpz":
-        rpz.parse(text, out, options)
-    elif fmt == "v2fly":
-        v2fly.parse(text, out, options, resolve)
-    else:
+    parse = _PARSERS.get(fmt)
+    if parse is None:
         raise FormatError(f"unknown import format {fmt!r} (one of {', '.join(IMPORT_FORMATS)})")
+    out = Collector(label)
+    parse(text, out, options, resolve)
     return out.finish(options, fmt)
 
 
-def import_signatures(path: str | os.PathLike[str], fmt: str, options: ImportOptions = ImportOptions()) -> Imported:
-    """Read the file at ``path`` in format ``fmt`` (and the files beside it that it names)."""
+def import_signatures(path: str | os.PathLike[str], fmt: str, options: ImportOptions = ImportOptions(),
+                      *, follow: bool = True) -> Imported:
+    """Read the file at ``path`` in format ``fmt`` (and the files beside it that it names;
+    with ``follow`` False a v2fly ``include:`` adds nothing: the file's own lines only)."""
     path = Path(path)
     text = _read(path)
     base = path.parent
 
     def resolve(name: str) -> tuple[str, str] | None:
+        if not follow:
+            return f"{path} include:{name}", ""
         other = Path(name) if os.path.isabs(name) else base / name
         if not other.is_file():
             return None

@@ -51,33 +51,39 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
                 meta = parse_meta(comment)
             continue
         rule_meta, meta = meta, {}
-        if any(marker in line for marker in _COSMETIC):
-            out.skip(number, "cosmetic rule (browser element hiding), not a name")
-            continue
-        if line.startswith("@@"):
-            out.skip(number, "exception rule (@@): it allows names, it does not list them")
-            continue
-        rule, modifiers = _split_modifiers(line)
-        unsupported = [m for m in modifiers if m not in _HARMLESS_MODIFIERS]
-        if unsupported:
-            out.skip(number, f"modifier ${','.join(unsupported)} changes what the rule covers")
-            continue
-        if rule.startswith("/") and rule.endswith("/") and len(rule) > 2:
-            out.add(number, meta_entry(rule[1:-1], "regex", rule_meta))
-            continue
-        for shape, kind in ((_SUFFIX_RE, "suffix"), (_EXACT_RE, "exact")):
-            found = shape.fullmatch(rule)
-            if found:
-                out.add(number, meta_entry(found[1].lower().rstrip("."), kind, rule_meta))
-                break
-        else:
-            if "*" in rule:
-                out.skip(number, "wildcard rule: it matches inside names, not at label boundaries")
-            elif rule.startswith(("||", "|")) or "^" in rule or "/" in rule:
-                out.skip(number, "rule without the ^ separator after the name: it also matches longer names")
-            else:
-                # hosts-style and domains-only lines are part of the DNS syntax too
-                parse_hosts_line(number, rule, rule_meta, out, options.kind or "exact")
+        parse_rule(number, line, rule_meta, out, options)
+
+
+def parse_rule(number: int, line: str, meta: dict[str, str], out: Collector, options: ImportOptions,
+               label: str | None = None) -> None:
+    """One rule (not a comment) at ``number``, with the metadata comment that applies to it;
+    also what AdGuard's blocked-services lists hold, one rule per string."""
+    if any(marker in line for marker in _COSMETIC):
+        out.skip(number, "cosmetic rule (browser element hiding), not a name", label)
+        return
+    if line.startswith("@@"):
+        out.skip(number, "exception rule (@@): it allows names, it does not list them", label)
+        return
+    rule, modifiers = _split_modifiers(line)
+    unsupported = [m for m in modifiers if m not in _HARMLESS_MODIFIERS]
+    if unsupported:
+        out.skip(number, f"modifier ${','.join(unsupported)} changes what the rule covers", label)
+        return
+    if rule.startswith("/") and rule.endswith("/") and len(rule) > 2:
+        out.add(number, meta_entry(rule[1:-1], "regex", meta), label)
+        return
+    for shape, kind in ((_SUFFIX_RE, "suffix"), (_EXACT_RE, "exact")):
+        found = shape.fullmatch(rule)
+        if found:
+            out.add(number, meta_entry(found[1].lower().rstrip("."), kind, meta), label)
+            return
+    if "*" in rule:
+        out.skip(number, "wildcard rule: it matches inside names, not at label boundaries", label)
+    elif rule.startswith(("||", "|")) or "^" in rule or "/" in rule:
+        out.skip(number, "rule without the ^ separator after the name: it also matches longer names", label)
+    else:
+        # hosts-style and domains-only lines are part of the DNS syntax too
+        parse_hosts_line(number, rule, meta, out, options.kind or "exact", label)
 
 
 def _split_modifiers(line: str) -> tuple[str, list[str]]:

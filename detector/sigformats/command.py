@@ -1,10 +1,11 @@
-"""``tiktok-detector signatures export | import | diff``: the interop commands.
+"""``tiktok-detector signatures export | import | diff | update``: the interop commands.
 
 Export writes the main file to standard output or ``-o FILE`` (Suricata's rules need
 ``-o``: the dataset files are written beside the rules file, where Suricata looks for
 them) and says on standard error what the format could not express. Import writes the
 signature TOML and lists on standard error every line it skipped and why. Diff exits 0
-when the sets hold the same entries and 1 when they differ, like diff(1).
+when the sets hold the same entries and 1 when they differ, like diff(1). Update reads
+local copies of the upstream lists and shows the refresh, writing it with ``--write``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from detector.sigformats import (
 from detector.sigformats.diff import diff_json, diff_signatures, format_diff
 from detector.sigformats.rpz import DEFAULT_ZONE
 from detector.sigformats.suricata import DEFAULT_SID_BASE
+from detector.sigformats.update import Copies, check_support, format_plan, plan_update, read_accept, read_copies, write_update
 from detector.sinks.outputs import check_outputs
 
 #: ``diff --format`` value for the signature TOML format itself.
@@ -68,6 +70,23 @@ def add_interop_commands(sigs_sub: argparse._SubParsersAction, default_signature
     _import_options(diff)
     diff.set_defaults(func=_diff)
 
+    update = sigs_sub.add_parser("update", help="check the set against local copies of the lists it cites, "
+                                                "show the refresh, and write it after review")
+    update.add_argument("copies", metavar="COPIES",
+                        help="directory holding clones of the upstream lists (docs/signature-update.md)")
+    update.add_argument("--signatures", metavar="PATH", default=default_signatures,
+                        help="signature directory or file to refresh (default: the shipped set)")
+    update.add_argument("--accept", metavar="FILE", help="reviewed additions: [[entry]] tables (pattern, match, "
+                                                         "category, note, file); their sources come from the copies")
+    update.add_argument("--set-version", metavar="TEXT", help="with --write: the files' new version (a date)")
+    update.add_argument("--check", action="store_true",
+                        help="only check: exit 1 when an entry is held by none of its cited lists, or by none "
+                             "read (--strict)")
+    update.add_argument("--strict", action="store_true",
+                        help="with --check: an entry whose cited lists have no copy fails too")
+    update.add_argument("--write", action="store_true", help="write the refreshed files (after reviewing the diff)")
+    update.set_defaults(func=_update)
+
 
 def _import_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("for formats that do not carry them")
@@ -77,13 +96,15 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--match", dest="kind", choices=("exact", "suffix"),
                        help="match kind of bare names (hosts lines, Intel::DOMAIN, dataset values; default exact)")
     group.add_argument("--zone", metavar="NAME", help="rpz: the zone's origin when the file has no $ORIGIN")
+    group.add_argument("--service", metavar="NAME",
+                       help="ndpi: the protocol (TikTok); adguard-services: the service id (tiktok); default all")
     group.add_argument("--version", dest="set_version", metavar="TEXT", help="version of the imported set")
     group.add_argument("--description", metavar="TEXT", help="description of the imported set")
 
 
 def _options(args: argparse.Namespace) -> ImportOptions:
     return ImportOptions(category=args.category, source=args.source, source_text=args.source_text,
-                         kind=args.kind, zone=args.zone, version=args.set_version, description=args.description)
+                         kind=args.kind, zone=args.zone, service=args.service, version=args.set_version, description=args.description)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -143,6 +164,54 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_diff(found, old, new, args.old, args.new))
     return 1 if found else 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    """Print the refresh (lists read, the diff by category with sources, entries not
+    checked, upstream names not covered); write it with ``--write``. Exit 1 when there is
+    something to write and ``--write`` was not given, like ``diff``."""
+    try:
+        copies = read_copies(args.copies)
+        old = load_signatures(args.signatures)
+        if args.check:
+            return _update_check(old, copies, args.strict)
+        accepted = read_accept(args.accept) if args.accept else []
+        plan = plan_update(old, copies, accepted)
+    except FormatError as exc:
+        for problem in exc.problems[1:]:
+            print(problem, file=sys.stderr)
+        raise
+    sys.stdout.write(format_plan(plan, copies))
+    found = diff_signatures(old, plan.new)
+    print()
+    sys.stdout.write(format_diff(found, old, plan.new, args.signatures, "refreshed"))
+    if not found and args.set_version is None:
+        return 0
+    if not args.write:
+        print("\ntiktok-detector: nothing written; review the above and run again with --write", file=sys.stderr)
+        return 1
+    for name in write_update(plan, args.set_version):
+        print(f"tiktok-detector: wrote {name}", file=sys.stderr)
+    return 0
+
+
+def _update_check(sigset: SignatureSet, copies: Copies, strict: bool) -> int:
+    """Every entry citing an upstream list, against the copies: one line per failure."""
+    failed = 0
+    for item in check_support(sigset, copies):
+        where = f"{sigset.origins[item.sig.pattern].file}:{item.sig.line}" if item.sig.pattern in sigset.origins \
+            else sigset.path
+        if item.verdict == "unsupported" or (strict and item.verdict == "unchecked"):
+            failed += 1
+            why = (f"none of {', '.join(item.lost)} holds it" if item.verdict == "unsupported"
+                   else f"no copy of {', '.join(item.unchecked)}")
+            print(f"{where}: {item.sig.pattern}: {why}")
+        elif item.lost:
+            print(f"{where}: note: {item.sig.pattern}: not in {', '.join(item.lost)} any more "
+                  f"(held by {', '.join(item.held + item.others) or 'lists not read'})", file=sys.stderr)
+    read = ", ".join(sorted(copies.lists)) or "none"
+    print(f"tiktok-detector: checked against {read}; {failed} entries failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _imported(path: str, fmt: str, options: ImportOptions) -> Imported:

@@ -58,7 +58,8 @@ class ImportOptions:
     ``category`` and ``source`` fill entries that have none (never override one the file
     states); ``kind`` is the match kind of bare names in formats that do not say it
     (hosts lines, Zeek ``Intel::DOMAIN``, dataset members); ``zone`` the origin of an RPZ
-    zone file without ``$ORIGIN``.
+    zone file without ``$ORIGIN``; ``service`` the nDPI protocol or AdGuard service to read
+    from a table that holds many (``TikTok``, ``tiktok``; every one when None).
     """
 
     category: str | None = None
@@ -66,6 +67,7 @@ class ImportOptions:
     source_text: str | None = None
     kind: str | None = None
     zone: str | None = None
+    service: str | None = None
     version: str | None = None
     description: str | None = None
 

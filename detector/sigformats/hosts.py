@@ -43,28 +43,29 @@ def parse(text: str, out: Collector, options: ImportOptions) -> None:
         parse_line(number, body, parse_meta(comment) if hash_ else {}, out, kind)
 
 
-def parse_line(number: int, body: str, meta: dict[str, str], out: Collector, kind: str) -> None:
+def parse_line(number: int, body: str, meta: dict[str, str], out: Collector, kind: str,
+               label: str | None = None) -> None:
     """One ``[ADDRESS] name...`` line (comment removed) with the metadata that applies to it."""
     fields = body.split()
     if not fields:
-        out.problem(number, "a rule with no name")
+        out.problem(number, "a rule with no name", label)
         return
     if _is_address(fields[0]):
         names = fields[1:]
         if not names:
-            out.problem(number, "an address with no host name")
+            out.problem(number, "an address with no host name", label)
             return
     elif len(fields) == 1:
         names = fields
     else:
-        out.problem(number, f"{fields[0]!r} is not an IP address (expected ADDRESS NAME...)")
+        out.problem(number, f"{fields[0]!r} is not an IP address (expected ADDRESS NAME...)", label)
         return
     for name in names:
         name = name.lower().rstrip(".")
         if name in _LOCAL_NAMES:
-            out.skip(number, f"{name!r} names the machine itself")
+            out.skip(number, f"{name!r} names the machine itself", label)
             continue
-        out.add(number, meta_entry(name, kind, meta))
+        out.add(number, meta_entry(name, kind, meta), label)
 
 
 def _is_address(text: str) -> bool:

@@ -31,11 +31,13 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from detector.records import Verdict, rfc3339
+from detector.records import BYTEDANCE_APP_CATEGORIES, Verdict, product, rfc3339
 from detector.sinks.sender import QueuedSender
 
 API_PATH = "/api/v2/alerts"
 ALERT_NAME = "TikTokUse"
+#: The alert of another ByteDance app (CapCut, Lark …) a segment makes a violation: not TikTok.
+APP_ALERT_NAME = "ByteDanceAppUse"
 #: Alerts waiting to be sent; past this many, new ones are dropped (and counted).
 MAX_QUEUED = 4096
 #: Alerts per POST.
@@ -54,7 +56,7 @@ def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) ->
     """
     obs = verdict.observation
     labels = {
-        "alertname": ALERT_NAME,
+        "alertname": APP_ALERT_NAME if verdict.signature.category in BYTEDANCE_APP_CATEGORIES else ALERT_NAME,
         "service": "tiktok-detector",
         "severity": "warning",
         "segment": verdict.segment,
@@ -65,7 +67,8 @@ def alert_payload(verdict: Verdict, window: float, sensor: str | None = None) ->
         labels["sensor"] = sensor
     who = verdict.hostname or obs.client_ip
     annotations = {
-        "summary": f"{who} on segment {verdict.segment} reached TikTok ({verdict.signature.category})",
+        "summary": f"{who} on segment {verdict.segment} reached {product(verdict.signature.category)} "
+                   f"({verdict.signature.category})",
         "description": (f"{obs.proto} {obs.name} from {obs.client_ip} (device {verdict.device}); "
                         f"further use in the next {window:g} s is folded into this alert"),
         "client_ip": obs.client_ip,

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from detector import counters
 from detector.coverage import ECH, NO_NAME, OTHER, TUNNEL, DeviceCoverage, by_segment, share
-from detector.records import Verdict, rfc3339
+from detector.records import BYTEDANCE_APP_CATEGORIES, Verdict, rfc3339
 
 #: The summary names at most this many devices (the busiest) and names per device.
 MAX_DEVICES_SHOWN = 50
@@ -30,6 +30,7 @@ class _Device:
     notices: int = 0
     names: Counter[str] = field(default_factory=Counter)  # TikTok names
     blind: Counter[str] = field(default_factory=Counter)  # blind-spot categories
+    apps: Counter[str] = field(default_factory=Counter)  # other ByteDance apps' matches, never TikTok
 
 
 class Summary:
@@ -49,6 +50,9 @@ class Summary:
         device.hostname = verdict.hostname or device.hostname
         if verdict.decision == "blind-spot":
             device.blind[verdict.signature.category] += 1
+            return
+        if verdict.signature.category in BYTEDANCE_APP_CATEGORIES:
+            device.apps[verdict.signature.category] += 1
             return
         if verdict.decision == "violation":
             device.violations += 1
@@ -71,12 +75,14 @@ class Summary:
         observations = sum(v for k, v in stats.items() if k.startswith("observations."))
         tiktok = sum(1 for dev in self.devices.values() if dev.violations or dev.exempt or dev.inferred or dev.notices)
         blind = sum(1 for dev in self.devices.values() if dev.blind)
+        apps = sum(1 for dev in self.devices.values() if dev.apps)
         out.write(
             f"\n{len(files)} source(s), {packets} packets, {observations} names seen, "
             f"{stats['verdicts.violation']} violations, {stats['verdicts.exempt']} exempt matches, "
             + (f"{stats['verdicts.inferred']} inferred from DNS answers, " if stats["verdicts.inferred"] else "")
             + (f"{stats['verdicts.notice']} notices, " if stats["verdicts.notice"] else "")
             + f"{tiktok} device(s) with TikTok traffic"
+            + (f", {apps} device(s) with other ByteDance apps" if apps else "")
             + (f", {stats['verdicts.blind-spot']} blind spot(s) on {blind} device(s)"
                if stats["verdicts.blind-spot"] else "")
             + (f", {errors} file error(s)" if errors else "")
@@ -90,6 +96,7 @@ class Summary:
             inferred = any(dev.inferred for dev in self.devices.values())
             notices = any(dev.notices for dev in self.devices.values())
             blind = any(dev.blind for dev in self.devices.values())
+            apps_shown = any(dev.apps for dev in self.devices.values())
             covered: dict[str, list[int]] = {}  # device -> [named, connections], over its segments
             for row in coverage:
                 if row.device is None:
@@ -99,14 +106,15 @@ class Summary:
                 seen[1] += row.total
             header = ("device", "hostname", "segment", "violations", "exempt", *(("inferred",) if inferred else ()),
                       *(("notices",) if notices else ()), *(("blind spots",) if blind else ()),
-                      *(("names seen",) if covered else ()), "first seen", "last seen", "top names")
+                      *(("ByteDance apps",) if apps_shown else ()), *(("names seen",) if covered else ()),
+                      "first seen", "last seen", "top names")
             table = [header]
             for name, dev in rows[:MAX_DEVICES_SHOWN]:
                 top = ", ".join(n for n, _ in dev.names.most_common(MAX_NAMES_SHOWN))
                 seen = covered.get(name)
                 table.append((name, dev.hostname or "-", dev.segment, str(dev.violations), str(dev.exempt),
                               *((str(dev.inferred),) if inferred else ()), *((str(dev.notices),) if notices else ()),
-                              *((_blind(dev.blind),) if blind else ()),
+                              *((_blind(dev.blind),) if blind else ()), *((_blind(dev.apps),) if apps_shown else ()),
                               *((share(*seen) if seen else "-",) if covered else ()),
                               rfc3339(dev.first)[:19] + "Z", rfc3339(dev.last)[:19] + "Z", top or "-"))
             widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
