@@ -651,6 +651,7 @@ def test_alertmanager_example_routes_sensor_alerts():
 
     assert route("service=tiktok-detector", "alertname=TikTokDeviceInViolation", "segment=staff") == "security-office"
     assert route("service=tiktok-detector", "alertname=TikTokUse", "device=02:00:c6:12:0a:22") == "security-office"
+    assert route("service=tiktok-detector", "alertname=ByteDanceAppUse", "device=02:00:c6:12:0a:22") == "security-office"
     assert route("service=tiktok-detector", "alertname=TikTokBlindSpot", "segment=staff") == "security-office"
     assert route("service=tiktok-detector", "alertname=TikTokDetectorDown") == "sensor-operations"
     assert route("alertname=SomethingElse") == "default"
