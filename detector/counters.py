@@ -26,6 +26,8 @@ PACKETS, BYTES = "packets", "bytes"
 SKIM_TCP, SKIM_UDP, SKIM_TABLE_FULL = "skim.tcp", "skim.udp", "skim.table_full"
 SKIP_BAD_IP = "skip.bad_ip"
 SKIP_BAD_TCP = "skip.bad_tcp"
+#: CAPWAP control (access point management between the access points and their controller).
+SKIP_CAPWAP_CONTROL = "skip.capwap_control"
 SKIP_NON_FIRST_FRAGMENT = "skip.non_first_fragment"
 SKIP_NON_IP = "skip.non_ip"
 SKIP_OTHER_TRANSPORT = "skip.other_transport"
@@ -119,7 +121,8 @@ TRAFFIC = (
            {("tcp",): SKIM_TCP, ("udp",): SKIM_UDP}, ("transport",)),
     Family("skipped_packets", "Frames or segments the decoder could not use, by reason.",
            {(key.removeprefix("skip."),): key for key in (
-               SKIP_BAD_IP, SKIP_BAD_TCP, SKIP_NON_FIRST_FRAGMENT, SKIP_NON_IP, SKIP_OTHER_TRANSPORT,
+               SKIP_BAD_IP, SKIP_BAD_TCP, SKIP_CAPWAP_CONTROL, SKIP_NON_FIRST_FRAGMENT, SKIP_NON_IP,
+               SKIP_OTHER_TRANSPORT,
                SKIP_QUIC_SERVER_LONG_HEADER, SKIP_SHORT_FRAME, SKIP_TCP_NOT_TLS_OR_HTTP, SKIP_UNKNOWN_LINKTYPE)},
            ("reason",), summary=NOT_DECODED),
     Family("capture_file_skipped_records", "Records a capture file could not give (truncated, damaged), by reason.",

@@ -32,7 +32,7 @@ from detector.counters import (
     SKIM_UDP, SKIP_QUIC_SERVER_LONG_HEADER, SKIP_TCP_NOT_TLS_OR_HTTP, TCP_MIDSTREAM, TLS_NO_SNI, match_key,
     blind_spot_key, observation_key, verdict_key,
 )
-from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
+from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode, udp_tunnels
 from detector.devices import DeviceTable
 from detector.extract import clienthello, http, tunnels
 from detector.extract.answers import AnswerTable
@@ -74,6 +74,8 @@ class Settings:
     skim: bool = True  # False: every frame is decoded in Python (the skim's reference)
     worker: int = 0  # with workers > 1, this process reads only its share of the flows
     workers: int = 1
+    #: UDP tunnel ports added to the defaults: (tunnel name, port) pairs (decode.udp_tunnels).
+    tunnel_ports: tuple[tuple[str, int], ...] = ()
 
 
 class Wanted(Protocol):
@@ -127,6 +129,7 @@ class Extractor:
         self.wanted = wanted.match if wanted is not None else None
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.tunnels = udp_tunnels(settings.tunnel_ports)
         self._skimmer: Skimmer | None = None
         self._skim_flows: Skimmer | None = None  # the skimmer told of flows: only one that skims
         self.flights = FlightTable(
@@ -145,7 +148,7 @@ class Extractor:
         stats[BYTES] += len(frame)
         if ts >= self.next_housekeeping:
             self.housekeeping(ts)
-        packet = decode(linktype, frame, stats)
+        packet = decode(linktype, frame, stats, self.tunnels)
         if packet is None:
             return
         self._pcap, self._frame, self._hint = pcap, frame_no, hint
@@ -212,7 +215,7 @@ class Extractor:
             settings = self.settings
             keys = self._wanted.prefilter_keys() if self._wanted is not None else None
             self._skimmer = new_skimmer(settings.dns_ports, settings.quic_ports, settings.max_tcp_flows,
-                                        not settings.skim, settings.worker, settings.workers, keys)
+                                        not settings.skim, settings.worker, settings.workers, keys, self.tunnels)
             if settings.skim:
                 self._skim_flows = self._skimmer
         return self._skimmer

@@ -92,8 +92,6 @@ INTENDED: dict[str, Intended] = {
         theirs="dns-answer"),
     "haproxy.pcap": Intended("TLS behind a PROXY-protocol header (a load balancer's, never a client's)",
                              theirs=frozenset({(1, "tls-sni", "aaaaaaaaaaaaaaaa.xx")})),
-    "capwap_data.pcapng": Intended("CAPWAP-tunnelled 802.11 frames (controller backhaul) are not decoded",
-                                   theirs="tls-sni"),
     "badpackets.pcap": Intended("frames shorter than their IPv4 total length: tshark drops the DNS "
                                 "message, we read the names the bytes hold", ours="dns-answer"),
     "http_on_sip_port.pcap": Intended("an HTTP request on port 5060, which tshark dissects as SIP",
