@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from detector.decode import UDP_TUNNEL_NAMES, UDP_TUNNEL_PORTS, udp_tunnels
 from detector.errors import UserError
 from detector.match import SignatureSet, check_signatures, load_signatures
 from detector.pipeline import Extractor, Settings
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--alerts", metavar="FILE", help="deduplicated alerts as JSON lines ('-' = stdout)")
     live.add_argument("--dns-port", type=_port, action="append", metavar="PORT")
     live.add_argument("--quic-port", type=_port, action="append", metavar="PORT")
+    live.add_argument("--tunnel-port", type=_tunnel_port, action="append", metavar="TUNNEL=PORT", help=TUNNEL_HELP)
     live.add_argument("--snaplen", type=int, default=65535, metavar="BYTES")
     live.add_argument("--buffer-mb", type=int, default=32, metavar="MB", help="kernel capture buffer per worker")
     live.add_argument("--user", metavar="USER", help="drop root for this user once the sockets are open")
@@ -125,6 +127,8 @@ def _capture_args(parser: argparse.ArgumentParser) -> None:
                         help="DNS port (repeatable; default 53)")
     parser.add_argument("--quic-port", type=_port, action="append", metavar="PORT",
                         help="UDP port of QUIC servers (repeatable; default 443)")
+    parser.add_argument("--tunnel-port", type=_tunnel_port, action="append", metavar="TUNNEL=PORT",
+                        help=TUNNEL_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     parser.add_argument("--no-skim", action="store_true",
                         help="decode every frame in Python instead of dropping bulk in C first (slow; "
@@ -135,6 +139,17 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
     return int(text)
+
+
+TUNNEL_HELP = ("also open this UDP tunnel on this port (repeatable), e.g. vxlan=8472; tunnels and their default "
+               "ports: " + ", ".join(f"{name} {UDP_TUNNEL_PORTS[code]}" for name, code in UDP_TUNNEL_NAMES.items()))
+
+
+def _tunnel_port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or name not in UDP_TUNNEL_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r}: write TUNNEL=PORT, TUNNEL one of {', '.join(UDP_TUNNEL_NAMES)}")
+    return name, _port(port)
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -151,10 +166,16 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def _settings(args: argparse.Namespace) -> Settings:
     defaults = Settings()
+    tunnel_ports = tuple(args.tunnel_port or ())
+    try:
+        udp_tunnels(tunnel_ports)
+    except ValueError as exc:
+        raise UsageError(f"--tunnel-port: {exc}") from None
     return Settings(
         dns_ports=frozenset(args.dns_port or defaults.dns_ports),
         quic_ports=frozenset(args.quic_port or defaults.quic_ports),
         skim=not getattr(args, "no_skim", False),
+        tunnel_ports=tunnel_ports,
     )
 
 

@@ -52,7 +52,10 @@ from scapy.layers.inet6 import (
     RouterAlert,
     fragment6,
 )
-from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III
+from scapy.contrib.geneve import GENEVE
+from scapy.layers.l2 import ARP, GRE, Dot1AD, Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +226,98 @@ def encapsulate(
         return struct.pack(">I" if big else "<I", af6 if v6 else AF_INET) + ip
     if link == "loop":  # always network byte order
         return struct.pack(">I", af6 if v6 else AF_INET) + ip
+    if link in TUNNELS:
+        return tunnel_frame(link, ip, src_mac, dst_mac, vlan, up)
     raise ValueError(link)
+
+
+# --------------------------------------------------------------------------- tunnels to the sensor
+
+#: Who sends the tunnels: a switch mirroring to the sensor (ERSPAN, VXLAN, Geneve, TZSP, GRE),
+#: and an access point and its wireless controller (CAPWAP), each with its own MAC.
+MIRROR_SRC, MIRROR_DST = "198.19.250.1", "198.19.250.2"
+AP_IP, CONTROLLER_IP = "198.19.251.10", "198.19.251.1"
+AP_PORT = 12380  # the access point's ephemeral CAPWAP data port
+BSSID = "02:00:00:00:fb:0a"  # the access point's radio: never the device
+MIRROR_MAC, SENSOR_MAC = "02:00:00:00:fa:01", "02:00:00:00:fa:02"
+TUNNELS = ("vxlan", "geneve", "erspan-i", "erspan-ii", "erspan-iii", "gretap", "tzsp", "tzsp-80211", "capwap")
+
+
+def dot11_data(ip: bytes, src_mac: str, dst_mac: str, up: bool, *, cisco: bool) -> bytes:
+    """An 802.11 QoS data frame between a station and the router behind the access point:
+    To DS from the station (addresses BSSID, station, router), From DS to it (station, BSSID,
+    router), with an LLC/SNAP header. ``cisco``: the frame control bytes swapped, as Cisco
+    access points send them inside CAPWAP."""
+    control = bytes([0x88, 0x01 if up else 0x02])
+    if cisco:
+        control = control[::-1]
+    mac = lambda text: bytes.fromhex(text.replace(":", ""))  # noqa: E731
+    addresses = (BSSID, src_mac, dst_mac) if up else (dst_mac, BSSID, src_mac)
+    ethertype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+    return (control + b"\x00\x00" + b"".join(map(mac, addresses)) + b"\x00\x00" + b"\x00\x00"
+            + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype) + ip)
+
+
+def tunnel_frame(kind: str, ip: bytes, src_mac: str, dst_mac: str, vlan: int | None, up: bool) -> bytes:
+    """A device's IP packet as a remote sensor receives it: its Ethernet frame (or 802.11
+    frame) inside the tunnel ``kind``, inside the outer Ethernet/IPv4 of the tunnel's ends."""
+    ethertype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+    tagged = Ether(src=src_mac, dst=dst_mac) / Dot1Q(vlan=vlan, type=ethertype) / Raw(ip) if vlan else \
+        Ether(src=src_mac, dst=dst_mac, type=ethertype) / Raw(ip)
+    untagged = bytes(Ether(src=src_mac, dst=dst_mac, type=ethertype) / Raw(ip))
+    mirror = Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / IP(src=MIRROR_SRC, dst=MIRROR_DST, id=0)
+    if kind == "vxlan":
+        return bytes(mirror / UDP(sport=49152, dport=4789) / VXLAN(vni=1010) / tagged)
+    if kind == "geneve":
+        return bytes(mirror / UDP(sport=49152, dport=6081) / GENEVE(vni=1010, proto=0x6558) / tagged)
+    if kind == "erspan-i":  # no ERSPAN header: a GRE packet without a sequence number
+        return bytes(mirror / GRE(proto=0x88BE) / tagged)
+    if kind == "erspan-ii":  # the port's VLAN in the header, the mirrored frame untagged
+        return bytes(mirror / GRE(seqnum_present=1, sequence_number=1) / ERSPAN_II(vlan=vlan or 0, session_id=7)
+                     / Raw(untagged))
+    if kind == "erspan-iii":
+        return bytes(mirror / GRE(seqnum_present=1, sequence_number=1, proto=0x22EB)
+                     / ERSPAN_III(vlan=vlan or 0, session_id=7, hw=3) / Raw(untagged))
+    if kind == "gretap":  # GRE with a key, transparent Ethernet bridging
+        return bytes(mirror / GRE(key_present=1, key=1010, proto=0x6558) / tagged)
+    if kind == "tzsp":  # a router's packet stream: received-packet type, Ethernet, end of tags
+        return bytes(mirror / UDP(sport=49152, dport=37008) / Raw(b"\x01\x00\x00\x01\x01") / tagged)
+    if kind == "tzsp-80211":  # a radio's: 802.11, with a signal-strength tag
+        return bytes(mirror / UDP(sport=49152, dport=37008) / Raw(b"\x01\x00\x00\x12\x0a\x01\xc4\x01"
+                                                                 + dot11_data(ip, src_mac, dst_mac, up, cisco=False)))
+    # CAPWAP data (RFC 5415): HLEN 4 words with the wireless-specific field (RSSI, SNR),
+    # binding IEEE 802.11, native frame format; access point <-> controller, both ways.
+    header = bytes([0, 4 << 3, 1 << 1 | 1, 0x20]) + bytes(4) + b"\x04\xbf\x23\x00" + bytes(4)
+    outer = Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / (
+        IP(src=AP_IP, dst=CONTROLLER_IP, id=0) / UDP(sport=AP_PORT, dport=5247) if up
+        else IP(src=CONTROLLER_IP, dst=AP_IP, id=0) / UDP(sport=5247, dport=AP_PORT))
+    return bytes(outer / Raw(header + dot11_data(ip, src_mac, dst_mac, up, cisco=True)))
+
+
+TUNNEL_ABOUT = {
+    "vxlan": "VXLAN (UDP 4789, a cloud traffic mirror): tagged Ethernet frames inside",
+    "geneve": "Geneve (UDP 6081, a cloud gateway load balancer): Ethernet frames inside",
+    "erspan-i": "ERSPAN type I (GRE 0x88BE without sequence numbers): a switch's remote SPAN",
+    "erspan-ii": "ERSPAN type II (GRE 0x88BE, 8-byte header with the port's VLAN): a switch's remote SPAN",
+    "erspan-iii": "ERSPAN type III (GRE 0x22EB, 12-byte header): a switch's remote SPAN",
+    "gretap": "GRE with a key carrying Ethernet (0x6558): a Linux gretap mirror",
+    "tzsp": "TZSP (UDP 37008): a router streaming what it forwards, Ethernet inside",
+    "tzsp-80211": "TZSP (UDP 37008) from a radio: 802.11 data frames inside",
+    "capwap": "CAPWAP data (UDP 5247) between an access point and its controller: 802.11 frames "
+              "(Cisco byte order), both ways; the device's MAC is the station's, not the access point's",
+}
+
+
+def build_tunnels() -> list[Capture]:
+    """One capture per tunnel: the link captures' DNS, then a ClientHello and an HTTP request."""
+    caps = []
+    for kind in TUNNELS:
+        cap = link_capture(f"tunnel-{kind}.pcap", TUNNEL_ABOUT[kind], kind, LT_ETHERNET)
+        tls_connect(cap, STAFF2, TIKTOK_API, "api16-normal-useast5.us.tiktokv.com",
+                    client_hello("api16-normal-useast5.us.tiktokv.com", f"tunnel-{kind}"))
+        http_get(cap, GUEST, TIKTOK_CDN, "Host: v16m.tiktokcdn.com", "v16m.tiktokcdn.com")
+        caps.append(cap)
+    return caps
 
 
 # --------------------------------------------------------------------------- file formats
@@ -1583,7 +1677,8 @@ def build_sample() -> Capture:
 
 
 def builders() -> list[Callable[[], list[Capture] | Capture]]:
-    return [build_link_layers, build_network_layer, build_dns, build_devices, build_tls_http, build_sample]
+    return [build_link_layers, build_network_layer, build_dns, build_devices, build_tls_http, build_sample,
+            build_tunnels]
 
 
 def all_captures() -> list[Capture]:
@@ -1741,7 +1836,9 @@ def tshark_events(path: Path, extra: tuple[str, ...]) -> list[dict]:
     for pkt in packets:
         layers = pkt["_source"]["layers"]
         frame = int(layers["frame"]["frame.number"])
-        ip = layers.get("ip") or layers.get("ipv6")
+        # The innermost IP header (IPv6 inside an IPv4 tunnel, too): the device's.
+        ip_keys = [key for key in layers if key in ("ip", "ipv6")]
+        ip = layers[ip_keys[-1]] if ip_keys else None
         ip = ip[-1] if isinstance(ip, list) else ip
         src = ip and (ip.get("ip.src") or ip.get("ipv6.src"))
         dst = ip and (ip.get("ip.dst") or ip.get("ipv6.dst"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -249,3 +250,22 @@ def test_vn_tag_and_e_tag_are_stepped_over():
     for ethertype, tag in ((0x8926, bytes(4)), (0x893F, bytes(6))):
         frame = bytes(Ether(src=MAC, type=ethertype)) + tag + b"\x08\x00" + bytes(UDP_DNS)
         check_udp(run(1, frame)[0])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("pcaps/tunnel-*.pcap")),
+                         ids=lambda p: p.name)
+def test_tunnel_fixtures_name_the_device_not_the_tunnel_ends(path):
+    """Every name in a tunnel fixture belongs to a device inside (its address and MAC, the
+    fixtures' 02:00:<IPv4> scheme), never to the access point, switch or controller."""
+    from detector.pipeline import Extractor, Settings
+    from detector.replay import read_captures
+
+    found: list = []
+    assert read_captures([str(path)], Extractor(Settings(), found.append, lambda b: None), lambda now: None,
+                         progress=False) == 0
+    assert len(found) == 8
+    for obs in found:
+        assert obs.client_ip.startswith(("198.18.", "fd00:1", "fd00:2")), obs
+        v4 = obs.client_ip if "." in obs.client_ip else {"fd00:10::21": "198.18.10.21", "fd00:20::101": "198.18.20.101"}[
+            obs.client_ip]
+        assert obs.client_mac == "02:00:" + ":".join(f"{int(b):02x}" for b in v4.split(".")), obs
