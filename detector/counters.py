@@ -42,6 +42,8 @@ PARSE_ERROR_DNS, PARSE_ERROR_TLS = "parse_error.dns", "parse_error.tls"
 PARSE_ERROR_DNS_PARTIAL = "parse_error.dns_partial"
 TCP_MIDSTREAM = "tcp.midstream"
 TLS_NO_SNI, QUIC_NO_SNI = "tls.no_sni", "quic.no_sni"
+#: DNS answers whose query was not seen (extract/oneway.py).
+DNS_RESPONSE_ONLY = "dns.response_only"
 CAPTURE_RECEIVED = "capture.received"
 CAPTURE_KERNEL_DROPS, CAPTURE_INTERFACE_DROPS = "capture.kernel_drops", "capture.interface_drops"
 SIGNATURE_RELOADS, SIGNATURE_RELOAD_FAILURES = "signatures.reloads", "signatures.reload_failures"
@@ -134,6 +136,9 @@ TRAFFIC = (
            summary=HEADLINE),
     Family("client_hellos_without_sni", "TLS and QUIC ClientHellos that carried no server name, by protocol.",
            {("tls",): TLS_NO_SNI, ("quic",): QUIC_NO_SNI}, ("proto",)),
+    Family("dns_response_only_transactions", "DNS transactions of wanted names seen as the answer alone: the "
+           "query was not captured (a tap that sees one direction); each gives its question as the name.",
+           _one(DNS_RESPONSE_ONLY), summary=HEADLINE),
 )
 
 #: The alert table's counts and the push's (exported after the detections).
@@ -165,16 +170,20 @@ HEALTH = (
            {("tcp_flight", "capacity"): "tcp_flight.evicted_full", ("tcp_flight", "timeout"): "tcp_flight.expired",
             ("quic_initial", "capacity"): "quic_initial.evicted", ("quic_initial", "timeout"): "quic_initial.expired",
             ("dns_answers", "capacity"): "dns_answers.evicted", ("dns_answers", "timeout"): "dns_answers.expired",
+            ("dns_queries", "capacity"): "dns_queries.evicted", ("dns_queries", "timeout"): "dns_queries.expired",
             ("devices", "capacity"): DEVICES_EVICTED, ("alert_windows", "capacity"): ALERTS_CLOSED_EARLY},
            ("table", "reason"), summary=LOST, lost={
                "tcp_flight.evicted_full": "TCP flows evicted from the full first-flight table",
                "quic_initial.evicted": "QUIC connections evicted from the full Initial table",
                "dns_answers.evicted": "TikTok answer addresses evicted from the full DNS answer table",
+               "dns_queries.evicted": "DNS queries evicted from the full query table (their answers may be "
+                                      "reported as seen alone)",
                DEVICES_EVICTED: "address bindings evicted from the full device table",
                ALERTS_CLOSED_EARLY: "alert windows closed early because the alert table was full"}),
     Family("table_entries", "Entries held in each bounded table.",
            {("tcp_flight",): "tcp_flight.flows", ("quic_initial",): "quic_initial.connections",
-            ("dns_answers",): "dns_answers.entries", ("devices",): DEVICES_ENTRIES}, ("table",), gauge=True),
+            ("dns_answers",): "dns_answers.entries", ("dns_queries",): "dns_queries.entries",
+            ("devices",): DEVICES_ENTRIES}, ("table",), gauge=True),
     Family("dns_answer_addresses", "Addresses DNS answers gave clients for TikTok names, remembered for the "
            "connections that follow.", _one("dns_answers.learnt")),
     Family("inferred_connections", "TLS and QUIC connections that showed no TikTok name to an address a DNS "

@@ -34,17 +34,18 @@ from detector.counters import (
 )
 from detector.decode import ARP, IPPROTO_TCP, IPPROTO_UDP, Packet, decode, udp_tunnels
 from detector.devices import DeviceTable
-from detector.extract import clienthello, http, tunnels
+from detector.extract import clienthello, http, proxy, tunnels
 from detector.extract.answers import AnswerTable
 from detector.extract.binding import Binding, format_mac, parse_arp, parse_dhcp
 from detector.extract.dns import parse_dns, split_tcp_messages
+from detector.extract.oneway import ENTRIES as DNS_QUERY_ENTRIES, QueryTable, Transaction
 from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import (
-    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation, Signature,
-    Verdict,
+    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, RESPONSE_ONLY, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation,
+    Signature, Verdict,
 )
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
 from detector.timing import BatchTimer
@@ -135,6 +136,7 @@ class Extractor:
         self.flights = FlightTable(
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
+        self.queries = QueryTable(self.stats, timeout=settings.flow_timeout)
         self.next_housekeeping = 0.0
         self.timer = BatchTimer()
         self._pcap = ""
@@ -188,6 +190,7 @@ class Extractor:
         for name in self.initials.COUNTERS:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
+        snap[DNS_QUERY_ENTRIES] = len(self.queries)
         self.timer.batch(self.stats[PACKETS])
         snap.update(self.timer.snapshot())
         return snap
@@ -206,6 +209,7 @@ class Extractor:
         self.timer.batch(self.stats[PACKETS])
         self.flights.expire(now)
         self.initials.expire(now)
+        self.queries.expire(now)
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
 
     @property
@@ -250,8 +254,21 @@ class Extractor:
             # The client of a response is its destination.
             for name in parsed.answers:
                 self._emit(ts, packet, "dns-answer", name, False, addresses=parsed.addresses)
+            # Its questions are what the client looked up, if the sensor missed the query
+            # (NXDOMAIN answers carry nothing else): reported once per transaction.
+            wanted = self._wanted_names(parsed.questions)
+            if wanted and self.queries.answer_alone(_transaction(packet, message, False), ts):
+                for name in wanted:
+                    self._emit(ts, packet, "dns-query", name, False, seen=RESPONSE_ONLY)
         else:
+            if self._wanted_names(parsed.questions):
+                self.queries.query(_transaction(packet, message, True), ts)
             self._emit_all(ts, packet, "dns-query", parsed.questions, client_is_source=True)
+
+    def _wanted_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The names that become observations (all of them when every name is wanted)."""
+        wanted = self.wanted
+        return names if wanted is None else tuple(name for name in names if wanted(name))
 
     # -- TCP: DNS, TLS and HTTP from the reassembled first flight -----------------------
 
@@ -299,6 +316,12 @@ class Extractor:
             if used:
                 flights.consume(key, used)
             return
+        if stream.startswith(proxy.STARTS):  # a load balancer's PROXY header: the message follows it
+            status, length = proxy.header_length(stream)
+            if status == proxy.NEED_MORE or (status == proxy.DONE and len(stream) == length):
+                return
+            if status == proxy.DONE:
+                stream = stream[length:]
         if packet.dport == tunnels.OPENVPN_PORT:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
@@ -389,7 +412,7 @@ class Extractor:
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (), wanted: bool = False,
-        addresses: tuple[tuple[bytes, int], ...] = (),
+        addresses: tuple[tuple[bytes, int], ...] = (), seen: str | None = None,
     ) -> None:
         self.stats[observation_key(proto)] += 1
         if not wanted and self.wanted is not None and not self.wanted(name):
@@ -413,8 +436,16 @@ class Extractor:
                 ech=ech,
                 alpn=alpn,
                 addresses=addresses,
+                seen=seen,
             )
         )
+
+
+def _transaction(packet: Packet, message: bytes, query: bool) -> Transaction:
+    """A DNS message's transaction: client, server and ID, whichever way it went."""
+    if query:
+        return packet.src_ip, packet.sport, packet.dst_ip, packet.dport, message[0] << 8 | message[1]
+    return packet.dst_ip, packet.dport, packet.src_ip, packet.sport, message[0] << 8 | message[1]
 
 
 def _starts_message(payload: bytes) -> bool:
@@ -422,6 +453,8 @@ def _starts_message(payload: bytes) -> bool:
 
     Byte checks only: this runs for every TCP segment of a flow not being reassembled.
     """
+    if payload.startswith(proxy.STARTS):
+        return True
     if payload.startswith(TLS_CHANGE_CIPHER_SPEC):
         payload = payload[len(TLS_CHANGE_CIPHER_SPEC) :]
         if not payload:

@@ -47,6 +47,7 @@ COVERED = {
     "http": ["detector/extract/http.py"],
     "pcapfile": ["detector/sources/pcapfile.py"],
     "policy": ["detector/policy.py"],
+    "proxy": ["detector/extract/proxy.py"],
     "quic": ["detector/extract/quic.py"],
     "signatures": ["detector/match.py"],
     "skim": ["detector/skim_c/triage.c", "detector/skim_c/names.c", "detector/skim_c/walk.c"],

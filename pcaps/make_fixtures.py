@@ -523,23 +523,33 @@ def dns_udp(
     gap: float = 0.5,
     rtt: float = 0.012,
     compress: bool = True,
+    one_way: bool = False,
     **send_kw,
 ) -> tuple[int, int | None]:
-    """A DNS query over UDP from ``host`` and (optionally) its response; records expected names."""
+    """A DNS query over UDP from ``host`` and (optionally) its response; records expected names.
+    ``one_way``: the tap sees the response only (no query frame is written), whose questions
+    are then reported as seen in the response only."""
     if isinstance(questions, str):
         questions = [(questions, AAAA if ":" in host.ip else A)]
     server = server or (RESOLVER6 if ":" in host.ip else RESOLVER)
     qid, sport = cap.rng.randrange(1 << 16), cap.rng.randrange(49152, 65536)
     answers = list(answers)
     query = dns_message(qid, questions, qr=False)
-    f_query = cap.send(cap.l3(host.ip, server) / UDP(sport=sport, dport=53) / Raw(query), host, UP, gap=gap, **send_kw)
-    cap.expect(f_query, "dns-query", [q for q, _ in questions], host.ip)
+    f_query = 0
+    if not one_way:
+        f_query = cap.send(cap.l3(host.ip, server) / UDP(sport=sport, dport=53) / Raw(query), host, UP, gap=gap,
+                           **send_kw)
+        cap.expect(f_query, "dns-query", [q for q, _ in questions], host.ip)
     if not respond:
         return f_query, None
     response = dns_message(qid, questions, answers, authority, qr=True, rcode=rcode, compress=compress)
     pkt = cap.l3(server, host.ip, ttl=62) / UDP(sport=53, dport=sport) / Raw(response)
-    f_resp = cap.send(pkt, host, DOWN, gap=rtt, **send_kw)
+    f_resp = cap.send(pkt, host, DOWN, gap=rtt if not one_way else gap, **send_kw)
     cap.expect(f_resp, "dns-answer", answer_names(answers), host.ip)
+    if one_way:
+        for name, _ in questions:
+            cap.events.append({"proto": "dns-query", "name": norm(name), "client_ip": str(ipaddress.ip_address(host.ip)),
+                               "frame": f_resp, "seen": "response-only"})
     return f_query, f_resp
 
 
@@ -1197,6 +1207,21 @@ def build_dns() -> list[Capture]:
     return [chain, https, dname, comp, case, innocent, build_dns_tcp()]
 
 
+def build_one_way() -> Capture:
+    """What a tap that sees only the resolver's side gives: answers, most of them NXDOMAIN
+    (a resolver blocking TikTok), one repeated; every device that looked a TikTok name up is
+    named by the question its answer repeats."""
+    cap = Capture("dns-one-way.pcap", "The resolver's answers only (a one-way tap): NXDOMAIN and A answers "
+                  "whose queries were not captured; each question reported once, as seen in the response only")
+    dns_udp(cap, STAFF, "www.tiktok.com", [], rcode=3, one_way=True)
+    dns_udp(cap, GUEST, "m.tiktok.com", a_chain("m.tiktok.com", addrs=[TIKTOK_WEB]), one_way=True)
+    _, repeated = dns_udp(cap, STAFF2, "api16-normal-c-useast1a.tiktokv.com", [], rcode=3, one_way=True)
+    cap.raw(cap.frames[repeated - 1].data, gap=1.0)  # the resolver's answer again: the same transaction
+    dns_udp(cap, STAFF6, "v16m.tiktokcdn.com", [], rcode=3, one_way=True)
+    dns_udp(cap, GUEST6, "en.wikipedia.org", a_chain("en.wikipedia.org", addrs=["198.19.2.10"]), one_way=True)
+    return cap
+
+
 def build_dns_tcp() -> Capture:
     cap = Capture(
         "dns-tcp.pcap",
@@ -1678,7 +1703,7 @@ def build_sample() -> Capture:
 
 def builders() -> list[Callable[[], list[Capture] | Capture]]:
     return [build_link_layers, build_network_layer, build_dns, build_devices, build_tls_http, build_sample,
-            build_tunnels]
+            build_tunnels, build_one_way]
 
 
 def all_captures() -> list[Capture]:
@@ -1748,7 +1773,8 @@ the stream is contiguous up to the end of the ClientHello / request head / DNS m
 segments arrive), sorted by frame, then by order in the message or stream. Names are lowercased
 without a trailing dot; `dns-answer` names are owner names, CNAME/DNAME targets and SVCB/HTTPS
 TargetNames (not "."), deduplicated per message, client = destination of the response; questions of
-responses are not reported. An empty list means the capture must yield no names.
+responses are reported only when their query was not captured (a one-way tap), once per transaction,
+as `dns-query` with `"seen": "response-only"`. An empty list means the capture must yield no names.
 
 Addresses: clients 198.18.10.0/24 (staff, VLAN 10) and 198.18.20.0/24 (guest, VLAN 20), servers and
 resolvers 198.19.0.0/16, IPv6 fd00::/8, MACs 02:00:<IPv4 of the client> and the router 02:00:00:00:00:01;
@@ -1761,6 +1787,8 @@ Notes on cases whose expectation is a choice:
 - `tls-retransmit.pcap`: duplicates never add an event; `tls-midstream.pcap`: a ClientHello at the
   start of a segment is reported although the SYN was not captured.
 - `tls-ech.pcap`: the reported name is the outer (public) SNI; the observation should have `ech` set.
+- `dns-one-way.pcap`: the answer for api16-normal-c-useast1a.tiktokv.com comes twice with no query;
+  its question is reported once (one transaction), where tshark, linking neither to a query, shows both.
 - `sample-office.pcapng`: DHCP hostnames alice-laptop, bob-iphone (REQUEST/ACK only),
   comms-office-mac, Galaxy-S23, visitor-ipad (REQUEST/ACK only).
 
@@ -1844,6 +1872,12 @@ def tshark_events(path: Path, extra: tuple[str, ...]) -> list[dict]:
         dst = ip and (ip.get("ip.dst") or ip.get("ipv6.dst"))
         for dns in _as_list(layers.get("dns")):
             response = _walk_one(dns, "dns.flags.response") == "1"
+            # A response linked to no query and not a repeat: its questions, seen in it only.
+            if response and _walk_one(dns, "dns.response_to") is None and _walk_one(dns, "dns.retransmission") != "1":
+                found = []
+                _walk(dns.get("Queries", {}), {"dns.qry.name"}, found)
+                events += [{"proto": "dns-query", "name": norm(v), "client_ip": dst, "frame": frame,
+                            "seen": "response-only"} for _, v in found]
             if not response:
                 found: list[tuple[str, str]] = []
                 _walk(dns.get("Queries", {}), {"dns.qry.name"}, found)

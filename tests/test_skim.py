@@ -320,6 +320,11 @@ TCP_STREAMS = {
     "ssh": (22, [b"SSH-2.0-OpenSSH_9.6\r\n" + bytes(40)]),
     "tls-appdata": (443, [b"\x17\x03\x03\x00\x40" + bytes(64)]),
     "short-0x16": (443, [b"\x16\x03"]),
+    # A load balancer's PROXY header before the client's first bytes (v1 text, v2 binary).
+    "proxy-v1-tls": (443, [b"PROXY TCP4 198.18.10.5 198.19.0.80 40000 443\r\n" + client_hello(b"www.tiktok.com")]),
+    "proxy-v2-http": (80, [b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 18, 10, 5, 198, 19, 0, 80])
+                           + b"\x9c\x40\x00\x50" + b"GET /x\r\nHost: www.tiktok.com\r\n\r\n"]),
+    "proxy-v1-broken": (80, [b"PROXY TCP9 a b\r\nGET / HTTP/1.1\r\nHost: www.tiktok.com\r\n\r\n"]),
 }
 #: One UDP payload, its usual port, and whether the server sends it.
 UDP_MESSAGES = {
@@ -327,6 +332,9 @@ UDP_MESSAGES = {
     "dns-response": (53, True, dns_response("api.tiktokv.com")),
     "dns-other-query": (53, False, dns_query("www.example.org")),  # no signature: dropped in C
     "dns-other-response": (53, True, dns_response("Mail.Example.ORG")),
+    # NXDOMAIN for a TikTok name: the question is all it holds (its query may be unseen).
+    "dns-nxdomain": (53, True, bytes.fromhex("12348183") + dns_query("www.tiktok.com")[4:]),
+    "dns-other-nxdomain": (53, True, bytes.fromhex("12348183") + dns_query("www.example.org")[4:]),
     "quic-initial": (443, False, QUIC_INITIAL),
     "quic-server-long": (443, True, b"\xc3\x00\x00\x00\x01" + bytes(60)),
     "quic-short": (443, False, b"\x43" + bytes(40)),

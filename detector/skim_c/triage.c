@@ -105,6 +105,9 @@ static void discard(Skim *s, uint64_t key) {
 /* pipeline._starts_message: can this segment be the first of a ClientHello or request? */
 static int starts_message(const Skim *s, const uint8_t *p, size_t n) {
     static const uint8_t ccs[6] = {0x14, 0x03, 0x03, 0x00, 0x01, 0x01};
+    /* A PROXY protocol header (a load balancer's, before the client's first bytes). */
+    static const uint8_t proxy_v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    if ((n >= 6 && memcmp(p, "PROXY ", 6) == 0) || (n >= 12 && memcmp(p, proxy_v2, 12) == 0)) return 1;
     if (n >= 6 && memcmp(p, ccs, 6) == 0) {
         p += 6;
         n -= 6;
