@@ -316,7 +316,7 @@ class Extractor:
             if used:
                 flights.consume(key, used)
             return
-        if stream.startswith(proxy.STARTS):  # a load balancer's PROXY header: the message follows it
+        if proxy.may_start(stream):  # a load balancer's PROXY header: the message follows it
             status, length = proxy.header_length(stream)
             if status == proxy.NEED_MORE or (status == proxy.DONE and len(stream) == length):
                 return

@@ -3,7 +3,8 @@
 Run alone: ``.venv/bin/python fuzz/fuzz_proxy.py fuzz/corpus/proxy -dict=fuzz/dicts/proxy.dict``
 (seed it first with ``.venv/bin/python fuzz/run.py --seeds-only proxy``).
 
-What counts as a finding: any exception; a status other than the three documented ones; a
+What counts as a finding: any exception; a status other than the three documented ones, or
+one other than NOT_PROXY for bytes ``may_start`` says cannot start a header; a
 length without DONE, or one that is not inside the stream and past the header's start; a
 final answer (DONE or NOT_PROXY) for a prefix of the stream that the whole stream
 contradicts (the caller stops waiting once it is final).
@@ -17,12 +18,15 @@ from collections.abc import Iterator
 import atheris
 
 with atheris.instrument_imports():
-    from detector.extract.proxy import DONE, NEED_MORE, NOT_PROXY, STARTS, V1_MAX, V2_FIXED, header_length
+    from detector.extract.proxy import (
+        DONE, NEED_MORE, NOT_PROXY, STARTS, V1_MAX, V2_FIXED, header_length, may_start,
+    )
 
 
 def TestOneInput(data: bytes) -> None:
     status, length = header_length(data)
     assert status in (NEED_MORE, DONE, NOT_PROXY), status
+    assert status == NOT_PROXY or may_start(data), data[:16]  # the pipeline asks may_start first
     if status == DONE:
         assert data.startswith(STARTS), data[:16]
         assert (V2_FIXED if data.startswith(STARTS[1]) else len(STARTS[0]) + 2) <= length <= len(data), length

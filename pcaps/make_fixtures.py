@@ -1208,10 +1208,11 @@ def build_dns() -> list[Capture]:
 
 
 def build_proxy_and_bare_requests() -> Capture:
-    """A load balancer's PROXY headers (v1 text, v2 binary) before a ClientHello and an HTTP
-    request, and a request line without an HTTP version that still carries a Host header."""
-    cap = Capture("proxy-protocol.pcap", "PROXY protocol v1 before a ClientHello and v2 before an HTTP request "
-                  "(a load balancer to its backend); an HTTP request line without a version, with a Host header")
+    """A load balancer's PROXY header (v1) before a ClientHello, and a request line without an
+    HTTP version that still carries a Host header. (Version 2 headers, which tshark 4.0 does
+    not read through, are tested on crafted frames: tests/test_proxy.py.)"""
+    cap = Capture("proxy-protocol.pcap", "PROXY protocol v1 before a ClientHello (a load balancer to its "
+                  "backend); an HTTP request line without a version, with a Host header")
     sni = "api16-normal-c-useast1a.tiktokv.com"
     header = b"PROXY TCP4 198.18.10.21 198.19.1.20 52176 443\r\n"
     flow = TcpFlow(cap, STAFF, TIKTOK_API, 443)
@@ -1220,15 +1221,6 @@ def build_proxy_and_bare_requests() -> Capture:
     flow.expect(UP, len(stream), "tls-sni", sni)
     flow.segments(UP, stream, mss_cuts(len(stream), flow.mss))
     flow.ack(DOWN)
-    v2 = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 18, 20, 101, 198, 19, 1, 30])
-          + struct.pack("!HH", 52177, 80))
-    flow = TcpFlow(cap, GUEST, TIKTOK_CDN, 80)
-    flow.handshake()
-    request = v2 + http_request("Host: v16m.tiktokcdn.com")
-    flow.expect(UP, len(request), "http-host", "v16m.tiktokcdn.com")
-    flow.data(UP, request)
-    flow.ack(DOWN)
-    flow.close()
     flow = TcpFlow(cap, STAFF2, TIKTOK_WEB, 80)
     flow.handshake()
     request = b"GET /share/video\r\nHost: www.tiktok.com\r\n\r\n"
@@ -1819,8 +1811,6 @@ Notes on cases whose expectation is a choice:
 - `tls-retransmit.pcap`: duplicates never add an event; `tls-midstream.pcap`: a ClientHello at the
   start of a segment is reported although the SYN was not captured.
 - `tls-ech.pcap`: the reported name is the outer (public) SNI; the observation should have `ech` set.
-- `proxy-protocol.pcap`: tshark (4.0) dissects the request behind the PROXY v2 header as no HTTP; the
-  expected name is the request's Host, as behind the v1 header.
 - `dns-one-way.pcap`: the answer for api16-normal-c-useast1a.tiktokv.com comes twice with no query;
   its question is reported once (one transaction), where tshark, linking neither to a query, shows both.
 - `sample-office.pcapng`: DHCP hostnames alice-laptop, bob-iphone (REQUEST/ACK only),

@@ -99,8 +99,6 @@ INTENDED: dict[str, Intended] = {
     "malformed_dns.pcap": Intended(
         "a name longer than 255 octets ends our parse of the message; tshark skips it and reads on",
         theirs="dns-answer"),
-    "proxy-protocol.pcap": Intended("an HTTP request behind a PROXY v2 header, which tshark 4.0 leaves undissected",
-                                    ours=frozenset({(10, "http-host", "v16m.tiktokcdn.com")})),
     "dns-one-way.pcap": Intended(
         "an answer repeated with no query in the capture: we report its question once per transaction, "
         "tshark (which links neither answer to a query) at each",

@@ -97,3 +97,18 @@ def test_query_table_reports_each_transaction_once_and_stays_bounded():
     assert table.answer_alone(a, 1.1)  # a was evicted: its repeat now looks alone (counted as lost state)
     table.expire(20.0)
     assert len(table) == 0 and stats[EXPIRED] == 2
+
+
+def test_the_report_says_how_many_names_came_from_answers_alone(tmp_path):
+    report = tmp_path / "one-way.html"
+    events = tmp_path / "one-way.jsonl"
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--events", str(events),
+                           "--report", str(report), str(PCAPS / "dns-one-way.pcap")],
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "One-way view: 4 events named a DNS question read from an answer" in report.read_text()
+    done = subprocess.run([sys.executable, "-m", "detector", "replay", "--no-progress", "--report", str(report),
+                           str(PCAPS / "dns-cname-chain.pcap")], capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "One-way view" not in report.read_text()  # every query seen: nothing to say

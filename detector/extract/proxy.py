@@ -28,6 +28,12 @@ V2_MAX = V2_FIXED + 0xFFFF
 STARTS = (V1, V2_SIGNATURE)
 
 
+def may_start(stream: bytes) -> bool:
+    """Whether ``stream`` starts with a header's start or is the beginning of one."""
+    return stream.startswith(STARTS) or (len(stream) < len(V2_SIGNATURE) and (
+        V1.startswith(stream) or V2_SIGNATURE.startswith(stream)))
+
+
 def header_length(stream: bytes | memoryview) -> tuple[str, int]:
     """(DONE, length of the PROXY header that starts ``stream``), (NEED_MORE, 0) or (NOT_PROXY, 0)."""
     head = bytes(stream[:V2_FIXED])

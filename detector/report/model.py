@@ -78,6 +78,7 @@ class Event(NamedTuple):
     ech: bool = False  # an Encrypted ClientHello: the name is the public (outer) one
     answer_pcap: str | None = None  # an inferred name: where the DNS answer that gave the address is
     answer_frame: int | None = None
+    response_only: bool = False  # a DNS question read from an answer whose query was not captured
 
 
 _REQUIRED = ("ts", "proto", "name", "device", "segment", "decision", "pcap")
@@ -119,7 +120,8 @@ def parse_event(record: object) -> Event | str:
         if type(answer_pcap) is not str or type(answer_frame) is not int or answer_frame < 1:
             return "invalid 'evidence'"
     return Event(ts, proto, record["name"], category or "unknown", decision, record["device"], mac, ip, hostname,
-                 record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame)
+                 record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame,
+                 get("seen") == "response-only")
 
 
 def _evidence(event: Event) -> Evidence:
@@ -243,6 +245,7 @@ class ReportModel:
         self.exempt = 0
         self.inferred = 0
         self.blind_spots = 0
+        self.response_only = 0  # events whose name came from a DNS answer alone (a one-way tap)
         self.blind_categories: Counter[str] = Counter()
         self.protos: Counter[str] = Counter()
         self.categories: Counter[str] = Counter()
@@ -258,6 +261,7 @@ class ReportModel:
             self._add_blind_spot(event)
             return
         self.events += 1
+        self.response_only += event.response_only
         ts = event.ts
         self.first = ts if self.first is None or ts < self.first else self.first
         self.last = ts if self.last is None or ts > self.last else self.last
