@@ -334,8 +334,11 @@ def _dot11(
 
 def _inner_ethernet(
     frame: bytes, pos: int, end: int, vlan: int | None, stats: Counter[str], tunnels: UdpTunnels, depth: int,
-) -> Packet | None:
-    """An Ethernet frame inside a tunnel, at least a header long: its addresses are the device's."""
+) -> Packet | None | bool:
+    """An Ethernet frame inside a tunnel: its addresses are the device's. False when it is
+    shorter than an Ethernet header (a UDP tunnel's datagram is then read as a plain one)."""
+    if pos + 14 > end:
+        return False
     return _ethernet_payload(frame[:end], pos + 12, frame[pos + 6 : pos + 12], frame[pos : pos + 6], vlan, stats,
                              tunnels, depth)
 
@@ -394,8 +397,6 @@ def _udp_tunnel(
     """The packet inside the UDP tunnel ``kind`` whose header is at ``pos``; False when the
     header does not hold (the datagram is then read as a plain one)."""
     if kind == VXLAN:
-        if pos + 8 + 14 > end:
-            return False
         return _inner_ethernet(frame, pos + 8, end, vlan, stats, tunnels, depth)
     if kind == GTP_U:
         inner = _gtp_u_payload(frame, pos, end)
@@ -408,8 +409,6 @@ def _udp_tunnel(
             return False
         protocol, inner = found
         if protocol == ETH_TRANSPARENT_BRIDGING:
-            if inner + 14 > end:
-                return False
             return _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
         return _ethertype(frame[:end], protocol, inner, src_mac, dst_mac, vlan, stats, tunnels, depth)
     if kind == TZSP:
@@ -419,7 +418,7 @@ def _udp_tunnel(
         encapsulation, inner = found
         if encapsulation == TZSP_80211:
             return _dot11(frame, inner, end, vlan, stats, tunnels, depth)
-        if encapsulation != TZSP_ETHERNET or inner + 14 > end:
+        if encapsulation != TZSP_ETHERNET:
             return False
         return _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
     if kind == CAPWAP:
@@ -432,8 +431,6 @@ def _udp_tunnel(
             return None
         if native:
             return _dot11(frame, inner, end, vlan, stats, tunnels, depth)
-        if inner + 14 > end:
-            return False
         return _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
     stats[SKIP_CAPWAP_CONTROL] += 1  # CAPWAP_CONTROL: the access points' management, no user's packet
     return None
@@ -465,10 +462,11 @@ def _erspan(
                 return None
             if frame[pos + 11] & 0x01:
                 inner += 8
-    if inner + 14 > end:
+    packet = _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
+    if packet is False:
         stats[SKIP_SHORT_FRAME] += 1
         return None
-    return _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
+    return packet
 
 
 def _ip(
