@@ -181,14 +181,14 @@ static PyObject *set_names(Skimmer *self, PyObject *args) {
 
 PyDoc_STRVAR(set_tunnel_port_doc,
 "set_tunnel_port(port, kind)\n--\n\n"
-"UDP `port` opens the tunnel `kind` (decode.py's codes: VXLAN 1 .. TZSP 6) from now on.");
+"UDP `port` opens the tunnel `kind` (decode.py's codes: VXLAN 1 .. GRE-in-UDP 7) from now on.");
 
 static PyObject *set_tunnel_port(Skimmer *self, PyObject *args) {
     if (!ready(self)) return NULL;
     unsigned int port, kind;
     if (!PyArg_ParseTuple(args, "II", &port, &kind)) return NULL;
     if (skim_set_tunnel_port(&self->skim, port, kind) < 0)
-        return PyErr_Format(PyExc_ValueError, "a tunnel port is 0-65535 and its kind %d-%d", SKIM_VXLAN, SKIM_TZSP);
+        return PyErr_Format(PyExc_ValueError, "a tunnel port is 0-65535 and its kind %d-%d", SKIM_VXLAN, SKIM_GRE_IN_UDP);
     Py_RETURN_NONE;
 }
 

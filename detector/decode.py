@@ -10,12 +10,13 @@ NFLOG; Cisco VN-Tag and IEEE 802.1BR E-Tag; IPv4 with options, IPv6 with extensi
 
 Tunnels are opened and the inner packet is what a device sent: IP-in-IP, GRE (with
 transparent Ethernet bridging), ERSPAN types I, II and III (GRE protocols 0x88BE and
-0x22EB: a switch's remote SPAN), and over UDP, by port (``UdpTunnels``, defaults
-``UDP_TUNNEL_PORTS``): VXLAN (cloud traffic mirrors), Geneve (cloud gateway load balancers),
-GTP-U (mobile backhaul), TZSP (small routers' packet streams, Ethernet or 802.11 inside) and
-CAPWAP data (enterprise Wi-Fi: the access points' 802.11 frames carried to the controller;
-the device's MAC is read from the 802.11 addresses, so a phone is the phone and not its
-access point). CAPWAP control is counted and skipped. A UDP datagram on a tunnel port whose
+0x22EB: a switch's remote SPAN), Aruba's GRE (an Aruba controller's 802.11 frames), and
+over UDP, by port (``UdpTunnels``, defaults ``UDP_TUNNEL_PORTS``): VXLAN (cloud traffic
+mirrors), Geneve (cloud gateway load balancers), GTP-U (mobile backhaul), TZSP (small
+routers' packet streams, Ethernet or 802.11 inside), GRE-in-UDP, and CAPWAP data
+(enterprise Wi-Fi: the access points' 802.11 frames carried to the controller). For 802.11
+frames the device's MAC is read from the 802.11 addresses, so a phone is the phone and not
+its access point. CAPWAP control is counted and skipped. A UDP datagram on a tunnel port whose
 header does not hold is read as the plain datagram it then is.
 
 Non-first IP fragments carry no transport header and are counted and skipped; first
@@ -73,6 +74,8 @@ ETH_TRANSPARENT_BRIDGING = 0x6558
 ETH_LONG_TAGS = {0x8926: 6, 0x893F: 8}
 ETH_ERSPAN_II = 0x88BE  # type I too, when the GRE header has no sequence number
 ETH_ERSPAN_III = 0x22EB
+#: Aruba controllers' GRE protocol types, each an 802.11 frame inside: 0x8200..0x8370 by 0x10, and 0x9000.
+ARUBA_FIRST, ARUBA_LAST, ARUBA_OTHER = 0x8200, 0x8370, 0x9000
 PPP_IPV4 = b"\x00\x21"
 PPP_IPV6 = b"\x00\x57"
 NFULA_PAYLOAD = 9
@@ -88,11 +91,12 @@ IPV6_AH = 51
 GTP_G_PDU = 0xFF
 #: The UDP tunnels, by the codes the C skim shares (skim_c/triage.c); CAPWAP is matched on
 #: either port (the controller answers from 5246/5247), the others on the destination port.
-VXLAN, GTP_U, GENEVE, CAPWAP, CAPWAP_CONTROL, TZSP = 1, 2, 3, 4, 5, 6
+VXLAN, GTP_U, GENEVE, CAPWAP, CAPWAP_CONTROL, TZSP, GRE_IN_UDP = 1, 2, 3, 4, 5, 6, 7
 UDP_TUNNEL_NAMES = {"vxlan": VXLAN, "gtp-u": GTP_U, "geneve": GENEVE, "capwap": CAPWAP,
-                    "capwap-control": CAPWAP_CONTROL, "tzsp": TZSP}
-#: IANA's ports (VXLAN 4789, GTP-U 2152, Geneve 6081, CAPWAP 5246/5247, TZSP 37008).
-UDP_TUNNEL_PORTS = {VXLAN: 4789, GTP_U: 2152, GENEVE: 6081, CAPWAP: 5247, CAPWAP_CONTROL: 5246, TZSP: 37008}
+                    "capwap-control": CAPWAP_CONTROL, "tzsp": TZSP, "gre-in-udp": GRE_IN_UDP}
+#: IANA's ports (VXLAN 4789, GTP-U 2152, Geneve 6081, CAPWAP 5246/5247, TZSP 37008, GRE-in-UDP 4754).
+UDP_TUNNEL_PORTS = {VXLAN: 4789, GTP_U: 2152, GENEVE: 6081, CAPWAP: 5247, CAPWAP_CONTROL: 5246, TZSP: 37008,
+                    GRE_IN_UDP: 4754}
 EITHER_PORT = frozenset({CAPWAP, CAPWAP_CONTROL})
 #: Which tunnel a UDP port opens: port -> code.
 UdpTunnels = Mapping[int, int]
@@ -432,6 +436,10 @@ def _udp_tunnel(
         if native:
             return _dot11(frame, inner, end, vlan, stats, tunnels, depth)
         return _inner_ethernet(frame, inner, end, vlan, stats, tunnels, depth)
+    if kind == GRE_IN_UDP:  # RFC 8086
+        if pos + 4 > end:
+            return False
+        return _gre(frame, pos, end, src_mac, dst_mac, vlan, stats, tunnels, depth)
     stats[SKIP_CAPWAP_CONTROL] += 1  # CAPWAP_CONTROL: the access points' management, no user's packet
     return None
 
@@ -549,19 +557,28 @@ def _ip(
         if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
             return _ip(frame[:end], pos, src_mac, dst_mac, vlan, stats, tunnels, depth + 1)
         if proto == IPPROTO_GRE and pos + 4 <= end:
-            flags = frame[pos]
-            header = 4 + 4 * (bool(flags & 0x80) + bool(flags & 0x20) + bool(flags & 0x10))
-            ethertype = int.from_bytes(frame[pos + 2 : pos + 4], "big")
-            if ethertype == ETH_TRANSPARENT_BRIDGING:
-                inner = pos + header
-                return _ethernet_payload(
-                    frame[:end], inner + 12, frame[inner + 6 : inner + 12], frame[inner : inner + 6],
-                    vlan, stats, tunnels, depth + 1,
-                )
-            if ethertype == ETH_ERSPAN_II or ethertype == ETH_ERSPAN_III:
-                return _erspan(frame, ethertype, bool(flags & 0x10), pos + header, end, vlan, stats, tunnels,
-                               depth + 1)
-            return _ethertype(frame[:end], ethertype, pos + header, src_mac, dst_mac, vlan, stats, tunnels,
-                              depth + 1)
+            return _gre(frame, pos, end, src_mac, dst_mac, vlan, stats, tunnels, depth + 1)
     stats[SKIP_OTHER_TRANSPORT] += 1
     return None
+
+
+def _gre(
+    frame: bytes, pos: int, end: int, src_mac: bytes | None, dst_mac: bytes | None, vlan: int | None,
+    stats: Counter[str], tunnels: UdpTunnels, depth: int,
+) -> Packet | None:
+    """The packet inside a GRE header (at least 4 bytes at ``pos``): bridged Ethernet, ERSPAN,
+    an Aruba controller's 802.11 frame, or what its protocol type names."""
+    flags = frame[pos]
+    header = 4 + 4 * (bool(flags & 0x80) + bool(flags & 0x20) + bool(flags & 0x10))
+    ethertype = frame[pos + 2] << 8 | frame[pos + 3]
+    if ethertype == ETH_TRANSPARENT_BRIDGING:
+        inner = pos + header
+        return _ethernet_payload(
+            frame[:end], inner + 12, frame[inner + 6 : inner + 12], frame[inner : inner + 6], vlan, stats, tunnels,
+            depth,
+        )
+    if ethertype == ETH_ERSPAN_II or ethertype == ETH_ERSPAN_III:
+        return _erspan(frame, ethertype, bool(flags & 0x10), pos + header, end, vlan, stats, tunnels, depth)
+    if ARUBA_FIRST <= ethertype <= ARUBA_LAST and not ethertype & 0x0F or ethertype == ARUBA_OTHER:
+        return _dot11(frame, pos + header, end, vlan, stats, tunnels, depth)
+    return _ethertype(frame[:end], ethertype, pos + header, src_mac, dst_mac, vlan, stats, tunnels, depth)

@@ -1,6 +1,6 @@
 /* Fuzz the skim's C core (detector/skim_c/) under AddressSanitizer and
  * UndefinedBehaviorSanitizer: the pcap and pcapng record walks, the triage of every frame
- * (its tunnels opened: VXLAN, Geneve, GTP-U, TZSP, CAPWAP, GRE and ERSPAN), the DNS name reader and index, the flow set, and the split of
+ * (its tunnels opened: VXLAN, Geneve, GTP-U, TZSP, CAPWAP, GRE-in-UDP, GRE, ERSPAN, Aruba), the DNS name reader and index, the flow set, and the split of
  * flows among replay --workers.
  *
  * Build and run alone (what fuzz/run.py does):
@@ -93,7 +93,8 @@ static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, 
     /* decode.py's UDP tunnel ports, and one an operator added. */
     static const unsigned TUNNEL_PORTS[][2] = {{4789, SKIM_VXLAN}, {8472, SKIM_VXLAN}, {2152, SKIM_GTP_U},
                                                {6081, SKIM_GENEVE}, {5247, SKIM_CAPWAP},
-                                               {5246, SKIM_CAPWAP_CONTROL}, {37008, SKIM_TZSP}};
+                                               {5246, SKIM_CAPWAP_CONTROL}, {37008, SKIM_TZSP},
+                                               {4754, SKIM_GRE_IN_UDP}};
     for (size_t i = 0; i < sizeof TUNNEL_PORTS / sizeof *TUNNEL_PORTS; i++)
         CHECK(skim_set_tunnel_port(s, TUNNEL_PORTS[i][0], TUNNEL_PORTS[i][1]) == 0);
     for (size_t i = 0; i < sizeof REQUEST_STARTS / sizeof *REQUEST_STARTS; i++)
@@ -145,6 +146,8 @@ static uint64_t ethernet_key(const Skim *s, const uint8_t *f, size_t pos, size_t
     return pos + 14 <= n ? tcp_key(s, f + pos, n - pos, 1, flags, depth) : 0;
 }
 
+static uint64_t gre_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth);
+
 /* The key inside a UDP tunnel (as decode.py opens them), or 0. */
 static uint64_t udp_tunnel_key(const Skim *s, const uint8_t *f, unsigned kind, size_t pos, size_t n, uint8_t *flags,
                                int depth) {
@@ -172,6 +175,8 @@ static uint64_t udp_tunnel_key(const Skim *s, const uint8_t *f, unsigned kind, s
         case CAPWAP_8023: return ethernet_key(s, f, inner, n, flags, depth);
         default: return 0;
         }
+    case SKIM_GRE_IN_UDP:
+        return pos + 4 <= n ? gre_key(s, f, pos, n, flags, depth) : 0;
     default:
         return 0;
     }
@@ -186,6 +191,7 @@ static uint64_t gre_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, u
         return inner ? ethernet_key(s, f, inner, n, flags, depth) : 0;
     }
     if (et == 0x6558) return ethernet_key(s, f, inner, n, flags, depth);
+    if (aruba(et)) return dot11_key(s, f, inner, n, flags, depth);
     return ethertype_key(s, f, et, inner, n, flags, depth);
 }
 

@@ -240,7 +240,8 @@ AP_IP, CONTROLLER_IP = "198.19.251.10", "198.19.251.1"
 AP_PORT = 12380  # the access point's ephemeral CAPWAP data port
 BSSID = "02:00:00:00:fb:0a"  # the access point's radio: never the device
 MIRROR_MAC, SENSOR_MAC = "02:00:00:00:fa:01", "02:00:00:00:fa:02"
-TUNNELS = ("vxlan", "geneve", "erspan-i", "erspan-ii", "erspan-iii", "gretap", "tzsp", "tzsp-80211", "capwap")
+TUNNELS = ("vxlan", "geneve", "erspan-i", "erspan-ii", "erspan-iii", "gretap", "gre-in-udp", "gre-aruba", "tzsp",
+           "tzsp-80211", "capwap")
 
 
 def dot11_data(ip: bytes, src_mac: str, dst_mac: str, up: bool, *, cisco: bool) -> bytes:
@@ -280,6 +281,11 @@ def tunnel_frame(kind: str, ip: bytes, src_mac: str, dst_mac: str, vlan: int | N
                      / ERSPAN_III(vlan=vlan or 0, session_id=7, hw=3) / Raw(untagged))
     if kind == "gretap":  # GRE with a key, transparent Ethernet bridging
         return bytes(mirror / GRE(key_present=1, key=1010, proto=0x6558) / tagged)
+    if kind == "gre-in-udp":  # RFC 8086: a GRE header (bridged Ethernet) as a UDP payload
+        return bytes(mirror / UDP(sport=49152, dport=4754) / GRE(proto=0x6558) / tagged)
+    if kind == "gre-aruba":  # an Aruba access point to its controller: GRE 0x8200, the 802.11 frame
+        return bytes(Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / IP(src=AP_IP, dst=CONTROLLER_IP, id=0)
+                     / GRE(proto=0x8200) / Raw(dot11_data(ip, src_mac, dst_mac, up, cisco=False)))
     if kind == "tzsp":  # a router's packet stream: received-packet type, Ethernet, end of tags
         return bytes(mirror / UDP(sport=49152, dport=37008) / Raw(b"\x01\x00\x00\x01\x01") / tagged)
     if kind == "tzsp-80211":  # a radio's: 802.11, with a signal-strength tag
@@ -301,6 +307,8 @@ TUNNEL_ABOUT = {
     "erspan-ii": "ERSPAN type II (GRE 0x88BE, 8-byte header with the port's VLAN): a switch's remote SPAN",
     "erspan-iii": "ERSPAN type III (GRE 0x22EB, 12-byte header): a switch's remote SPAN",
     "gretap": "GRE with a key carrying Ethernet (0x6558): a Linux gretap mirror",
+    "gre-in-udp": "GRE-in-UDP (UDP 4754, RFC 8086) carrying bridged Ethernet",
+    "gre-aruba": "Aruba controller tunnel (GRE 0x8200): 802.11 frames both ways; the device is the station",
     "tzsp": "TZSP (UDP 37008): a router streaming what it forwards, Ethernet inside",
     "tzsp-80211": "TZSP (UDP 37008) from a radio: 802.11 data frames inside",
     "capwap": "CAPWAP data (UDP 5247) between an access point and its controller: 802.11 frames "

@@ -230,6 +230,18 @@ def test_capwap_8023_control_fragments_and_protected_frames():
     assert packet is not None and packet.dport == 5247
 
 
+def test_aruba_gre_gives_the_station_and_gre_in_udp_the_inner_packet():
+    dot11 = Dot11(type=2, FCfield="to_DS", addr1=AP, addr2=PHONE, addr3=ROUTER) / LLC() / SNAP() / UDP_DNS
+    check_phone(run(101, OUTER / GRE(proto=0x8200) / dot11)[0])
+    check_phone(run(101, OUTER / GRE(proto=0x9000) / dot11)[0])
+    packet, stats = run(101, OUTER / GRE(proto=0x8201) / dot11)  # not an Aruba type: an unknown protocol
+    assert packet is None and stats["skip.non_ip"] == 1
+    check_phone(run(101, OUTER / UDP(sport=50000, dport=4754) / GRE(proto=0x6558) / Ether(src=PHONE) / UDP_DNS)[0])
+    check_udp(run(101, OUTER / UDP(sport=50000, dport=4754) / GRE(proto=0x0800) / UDP_DNS)[0])
+    packet, _ = run(101, OUTER / UDP(sport=50000, dport=4754) / b"\x00")  # no GRE header: the datagram
+    assert packet is not None and packet.dport == 4754
+
+
 def test_tunnel_ports_can_be_added():
     from scapy.contrib.geneve import GENEVE
 

@@ -297,7 +297,7 @@ QUIC_INITIAL = _quic_initial()
 CCS = b"\x14\x03\x03\x00\x01\x01"
 V4 = [bytes([198, 18, 10, 5]), bytes([198, 18, 20, 7]), bytes([198, 19, 0, 53]), bytes([198, 19, 0, 80])]
 V6 = [bytes.fromhex("fd00000000000000000000000000000" + c) for c in "1234"]
-PORTS = (53, 443, 80, 67, 68, 4789, 2152, 6081, 5246, 5247, 37008, 8472, 8080, 40000, 40001)
+PORTS = (53, 443, 80, 67, 68, 4789, 2152, 6081, 5246, 5247, 37008, 4754, 8472, 8080, 40000, 40001)
 
 
 # -- hypothesis: templates, then damage ------------------------------------------------------
@@ -466,6 +466,8 @@ ENCAPSULATIONS = {
     "erspan-iii": lambda l3: gre(0x22EB, struct.pack("!HHIHH", 0x2000 | 30, 0x0001, 0, 0, 0x0001) + bytes(8) + eth_ip(l3)),
     "gre-ethernet": lambda l3: gre(0x6558, eth_ip(l3), seq=False, key=True),
     "gre-ip": lambda l3: gre(ethertype_of(l3), l3, seq=False),
+    "gre-aruba": lambda l3: gre(0x8200, dot11(l3), seq=False),
+    "gre-in-udp": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(50000, 4754, struct.pack("!HH", 0, 0x6558) + eth_ip(l3))),
 }
 
 

@@ -50,7 +50,10 @@
 /* Tunnels inside tunnels: decode.py's MAX_ENCAPSULATION. */
 #define SKIM_MAX_ENCAPSULATION 3
 /* The UDP tunnels, by decode.py's codes; CAPWAP on either port, the others on the destination. */
-enum { SKIM_VXLAN = 1, SKIM_GTP_U = 2, SKIM_GENEVE = 3, SKIM_CAPWAP = 4, SKIM_CAPWAP_CONTROL = 5, SKIM_TZSP = 6 };
+enum {
+    SKIM_VXLAN = 1, SKIM_GTP_U = 2, SKIM_GENEVE = 3, SKIM_CAPWAP = 4, SKIM_CAPWAP_CONTROL = 5, SKIM_TZSP = 6,
+    SKIM_GRE_IN_UDP = 7
+};
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
@@ -128,7 +131,7 @@ typedef struct {
 int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned worker, unsigned workers);
 void skim_free(Skim *s);
 void skim_add_port(uint8_t *set, unsigned port);
-/* UDP `port` opens tunnel `kind` (SKIM_VXLAN..SKIM_TZSP): 0, or -1 when either is out of range. */
+/* UDP `port` opens tunnel `kind` (SKIM_VXLAN..SKIM_GRE_IN_UDP): 0, or -1 when either is out of range. */
 int skim_set_tunnel_port(Skim *s, unsigned port, unsigned kind);
 /* The tunnel a datagram opens: its destination port's, or its source port's if that is CAPWAP's. */
 static inline unsigned skim_udp_tunnel(const Skim *s, unsigned sport, unsigned dport) {

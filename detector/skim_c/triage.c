@@ -244,6 +244,9 @@ static size_t dot11_payload(const uint8_t *f, size_t pos, size_t end, unsigned *
     return llc + 8;
 }
 
+/* decode.py's ARUBA_*: an Aruba controller's GRE protocol types, each an 802.11 frame inside. */
+static int aruba(unsigned proto) { return (proto >= 0x8200 && proto <= 0x8370 && !(proto & 0x0F)) || proto == 0x9000; }
+
 /* _erspan: the mirrored Ethernet frame's offset, or 0 for a packet decode.py counts and skips. */
 static size_t erspan_payload(const uint8_t *f, unsigned proto, int sequenced, size_t pos, size_t end) {
     size_t inner = pos;
@@ -394,6 +397,8 @@ static int udp_tunnel(Skim *s, const uint8_t *f, unsigned kind, size_t pos, size
         default:
             return NOT_OPENED;
         }
+    case SKIM_GRE_IN_UDP:
+        return pos + 4 <= end ? gre(s, f, pos, end, depth) : NOT_OPENED;
     default: /* CAPWAP control: Python counts it */
         return KEEP_FIRST;
     }
@@ -408,6 +413,7 @@ static int gre(Skim *s, const uint8_t *f, size_t pos, size_t end, int depth) {
         return inner ? link_frame(s, f + inner, end - inner, 1, depth) : KEEP_HERE;
     }
     if (ethertype == ETH_TEB) return inner + 14 <= end ? link_frame(s, f + inner, end - inner, 1, depth) : KEEP_HERE;
+    if (aruba(ethertype)) return dot11(s, f, inner, end, depth);
     return inner_ethertype(s, f, ethertype, inner, end, depth);
 }
 
@@ -487,7 +493,7 @@ void skim_free(Skim *s) {
 void skim_add_port(uint8_t *set, unsigned port) { set[(port & 0xFFFF) >> 3] |= (uint8_t)(1 << (port & 7)); }
 
 int skim_set_tunnel_port(Skim *s, unsigned port, unsigned kind) {
-    if (port > 0xFFFF || kind < SKIM_VXLAN || kind > SKIM_TZSP) return -1;
+    if (port > 0xFFFF || kind < SKIM_VXLAN || kind > SKIM_GRE_IN_UDP) return -1;
     s->udp_tunnel[port] = (uint8_t)kind;
     return 0;
 }
