@@ -90,7 +90,8 @@ IPV6_FRAGMENT = 44
 IPV6_AH = 51
 GTP_G_PDU = 0xFF
 #: The UDP tunnels, by the codes the C skim shares (skim_c/triage.c); CAPWAP is matched on
-#: either port (the controller answers from 5246/5247), the others on the destination port.
+#: either port (the controller answers from 5246/5247 to the access point's port), the others
+#: on the destination port.
 VXLAN, GTP_U, GENEVE, CAPWAP, CAPWAP_CONTROL, TZSP, GRE_IN_UDP = 1, 2, 3, 4, 5, 6, 7
 UDP_TUNNEL_NAMES = {"vxlan": VXLAN, "gtp-u": GTP_U, "geneve": GENEVE, "capwap": CAPWAP,
                     "capwap-control": CAPWAP_CONTROL, "tzsp": TZSP, "gre-in-udp": GRE_IN_UDP}
@@ -98,6 +99,10 @@ UDP_TUNNEL_NAMES = {"vxlan": VXLAN, "gtp-u": GTP_U, "geneve": GENEVE, "capwap": 
 UDP_TUNNEL_PORTS = {VXLAN: 4789, GTP_U: 2152, GENEVE: 6081, CAPWAP: 5247, CAPWAP_CONTROL: 5246, TZSP: 37008,
                     GRE_IN_UDP: 4754}
 EITHER_PORT = frozenset({CAPWAP, CAPWAP_CONTROL})
+#: A source port opens CAPWAP only towards a port at or above this one (an access point's
+#: ephemeral port): a client whose own port happens to be 5246 or 5247 still reaches its
+#: resolver on 53 as itself.
+FIRST_UNPRIVILEGED_PORT = 1024
 #: Which tunnel a UDP port opens: port -> code.
 UdpTunnels = Mapping[int, int]
 TZSP_ETHERNET, TZSP_80211 = 1, 18
@@ -440,7 +445,11 @@ def _udp_tunnel(
         if pos + 4 > end:
             return False
         return _gre(frame, pos, end, src_mac, dst_mac, vlan, stats, tunnels, depth)
-    stats[SKIP_CAPWAP_CONTROL] += 1  # CAPWAP_CONTROL: the access points' management, no user's packet
+    # CAPWAP_CONTROL: the access points' management, no user's packet; its preamble is a
+    # plain (0) or DTLS (1) header, anything else is not CAPWAP.
+    if pos >= end or frame[pos] > 1:
+        return False
+    stats[SKIP_CAPWAP_CONTROL] += 1
     return None
 
 
@@ -534,7 +543,7 @@ def _ip(
         sport, dport = _PORTS.unpack_from(frame, pos)
         if depth < MAX_ENCAPSULATION:
             kind = tunnels.get(dport)
-            if kind is None:
+            if kind is None and dport >= FIRST_UNPRIVILEGED_PORT:
                 kind = tunnels.get(sport)
                 if kind not in EITHER_PORT:
                     kind = None

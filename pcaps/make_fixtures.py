@@ -321,8 +321,9 @@ def build_tunnels() -> list[Capture]:
     caps = []
     for kind in TUNNELS:
         cap = link_capture(f"tunnel-{kind}.pcap", TUNNEL_ABOUT[kind], kind, LT_ETHERNET)
+        # An MSS that leaves room for the tunnel's headers: the outer frames fit a 1500-byte link.
         tls_connect(cap, STAFF2, TIKTOK_API, "api16-normal-useast5.us.tiktokv.com",
-                    client_hello("api16-normal-useast5.us.tiktokv.com", f"tunnel-{kind}"))
+                    client_hello("api16-normal-useast5.us.tiktokv.com", f"tunnel-{kind}"), mss=1360)
         http_get(cap, GUEST, TIKTOK_CDN, "Host: v16m.tiktokcdn.com", "v16m.tiktokcdn.com")
         caps.append(cap)
     return caps

@@ -242,6 +242,16 @@ def test_aruba_gre_gives_the_station_and_gre_in_udp_the_inner_packet():
     assert packet is not None and packet.dport == 4754
 
 
+def test_a_client_on_a_capwap_port_is_still_itself():
+    """A client whose ephemeral port happens to be 5246 or 5247 asks its resolver (port 53) as
+    itself; and a datagram to 5246 without a CAPWAP preamble is a plain one."""
+    for port in (5246, 5247):
+        packet, _ = run(101, IP(src=CLIENT, dst=SERVER) / UDP(sport=port, dport=53) / b"payload")
+        assert packet is not None and (packet.sport, packet.dport, packet.payload) == (port, 53, b"payload")
+    packet, stats = run(101, OUTER / UDP(sport=12380, dport=5246) / b"\x45not capwap")
+    assert packet is not None and packet.dport == 5246 and not stats
+
+
 def test_tunnel_ports_can_be_added():
     from scapy.contrib.geneve import GENEVE
 

@@ -133,10 +133,11 @@ void skim_free(Skim *s);
 void skim_add_port(uint8_t *set, unsigned port);
 /* UDP `port` opens tunnel `kind` (SKIM_VXLAN..SKIM_GRE_IN_UDP): 0, or -1 when either is out of range. */
 int skim_set_tunnel_port(Skim *s, unsigned port, unsigned kind);
-/* The tunnel a datagram opens: its destination port's, or its source port's if that is CAPWAP's. */
+/* The tunnel a datagram opens: its destination port's, or its source port's if that is CAPWAP's
+ * and the destination port is not a well-known one (decode.py FIRST_UNPRIVILEGED_PORT). */
 static inline unsigned skim_udp_tunnel(const Skim *s, unsigned sport, unsigned dport) {
     unsigned kind = s->udp_tunnel[dport];
-    if (kind) return kind;
+    if (kind || dport < 1024) return kind;
     kind = s->udp_tunnel[sport];
     return kind == SKIM_CAPWAP || kind == SKIM_CAPWAP_CONTROL ? kind : 0;
 }

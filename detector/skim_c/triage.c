@@ -399,8 +399,8 @@ static int udp_tunnel(Skim *s, const uint8_t *f, unsigned kind, size_t pos, size
         }
     case SKIM_GRE_IN_UDP:
         return pos + 4 <= end ? gre(s, f, pos, end, depth) : NOT_OPENED;
-    default: /* CAPWAP control: Python counts it */
-        return KEEP_FIRST;
+    default: /* CAPWAP control, a plain or DTLS preamble: Python counts it */
+        return pos < end && f[pos] <= 1 ? KEEP_FIRST : NOT_OPENED;
     }
 }
 
