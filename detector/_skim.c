@@ -179,6 +179,19 @@ static PyObject *set_names(Skimmer *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(set_tunnel_port_doc,
+"set_tunnel_port(port, kind)\n--\n\n"
+"UDP `port` opens the tunnel `kind` (decode.py's codes: VXLAN 1 .. GRE-in-UDP 7) from now on.");
+
+static PyObject *set_tunnel_port(Skimmer *self, PyObject *args) {
+    if (!ready(self)) return NULL;
+    unsigned int port, kind;
+    if (!PyArg_ParseTuple(args, "II", &port, &kind)) return NULL;
+    if (skim_set_tunnel_port(&self->skim, port, kind) < 0)
+        return PyErr_Format(PyExc_ValueError, "a tunnel port is 0-65535 and its kind %d-%d", SKIM_VXLAN, SKIM_GRE_IN_UDP);
+    Py_RETURN_NONE;
+}
+
 static PyObject *clear_names(Skimmer *self, PyObject *unused) {
     skim_clear_names(&self->skim);
     Py_RETURN_NONE;
@@ -322,6 +335,7 @@ static PyMethodDef Skimmer_methods[] = {
     {"walk_pcapng", (PyCFunction)walk_pcapng, METH_VARARGS, walk_pcapng_doc},
     {"walk_frames", (PyCFunction)walk_frames, METH_VARARGS, walk_frames_doc},
     {"set_names", (PyCFunction)set_names, METH_VARARGS, set_names_doc},
+    {"set_tunnel_port", (PyCFunction)set_tunnel_port, METH_VARARGS, set_tunnel_port_doc},
     {"clear_names", (PyCFunction)clear_names, METH_NOARGS, "stop triaging names: every DNS message goes to Python"},
     {"next_serial", (PyCFunction)next_serial, METH_NOARGS, "count a frame the Python reader took itself"},
     {"flow_hash", (PyCFunction)py_flow_hash, METH_VARARGS, hash_doc},

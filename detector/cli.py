@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from detector import __version__
 from detector.coverage import CoverageTable
+from detector.decode import UDP_TUNNEL_NAMES, UDP_TUNNEL_PORTS, udp_tunnels
 from detector.errors import UserError
 from detector.inventory import load_inventory
 from detector.leases import load_leases
@@ -137,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--alerts", metavar="FILE", help="deduplicated alerts as JSON lines ('-' = stdout)")
     live.add_argument("--dns-port", type=_port, action="append", metavar="PORT")
     live.add_argument("--quic-port", type=_port, action="append", metavar="PORT")
+    live.add_argument("--tunnel-port", type=_tunnel_port, action="append", metavar="TUNNEL=PORT", help=TUNNEL_HELP)
     live.add_argument("--snaplen", type=int, default=65535, metavar="BYTES")
     live.add_argument("--buffer-mb", type=int, default=32, metavar="MB", help="kernel capture buffer per worker")
     live.add_argument("--user", metavar="USER", help="drop root for this user once the sockets are open")
@@ -170,6 +172,8 @@ def _capture_args(parser: argparse.ArgumentParser) -> None:
                         help="DNS port (repeatable; default 53)")
     parser.add_argument("--quic-port", type=_port, action="append", metavar="PORT",
                         help="UDP port of QUIC servers (repeatable; default 443)")
+    parser.add_argument("--tunnel-port", type=_tunnel_port, action="append", metavar="TUNNEL=PORT",
+                        help=TUNNEL_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     parser.add_argument("--no-skim", action="store_true",
                         help="decode every frame in Python instead of dropping bulk in C first (slow; "
@@ -226,6 +230,17 @@ def _port(text: str) -> int:
     return int(text)
 
 
+TUNNEL_HELP = ("also open this UDP tunnel on this port (repeatable), e.g. vxlan=8472; tunnels and their default "
+               "ports: " + ", ".join(f"{name} {UDP_TUNNEL_PORTS[code]}" for name, code in UDP_TUNNEL_NAMES.items()))
+
+
+def _tunnel_port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or name not in UDP_TUNNEL_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r}: write TUNNEL=PORT, TUNNEL one of {', '.join(UDP_TUNNEL_NAMES)}")
+    return name, _port(port)
+
+
 def listen_address(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` (every IPv4 address) for argparse."""
     host, sep, port = text.rpartition(":")
@@ -240,10 +255,16 @@ def listen_address(text: str) -> tuple[str, int]:
 
 def _settings(args: argparse.Namespace) -> Settings:
     defaults = Settings()
+    tunnel_ports = tuple(args.tunnel_port or ())
+    try:
+        udp_tunnels(tunnel_ports)
+    except ValueError as exc:
+        raise UsageError(f"--tunnel-port: {exc}") from None
     return Settings(
         dns_ports=frozenset(args.dns_port or defaults.dns_ports),
         quic_ports=frozenset(args.quic_port or defaults.quic_ports),
         skim=not getattr(args, "no_skim", False),
+        tunnel_ports=tunnel_ports,
     )
 
 

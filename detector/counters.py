@@ -29,6 +29,8 @@ PACKETS, BYTES = "packets", "bytes"
 SKIM_TCP, SKIM_UDP, SKIM_TABLE_FULL = "skim.tcp", "skim.udp", "skim.table_full"
 SKIP_BAD_IP = "skip.bad_ip"
 SKIP_BAD_TCP = "skip.bad_tcp"
+#: CAPWAP control (access point management between the access points and their controller).
+SKIP_CAPWAP_CONTROL = "skip.capwap_control"
 SKIP_NON_FIRST_FRAGMENT = "skip.non_first_fragment"
 SKIP_NON_IP = "skip.non_ip"
 SKIP_OTHER_TRANSPORT = "skip.other_transport"
@@ -43,6 +45,8 @@ PARSE_ERROR_DNS, PARSE_ERROR_TLS = "parse_error.dns", "parse_error.tls"
 PARSE_ERROR_DNS_PARTIAL = "parse_error.dns_partial"
 TCP_MIDSTREAM = "tcp.midstream"
 TLS_NO_SNI, QUIC_NO_SNI = "tls.no_sni", "quic.no_sni"
+#: DNS answers whose query was not seen (extract/oneway.py).
+DNS_RESPONSE_ONLY = "dns.response_only"
 CAPTURE_RECEIVED = "capture.received"
 CAPTURE_KERNEL_DROPS, CAPTURE_INTERFACE_DROPS = "capture.kernel_drops", "capture.interface_drops"
 SIGNATURE_RELOADS, SIGNATURE_RELOAD_FAILURES = "signatures.reloads", "signatures.reload_failures"
@@ -129,7 +133,8 @@ TRAFFIC = (
            {("tcp",): SKIM_TCP, ("udp",): SKIM_UDP}, ("transport",)),
     Family("skipped_packets", "Frames or segments the decoder could not use, by reason.",
            {(key.removeprefix("skip."),): key for key in (
-               SKIP_BAD_IP, SKIP_BAD_TCP, SKIP_NON_FIRST_FRAGMENT, SKIP_NON_IP, SKIP_OTHER_TRANSPORT,
+               SKIP_BAD_IP, SKIP_BAD_TCP, SKIP_CAPWAP_CONTROL, SKIP_NON_FIRST_FRAGMENT, SKIP_NON_IP,
+               SKIP_OTHER_TRANSPORT,
                SKIP_QUIC_SERVER_LONG_HEADER, SKIP_SHORT_FRAME, SKIP_TCP_NOT_TLS_OR_HTTP, SKIP_UNKNOWN_LINKTYPE)},
            ("reason",), summary=NOT_DECODED),
     Family("capture_file_skipped_records", "Records a capture file could not give (truncated, damaged), by reason.",
@@ -145,6 +150,9 @@ TRAFFIC = (
            {(outcome.replace("-", "_"),): key for outcome, key in OUTCOME_KEYS.items()}, ("outcome",)),
     Family("client_hellos_without_sni", "TLS and QUIC ClientHellos that carried no server name, by protocol.",
            {("tls",): TLS_NO_SNI, ("quic",): QUIC_NO_SNI}, ("proto",)),
+    Family("dns_response_only_transactions", "DNS transactions of wanted names seen as the answer alone: the "
+           "query was not captured (a tap that sees one direction); each gives its question as the name.",
+           _one(DNS_RESPONSE_ONLY), summary=HEADLINE),
 )
 
 #: The alert table's counts and the push's (exported after the detections).
@@ -179,17 +187,20 @@ HEALTH = (
            {("tcp_flight", "capacity"): "tcp_flight.evicted_full", ("tcp_flight", "timeout"): "tcp_flight.expired",
             ("quic_initial", "capacity"): "quic_initial.evicted", ("quic_initial", "timeout"): "quic_initial.expired",
             ("dns_answers", "capacity"): "dns_answers.evicted", ("dns_answers", "timeout"): "dns_answers.expired",
+            ("dns_queries", "capacity"): "dns_queries.evicted", ("dns_queries", "timeout"): "dns_queries.expired",
             ("devices", "capacity"): DEVICES_EVICTED, ("alert_windows", "capacity"): ALERTS_CLOSED_EARLY},
            ("table", "reason"), summary=LOST, lost={
                "tcp_flight.evicted_full": "TCP flows evicted from the full first-flight table",
                "quic_initial.evicted": "QUIC connections evicted from the full Initial table",
                "dns_answers.evicted": "TikTok answer addresses evicted from the full DNS answer table",
+               "dns_queries.evicted": "DNS queries evicted from the full query table (their answers may be "
+                                      "reported as seen alone)",
                DEVICES_EVICTED: "address bindings evicted from the full device table",
                ALERTS_CLOSED_EARLY: "alert windows closed early because the alert table was full"}),
     Family("table_entries", "Entries held in each bounded table.",
            {("tcp_flight",): "tcp_flight.flows", ("quic_initial",): "quic_initial.connections",
-            ("dns_answers",): "dns_answers.entries", ("devices",): DEVICES_ENTRIES,
-            ("coverage",): COVERAGE_ENTRIES}, ("table",), gauge=True),
+            ("dns_answers",): "dns_answers.entries", ("dns_queries",): "dns_queries.entries",
+            ("devices",): DEVICES_ENTRIES, ("coverage",): COVERAGE_ENTRIES}, ("table",), gauge=True),
     Family("coverage_untracked_connections", "Connections of clients beyond the coverage table's capacity: in the "
            "connection totals, not in any device's coverage.", _one(COVERAGE_UNTRACKED), summary=LOST,
            lost={COVERAGE_UNTRACKED: "connections not counted per device (coverage table full)"}),

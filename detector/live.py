@@ -42,6 +42,7 @@ from detector.counters import (
     CAPTURE_INTERFACE_DROPS, CAPTURE_KERNEL_DROPS, CAPTURE_RECEIVED, SIGNATURE_RELOADS,
     SIGNATURE_RELOAD_FAILURES,
 )
+from detector.decode import udp_tunnels
 from detector.inventory import InventoryError, load_inventory
 from detector.match import SignatureError, SignatureSet, load_signatures
 from detector.pipeline import Extractor, Settings, preload, signature_of
@@ -135,7 +136,8 @@ def worker_main(index: int, pipe: Connection, parent: int, options: LiveOptions,
         for n, interface in enumerate(options.interfaces):
             group = FANOUT_GROUP_BASE + n if options.workers > 1 else None
             captures.append(LiveCapture(interface, options.settings.dns_ports, options.settings.quic_ports,
-                                        options.snaplen, options.buffer_bytes, group))
+                                        options.snaplen, options.buffer_bytes, group,
+                                        udp_tunnels(options.settings.tunnel_ports)))
         preload()
         drop_privileges(options.user)
     except (LiveCaptureError, KeyError, PermissionError) as exc:

@@ -33,20 +33,22 @@ from detector.counters import (
     blind_spot_key, device_class_key, observation_key, verdict_key,
 )
 from detector.coverage import ECH, NAMED, NO_NAME, OTHER, TUNNEL, CoverageTable
-from detector.decode import ARP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, decode
+from detector.decode import ARP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, decode, udp_tunnels
 from detector.devices import DeviceTable
-from detector.extract import clienthello, http, tunnels
+from detector.extract import clienthello, http, proxy, tunnels
 from detector.extract.answers import AnswerTable
 from detector.extract.binding import (
     DHCP6_PORTS, Binding, format_mac, parse_arp, parse_dhcp, parse_dhcpv6, parse_ndp,
 )
 from detector.extract.dns import parse_dns, split_tcp_messages
+from detector.extract.oneway import ENTRIES as DNS_QUERY_ENTRIES, QueryTable, Transaction
 from detector.extract.quic import InitialTable
 from detector.extract.tcpflight import FlightTable
 from detector.match import SignatureSet
 from detector.policy import Policy
 from detector.records import (
-    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, SERVER_ADDRESS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED, Observation,
+    DNS_ANSWER_ADDRESS, ENCRYPTED_DNS_PROTOS, RESPONSE_ONLY, SERVER_ADDRESS, TIKTOK_CATEGORIES, TUNNEL_PROTOS, UNNAMED,
+    Observation,
     Signature, Verdict,
 )
 from detector.skim import HINT_UNWANTED_HELLO, Skimmer, new_skimmer, set_names
@@ -77,6 +79,8 @@ class Settings:
     skim: bool = True  # False: every frame is decoded in Python (the skim's reference)
     worker: int = 0  # with workers > 1, this process reads only its share of the flows
     workers: int = 1
+    #: UDP tunnel ports added to the defaults: (tunnel name, port) pairs (decode.udp_tunnels).
+    tunnel_ports: tuple[tuple[str, int], ...] = ()
 
 
 class Wanted(Protocol):
@@ -130,12 +134,14 @@ class Extractor:
         self.wanted = wanted.match if wanted is not None else None
         self.on_binding = on_binding
         self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.tunnels = udp_tunnels(settings.tunnel_ports)
         self._skimmer: Skimmer | None = None
         self._skim_flows: Skimmer | None = None  # the skimmer told of flows: only one that skims
         self.flights = FlightTable(
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
         self.coverage = CoverageTable(self.stats)
+        self.queries = QueryTable(self.stats, timeout=settings.flow_timeout)
         self.next_housekeeping = 0.0
         self.timer = BatchTimer()
         self._pcap = ""
@@ -149,7 +155,7 @@ class Extractor:
         stats[BYTES] += len(frame)
         if ts >= self.next_housekeeping:
             self.housekeeping(ts)
-        packet = decode(linktype, frame, stats)
+        packet = decode(linktype, frame, stats, self.tunnels)
         if packet is None:
             return
         self._pcap, self._frame, self._hint = pcap, frame_no, hint
@@ -199,6 +205,7 @@ class Extractor:
             snap[f"quic_initial.{name}"] = getattr(self.initials, name)
         snap["quic_initial.connections"] = len(self.initials)
         snap.update(self.coverage.snapshot())
+        snap[DNS_QUERY_ENTRIES] = len(self.queries)
         self.timer.batch(self.stats[PACKETS])
         snap.update(self.timer.snapshot())
         return snap
@@ -217,6 +224,7 @@ class Extractor:
         self.timer.batch(self.stats[PACKETS])
         self.flights.expire(now)
         self.initials.expire(now)
+        self.queries.expire(now)
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
 
     @property
@@ -226,7 +234,7 @@ class Extractor:
             settings = self.settings
             keys = self._wanted.prefilter_keys() if self._wanted is not None else None
             self._skimmer = new_skimmer(settings.dns_ports, settings.quic_ports, settings.max_tcp_flows,
-                                        not settings.skim, settings.worker, settings.workers, keys)
+                                        not settings.skim, settings.worker, settings.workers, keys, self.tunnels)
             if settings.skim:
                 self._skim_flows = self._skimmer
         return self._skimmer
@@ -261,8 +269,21 @@ class Extractor:
             # The client of a response is its destination.
             for name in parsed.answers:
                 self._emit(ts, packet, "dns-answer", name, False, addresses=parsed.addresses)
+            # Its questions are what the client looked up, if the sensor missed the query
+            # (NXDOMAIN answers carry nothing else): reported once per transaction.
+            wanted = self._wanted_names(parsed.questions)
+            if wanted and self.queries.answer_alone(_transaction(packet, message, False), ts):
+                for name in wanted:
+                    self._emit(ts, packet, "dns-query", name, False, seen=RESPONSE_ONLY)
         else:
+            if self._wanted_names(parsed.questions):
+                self.queries.query(_transaction(packet, message, True), ts)
             self._emit_all(ts, packet, "dns-query", parsed.questions, client_is_source=True)
+
+    def _wanted_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The names that become observations (all of them when every name is wanted)."""
+        wanted = self.wanted
+        return names if wanted is None else tuple(name for name in names if wanted(name))
 
     # -- TCP: DNS, TLS and HTTP from the reassembled first flight -----------------------
 
@@ -310,6 +331,12 @@ class Extractor:
             if used:
                 flights.consume(key, used)
             return
+        if proxy.may_start(stream):  # a load balancer's PROXY header: the message follows it
+            status, length = proxy.header_length(stream)
+            if status == proxy.NEED_MORE or (status == proxy.DONE and len(stream) == length):
+                return
+            if status == proxy.DONE:
+                stream = stream[length:]
         # A later message of a connection already counted (keep-alive, STARTTLS) is not
         # another connection: only a first message counts for coverage.
         covered = self._covered if not flights.restarted(key) else _not_covered
@@ -413,7 +440,7 @@ class Extractor:
     def _emit(
         self, ts: float, packet: Packet, proto: str, name: str, client_is_source: bool,
         ech: bool | None = None, alpn: tuple[str, ...] = (), wanted: bool = False,
-        addresses: tuple[tuple[bytes, int], ...] = (),
+        addresses: tuple[tuple[bytes, int], ...] = (), seen: str | None = None,
     ) -> None:
         self.stats[observation_key(proto)] += 1
         if not wanted and self.wanted is not None and not self.wanted(name):
@@ -437,6 +464,7 @@ class Extractor:
                 ech=ech,
                 alpn=alpn,
                 addresses=addresses,
+                seen=seen,
             )
         )
 
@@ -455,6 +483,11 @@ def _outcome(hello: clienthello.ClientHello) -> str:
     if not hello.sni:
         return NO_NAME
     return ECH if hello.ech else NAMED
+def _transaction(packet: Packet, message: bytes, query: bool) -> Transaction:
+    """A DNS message's transaction: client, server and ID, whichever way it went."""
+    if query:
+        return packet.src_ip, packet.sport, packet.dst_ip, packet.dport, message[0] << 8 | message[1]
+    return packet.dst_ip, packet.dport, packet.src_ip, packet.sport, message[0] << 8 | message[1]
 
 
 def _starts_message(payload: bytes) -> bool:
@@ -462,6 +495,8 @@ def _starts_message(payload: bytes) -> bool:
 
     Byte checks only: this runs for every TCP segment of a flow not being reassembled.
     """
+    if payload.startswith(proxy.STARTS):
+        return True
     if payload.startswith(TLS_CHANGE_CIPHER_SPEC):
         payload = payload[len(TLS_CHANGE_CIPHER_SPEC) :]
         if not payload:

@@ -77,8 +77,13 @@ class Observation:
     #: A dns-answer's A and AAAA addresses (raw) with their TTLs: the writer remembers them
     #: when the name is TikTok's, to infer the name of a connection that hides it.
     addresses: tuple[tuple[bytes, int], ...] = ()
+    #: ``RESPONSE_ONLY`` for a DNS question read from an answer whose query the sensor did
+    #: not see (a tap that sees one direction); None when the name was seen as sent.
+    seen: str | None = None
 
 
+#: ``Observation.seen`` of a question read from an answer alone.
+RESPONSE_ONLY = "response-only"
 #: ``Observation.evidence`` of a connection to an address a TikTok name resolved to.
 DNS_ANSWER_ADDRESS = "dns-answer-address"
 #: ``Observation.evidence`` of a connection that showed no name to an address a TikTok

@@ -17,12 +17,13 @@ import secrets
 import struct
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from detector.counters import (
     BYTES, PACKETS, PARSE_ERROR_DNS, PARSE_ERROR_DNS_PARTIAL, SKIM_TABLE_FULL, SKIM_TCP, SKIM_UDP,
     SKIP_OTHER_TRANSPORT, SKIP_QUIC_SERVER_LONG_HEADER, observation_key,
 )
+from detector.decode import DEFAULT_TUNNELS
 from detector._skim import BLOCK, CORRUPT, END, FULL, HINT_UNWANTED_HELLO, MAX_BLOCK, MAX_RECORD, TICK, Skimmer
 from detector.extract.http import METHODS
 
@@ -45,15 +46,19 @@ REQUEST_STARTS = tuple(m + b" " for m in METHODS)
 def new_skimmer(
     dns_ports: frozenset[int], quic_ports: frozenset[int], max_flows: int, keep_all: bool = False,
     worker: int = 0, workers: int = 1, names: Iterable[str] | None = None,
+    tunnels: Mapping[int, int] = DEFAULT_TUNNELS,
 ) -> Skimmer:
     """A skimmer for the pipeline's ports and flight-table size; ``keep_all`` walks the
     records without dropping any (the reference the skim is tested against). With
     ``workers`` > 1 it keeps only the frames of worker ``worker``'s share of the flows
     (both directions of a flow in one share; frames it cannot place in worker 0's).
     ``names``: the signature keys to triage DNS by (``set_names``); None keeps every
-    DNS message for Python (every name is wanted)."""
+    DNS message for Python (every name is wanted). ``tunnels``: the UDP ports that open a
+    tunnel, as the decoder has them (``decode.udp_tunnels``)."""
     skimmer = Skimmer(dns_ports, quic_ports, REQUEST_STARTS, max_flows, secrets.randbits(64), keep_all, worker,
                       workers)
+    for port, kind in tunnels.items():
+        skimmer.set_tunnel_port(port, kind)
     if names is not None and not keep_all:
         set_names(skimmer, names)
     return skimmer

@@ -1,6 +1,6 @@
 /* Fuzz the skim's C core (detector/skim_c/) under AddressSanitizer and
  * UndefinedBehaviorSanitizer: the pcap and pcapng record walks, the triage of every frame
- * (VXLAN and GTP-U opened), the DNS name reader and index, the flow set, and the split of
+ * (its tunnels opened: VXLAN, Geneve, GTP-U, TZSP, CAPWAP, GRE-in-UDP, GRE, ERSPAN, Aruba), the DNS name reader and index, the flow set, and the split of
  * flows among replay --workers.
  *
  * Build and run alone (what fuzz/run.py does):
@@ -90,6 +90,13 @@ static int setup(Skim *s, const uint8_t *in, unsigned worker, unsigned workers, 
     skim_add_port(s->dns_port, 53);
     skim_add_port(s->dns_port, 5353);
     skim_add_port(s->quic_port, 443);
+    /* decode.py's UDP tunnel ports, and one an operator added. */
+    static const unsigned TUNNEL_PORTS[][2] = {{4789, SKIM_VXLAN}, {8472, SKIM_VXLAN}, {2152, SKIM_GTP_U},
+                                               {6081, SKIM_GENEVE}, {5247, SKIM_CAPWAP},
+                                               {5246, SKIM_CAPWAP_CONTROL}, {37008, SKIM_TZSP},
+                                               {4754, SKIM_GRE_IN_UDP}};
+    for (size_t i = 0; i < sizeof TUNNEL_PORTS / sizeof *TUNNEL_PORTS; i++)
+        CHECK(skim_set_tunnel_port(s, TUNNEL_PORTS[i][0], TUNNEL_PORTS[i][1]) == 0);
     for (size_t i = 0; i < sizeof REQUEST_STARTS / sizeof *REQUEST_STARTS; i++)
         CHECK(skim_add_method(s, REQUEST_STARTS[i], strlen((const char *)REQUEST_STARTS[i])) == 0);
     return 0;
@@ -105,8 +112,11 @@ static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t link
     size_t pos;
     if (linktype == 1 || linktype == 113) {
         pos = linktype == 1 ? 12 : 14;
-        while (pos + 2 <= n && (be16(f + pos) == 0x8100 || be16(f + pos) == 0x88A8 || be16(f + pos) == 0x9100))
-            pos += 4;
+        for (; pos + 2 <= n; pos += 4) {
+            unsigned et = be16(f + pos);
+            if (et == 0x8926 || et == 0x893F) pos += et == 0x8926 ? 2 : 4; /* VN-Tag, E-Tag: 6 and 8 bytes */
+            else if (et != 0x8100 && et != 0x88A8 && et != 0x9100) break;
+        }
         if (pos + 2 > n || (be16(f + pos) != 0x0800 && be16(f + pos) != 0x86DD)) return 0;
         pos += 2;
     } else if (linktype == 276) {
@@ -120,7 +130,72 @@ static uint64_t tcp_key(const Skim *s, const uint8_t *f, size_t n, uint32_t link
     return ip_key(s, f, pos, n, flags, depth);
 }
 
-/* The IP part of tcp_key; a VXLAN or GTP-U packet's inner one (as decode.py opens them). */
+/* The key of the packet after an ethertype inside a tunnel, or of an 802.11 frame's. */
+static uint64_t ethertype_key(const Skim *s, const uint8_t *f, unsigned et, size_t pos, size_t n, uint8_t *flags,
+                              int depth) {
+    return et == 0x0800 || et == 0x86DD ? ip_key(s, f, pos, n, flags, depth) : 0;
+}
+
+static uint64_t dot11_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth) {
+    unsigned et;
+    size_t inner = dot11_payload(f, pos, n, &et);
+    return inner ? ethertype_key(s, f, et, inner, n, flags, depth) : 0;
+}
+
+static uint64_t ethernet_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth) {
+    return pos + 14 <= n ? tcp_key(s, f + pos, n - pos, 1, flags, depth) : 0;
+}
+
+static uint64_t gre_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth);
+
+/* The key inside a UDP tunnel (as decode.py opens them), or 0. */
+static uint64_t udp_tunnel_key(const Skim *s, const uint8_t *f, unsigned kind, size_t pos, size_t n, uint8_t *flags,
+                               int depth) {
+    size_t inner = 0;
+    unsigned type = 0;
+    switch (kind) {
+    case SKIM_VXLAN:
+        return ethernet_key(s, f, pos + 8, n, flags, depth);
+    case SKIM_GTP_U:
+        inner = gtp_u_payload(f, pos, n);
+        return inner ? ip_key(s, f, inner, n, flags, depth) : 0;
+    case SKIM_GENEVE:
+        inner = geneve_payload(f, pos, n, &type);
+        if (!inner) return 0;
+        return type == 0x6558 ? ethernet_key(s, f, inner, n, flags, depth)
+                              : ethertype_key(s, f, type, inner, n, flags, depth);
+    case SKIM_TZSP:
+        inner = tzsp_payload(f, pos, n, &type);
+        if (!inner) return 0;
+        return type == 18 ? dot11_key(s, f, inner, n, flags, depth)
+                          : type == 1 ? ethernet_key(s, f, inner, n, flags, depth) : 0;
+    case SKIM_CAPWAP:
+        switch (capwap_payload(f, pos, n, &inner)) {
+        case CAPWAP_80211: return dot11_key(s, f, inner, n, flags, depth);
+        case CAPWAP_8023: return ethernet_key(s, f, inner, n, flags, depth);
+        default: return 0;
+        }
+    case SKIM_GRE_IN_UDP:
+        return pos + 4 <= n ? gre_key(s, f, pos, n, flags, depth) : 0;
+    default:
+        return 0;
+    }
+}
+
+/* The key inside GRE: ERSPAN, bridged Ethernet or IP. */
+static uint64_t gre_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth) {
+    unsigned gflags = f[pos], et = be16(f + pos + 2);
+    size_t inner = pos + 4 + 4 * (size_t)(!!(gflags & 0x80) + !!(gflags & 0x20) + !!(gflags & 0x10));
+    if (et == 0x88BE || et == 0x22EB) {
+        inner = erspan_payload(f, et, gflags & 0x10, inner, n);
+        return inner ? ethernet_key(s, f, inner, n, flags, depth) : 0;
+    }
+    if (et == 0x6558) return ethernet_key(s, f, inner, n, flags, depth);
+    if (aruba(et)) return dot11_key(s, f, inner, n, flags, depth);
+    return ethertype_key(s, f, et, inner, n, flags, depth);
+}
+
+/* The IP part of tcp_key; a tunnel's inner one (as decode.py opens them). */
 static uint64_t ip_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, uint8_t *flags, int depth) {
     if (pos >= n) return 0;
     const uint8_t *src, *dst;
@@ -145,11 +220,10 @@ static uint64_t ip_key(const Skim *s, const uint8_t *f, size_t pos, size_t n, ui
         return 0;
     }
     if (proto == 17 && l4 + 8 <= end && depth < SKIM_MAX_ENCAPSULATION) {
-        if (be16(f + l4 + 2) == VXLAN_PORT && l4 + 16 + 14 <= end)
-            return tcp_key(s, f + l4 + 16, end - l4 - 16, 1, flags, depth + 1);
-        size_t inner = be16(f + l4 + 2) == GTP_U_PORT ? gtp_u_payload(f, l4 + 8, end) : 0;
-        return inner ? ip_key(s, f, inner, end, flags, depth + 1) : 0;
+        unsigned kind = skim_udp_tunnel(s, be16(f + l4), be16(f + l4 + 2));
+        return kind ? udp_tunnel_key(s, f, kind, l4 + 8, end, flags, depth + 1) : 0;
     }
+    if (proto == 47 && l4 + 4 <= end && depth < SKIM_MAX_ENCAPSULATION) return gre_key(s, f, l4, end, flags, depth + 1);
     if (proto != 6 || l4 + 20 > end) return 0;
     *flags = f[l4 + 13];
     return skim_flow_hash(s, src, dst, alen, be16(f + l4), be16(f + l4 + 2));

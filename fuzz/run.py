@@ -48,6 +48,7 @@ COVERED = {
     "identity_files": ["detector/inventory.py", "detector/leases.py"],
     "pcapfile": ["detector/sources/pcapfile.py"],
     "policy": ["detector/policy.py"],
+    "proxy": ["detector/extract/proxy.py"],
     "quic": ["detector/extract/quic.py"],
     "signatures": ["detector/match.py"],
     "sigformats": ["detector/sigformats/__init__.py", "detector/sigformats/common.py", "detector/sigformats/hosts.py",

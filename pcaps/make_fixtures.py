@@ -52,7 +52,10 @@ from scapy.layers.inet6 import (
     RouterAlert,
     fragment6,
 )
-from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III
+from scapy.contrib.geneve import GENEVE
+from scapy.layers.l2 import ARP, GRE, Dot1AD, Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +226,107 @@ def encapsulate(
         return struct.pack(">I" if big else "<I", af6 if v6 else AF_INET) + ip
     if link == "loop":  # always network byte order
         return struct.pack(">I", af6 if v6 else AF_INET) + ip
+    if link in TUNNELS:
+        return tunnel_frame(link, ip, src_mac, dst_mac, vlan, up)
     raise ValueError(link)
+
+
+# --------------------------------------------------------------------------- tunnels to the sensor
+
+#: Who sends the tunnels: a switch mirroring to the sensor (ERSPAN, VXLAN, Geneve, TZSP, GRE),
+#: and an access point and its wireless controller (CAPWAP), each with its own MAC.
+MIRROR_SRC, MIRROR_DST = "198.19.250.1", "198.19.250.2"
+AP_IP, CONTROLLER_IP = "198.19.251.10", "198.19.251.1"
+AP_PORT = 12380  # the access point's ephemeral CAPWAP data port
+BSSID = "02:00:00:00:fb:0a"  # the access point's radio: never the device
+MIRROR_MAC, SENSOR_MAC = "02:00:00:00:fa:01", "02:00:00:00:fa:02"
+TUNNELS = ("vxlan", "geneve", "erspan-i", "erspan-ii", "erspan-iii", "gretap", "gre-in-udp", "gre-aruba", "tzsp",
+           "tzsp-80211", "capwap")
+
+
+def dot11_data(ip: bytes, src_mac: str, dst_mac: str, up: bool, *, cisco: bool) -> bytes:
+    """An 802.11 QoS data frame between a station and the router behind the access point:
+    To DS from the station (addresses BSSID, station, router), From DS to it (station, BSSID,
+    router), with an LLC/SNAP header. ``cisco``: the frame control bytes swapped, as Cisco
+    access points send them inside CAPWAP."""
+    control = bytes([0x88, 0x01 if up else 0x02])
+    if cisco:
+        control = control[::-1]
+    mac = lambda text: bytes.fromhex(text.replace(":", ""))  # noqa: E731
+    addresses = (BSSID, src_mac, dst_mac) if up else (dst_mac, BSSID, src_mac)
+    ethertype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+    return (control + b"\x00\x00" + b"".join(map(mac, addresses)) + b"\x00\x00" + b"\x00\x00"
+            + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype) + ip)
+
+
+def tunnel_frame(kind: str, ip: bytes, src_mac: str, dst_mac: str, vlan: int | None, up: bool) -> bytes:
+    """A device's IP packet as a remote sensor receives it: its Ethernet frame (or 802.11
+    frame) inside the tunnel ``kind``, inside the outer Ethernet/IPv4 of the tunnel's ends."""
+    ethertype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+    tagged = Ether(src=src_mac, dst=dst_mac) / Dot1Q(vlan=vlan, type=ethertype) / Raw(ip) if vlan else \
+        Ether(src=src_mac, dst=dst_mac, type=ethertype) / Raw(ip)
+    untagged = bytes(Ether(src=src_mac, dst=dst_mac, type=ethertype) / Raw(ip))
+    mirror = Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / IP(src=MIRROR_SRC, dst=MIRROR_DST, id=0)
+    if kind == "vxlan":
+        return bytes(mirror / UDP(sport=49152, dport=4789) / VXLAN(vni=1010) / tagged)
+    if kind == "geneve":
+        return bytes(mirror / UDP(sport=49152, dport=6081) / GENEVE(vni=1010, proto=0x6558) / tagged)
+    if kind == "erspan-i":  # no ERSPAN header: a GRE packet without a sequence number
+        return bytes(mirror / GRE(proto=0x88BE) / tagged)
+    if kind == "erspan-ii":  # the port's VLAN in the header, the mirrored frame untagged
+        return bytes(mirror / GRE(seqnum_present=1, sequence_number=1) / ERSPAN_II(vlan=vlan or 0, session_id=7)
+                     / Raw(untagged))
+    if kind == "erspan-iii":
+        return bytes(mirror / GRE(seqnum_present=1, sequence_number=1, proto=0x22EB)
+                     / ERSPAN_III(vlan=vlan or 0, session_id=7, hw=3) / Raw(untagged))
+    if kind == "gretap":  # GRE with a key, transparent Ethernet bridging
+        return bytes(mirror / GRE(key_present=1, key=1010, proto=0x6558) / tagged)
+    if kind == "gre-in-udp":  # RFC 8086: a GRE header (bridged Ethernet) as a UDP payload
+        return bytes(mirror / UDP(sport=49152, dport=4754) / GRE(proto=0x6558) / tagged)
+    if kind == "gre-aruba":  # an Aruba access point to its controller: GRE 0x8200, the 802.11 frame
+        return bytes(Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / IP(src=AP_IP, dst=CONTROLLER_IP, id=0)
+                     / GRE(proto=0x8200) / Raw(dot11_data(ip, src_mac, dst_mac, up, cisco=False)))
+    if kind == "tzsp":  # a router's packet stream: received-packet type, Ethernet, end of tags
+        return bytes(mirror / UDP(sport=49152, dport=37008) / Raw(b"\x01\x00\x00\x01\x01") / tagged)
+    if kind == "tzsp-80211":  # a radio's: 802.11, with a signal-strength tag
+        return bytes(mirror / UDP(sport=49152, dport=37008) / Raw(b"\x01\x00\x00\x12\x0a\x01\xc4\x01"
+                                                                 + dot11_data(ip, src_mac, dst_mac, up, cisco=False)))
+    # CAPWAP data (RFC 5415): HLEN 4 words with the wireless-specific field (RSSI, SNR),
+    # binding IEEE 802.11, native frame format; access point <-> controller, both ways.
+    header = bytes([0, 4 << 3, 1 << 1 | 1, 0x20]) + bytes(4) + b"\x04\xbf\x23\x00" + bytes(4)
+    outer = Ether(src=MIRROR_MAC, dst=SENSOR_MAC) / (
+        IP(src=AP_IP, dst=CONTROLLER_IP, id=0) / UDP(sport=AP_PORT, dport=5247) if up
+        else IP(src=CONTROLLER_IP, dst=AP_IP, id=0) / UDP(sport=5247, dport=AP_PORT))
+    return bytes(outer / Raw(header + dot11_data(ip, src_mac, dst_mac, up, cisco=True)))
+
+
+TUNNEL_ABOUT = {
+    "vxlan": "VXLAN (UDP 4789, a cloud traffic mirror): tagged Ethernet frames inside",
+    "geneve": "Geneve (UDP 6081, a cloud gateway load balancer): Ethernet frames inside",
+    "erspan-i": "ERSPAN type I (GRE 0x88BE without sequence numbers): a switch's remote SPAN",
+    "erspan-ii": "ERSPAN type II (GRE 0x88BE, 8-byte header with the port's VLAN): a switch's remote SPAN",
+    "erspan-iii": "ERSPAN type III (GRE 0x22EB, 12-byte header): a switch's remote SPAN",
+    "gretap": "GRE with a key carrying Ethernet (0x6558): a Linux gretap mirror",
+    "gre-in-udp": "GRE-in-UDP (UDP 4754, RFC 8086) carrying bridged Ethernet",
+    "gre-aruba": "Aruba controller tunnel (GRE 0x8200): 802.11 frames both ways; the device is the station",
+    "tzsp": "TZSP (UDP 37008): a router streaming what it forwards, Ethernet inside",
+    "tzsp-80211": "TZSP (UDP 37008) from a radio: 802.11 data frames inside",
+    "capwap": "CAPWAP data (UDP 5247) between an access point and its controller: 802.11 frames "
+              "(Cisco byte order), both ways; the device's MAC is the station's, not the access point's",
+}
+
+
+def build_tunnels() -> list[Capture]:
+    """One capture per tunnel: the link captures' DNS, then a ClientHello and an HTTP request."""
+    caps = []
+    for kind in TUNNELS:
+        cap = link_capture(f"tunnel-{kind}.pcap", TUNNEL_ABOUT[kind], kind, LT_ETHERNET)
+        # An MSS that leaves room for the tunnel's headers: the outer frames fit a 1500-byte link.
+        tls_connect(cap, STAFF2, TIKTOK_API, "api16-normal-useast5.us.tiktokv.com",
+                    client_hello("api16-normal-useast5.us.tiktokv.com", f"tunnel-{kind}"), mss=1360)
+        http_get(cap, GUEST, TIKTOK_CDN, "Host: v16m.tiktokcdn.com", "v16m.tiktokcdn.com")
+        caps.append(cap)
+    return caps
 
 
 # --------------------------------------------------------------------------- file formats
@@ -429,23 +532,33 @@ def dns_udp(
     gap: float = 0.5,
     rtt: float = 0.012,
     compress: bool = True,
+    one_way: bool = False,
     **send_kw,
 ) -> tuple[int, int | None]:
-    """A DNS query over UDP from ``host`` and (optionally) its response; records expected names."""
+    """A DNS query over UDP from ``host`` and (optionally) its response; records expected names.
+    ``one_way``: the tap sees the response only (no query frame is written), whose questions
+    are then reported as seen in the response only."""
     if isinstance(questions, str):
         questions = [(questions, AAAA if ":" in host.ip else A)]
     server = server or (RESOLVER6 if ":" in host.ip else RESOLVER)
     qid, sport = cap.rng.randrange(1 << 16), cap.rng.randrange(49152, 65536)
     answers = list(answers)
     query = dns_message(qid, questions, qr=False)
-    f_query = cap.send(cap.l3(host.ip, server) / UDP(sport=sport, dport=53) / Raw(query), host, UP, gap=gap, **send_kw)
-    cap.expect(f_query, "dns-query", [q for q, _ in questions], host.ip)
+    f_query = 0
+    if not one_way:
+        f_query = cap.send(cap.l3(host.ip, server) / UDP(sport=sport, dport=53) / Raw(query), host, UP, gap=gap,
+                           **send_kw)
+        cap.expect(f_query, "dns-query", [q for q, _ in questions], host.ip)
     if not respond:
         return f_query, None
     response = dns_message(qid, questions, answers, authority, qr=True, rcode=rcode, compress=compress)
     pkt = cap.l3(server, host.ip, ttl=62) / UDP(sport=53, dport=sport) / Raw(response)
-    f_resp = cap.send(pkt, host, DOWN, gap=rtt, **send_kw)
+    f_resp = cap.send(pkt, host, DOWN, gap=rtt if not one_way else gap, **send_kw)
     cap.expect(f_resp, "dns-answer", answer_names(answers), host.ip)
+    if one_way:
+        for name, _ in questions:
+            cap.events.append({"proto": "dns-query", "name": norm(name), "client_ip": str(ipaddress.ip_address(host.ip)),
+                               "frame": f_resp, "seen": "response-only"})
     return f_query, f_resp
 
 
@@ -1117,6 +1230,45 @@ def build_dns() -> list[Capture]:
     return [chain, https, dname, comp, case, innocent, build_dns_tcp()]
 
 
+def build_proxy_and_bare_requests() -> Capture:
+    """A load balancer's PROXY header (v1) before a ClientHello, and a request line without an
+    HTTP version that still carries a Host header. (Version 2 headers, which tshark 4.0 does
+    not read through, are tested on crafted frames: tests/test_proxy.py.)"""
+    cap = Capture("proxy-protocol.pcap", "PROXY protocol v1 before a ClientHello (a load balancer to its "
+                  "backend); an HTTP request line without a version, with a Host header")
+    sni = "api16-normal-c-useast1a.tiktokv.com"
+    header = b"PROXY TCP4 198.18.10.21 198.19.1.20 52176 443\r\n"
+    flow = TcpFlow(cap, STAFF, TIKTOK_API, 443)
+    flow.handshake()
+    stream = header + client_hello(sni, "proxy-1")
+    flow.expect(UP, len(stream), "tls-sni", sni)
+    flow.segments(UP, stream, mss_cuts(len(stream), flow.mss))
+    flow.ack(DOWN)
+    flow = TcpFlow(cap, STAFF2, TIKTOK_WEB, 80)
+    flow.handshake()
+    request = b"GET /share/video\r\nHost: www.tiktok.com\r\n\r\n"
+    flow.expect(UP, len(request), "http-host", "www.tiktok.com")
+    flow.data(UP, request)
+    flow.ack(DOWN)
+    flow.close()
+    return cap
+
+
+def build_one_way() -> Capture:
+    """What a tap that sees only the resolver's side gives: answers, most of them NXDOMAIN
+    (a resolver blocking TikTok), one repeated; every device that looked a TikTok name up is
+    named by the question its answer repeats."""
+    cap = Capture("dns-one-way.pcap", "The resolver's answers only (a one-way tap): NXDOMAIN and A answers "
+                  "whose queries were not captured; each question reported once, as seen in the response only")
+    dns_udp(cap, STAFF, "www.tiktok.com", [], rcode=3, one_way=True)
+    dns_udp(cap, GUEST, "m.tiktok.com", a_chain("m.tiktok.com", addrs=[TIKTOK_WEB]), one_way=True)
+    _, repeated = dns_udp(cap, STAFF2, "api16-normal-c-useast1a.tiktokv.com", [], rcode=3, one_way=True)
+    cap.raw(cap.frames[repeated - 1].data, gap=1.0)  # the resolver's answer again: the same transaction
+    dns_udp(cap, STAFF6, "v16m.tiktokcdn.com", [], rcode=3, one_way=True)
+    dns_udp(cap, GUEST6, "en.wikipedia.org", a_chain("en.wikipedia.org", addrs=["198.19.2.10"]), one_way=True)
+    return cap
+
+
 def build_dns_tcp() -> Capture:
     cap = Capture(
         "dns-tcp.pcap",
@@ -1619,7 +1771,8 @@ def build_sample() -> Capture:
 
 
 def builders() -> list[Callable[[], list[Capture] | Capture]]:
-    return [build_link_layers, build_network_layer, build_dns, build_devices, build_tls_http, build_sample]
+    return [build_link_layers, build_network_layer, build_dns, build_devices, build_tls_http, build_sample,
+            build_tunnels, build_one_way, build_proxy_and_bare_requests]
 
 
 def all_captures() -> list[Capture]:
@@ -1689,7 +1842,8 @@ the stream is contiguous up to the end of the ClientHello / request head / DNS m
 segments arrive), sorted by frame, then by order in the message or stream. Names are lowercased
 without a trailing dot; `dns-answer` names are owner names, CNAME/DNAME targets and SVCB/HTTPS
 TargetNames (not "."), deduplicated per message, client = destination of the response; questions of
-responses are not reported. An empty list means the capture must yield no names.
+responses are reported only when their query was not captured (a one-way tap), once per transaction,
+as `dns-query` with `"seen": "response-only"`. An empty list means the capture must yield no names.
 
 Addresses: clients 198.18.10.0/24 (staff, VLAN 10) and 198.18.20.0/24 (guest, VLAN 20), servers and
 resolvers 198.19.0.0/16, IPv6 fd00::/8, MACs 02:00:<IPv4 of the client> and the router 02:00:00:00:00:01;
@@ -1702,6 +1856,8 @@ Notes on cases whose expectation is a choice:
 - `tls-retransmit.pcap`: duplicates never add an event; `tls-midstream.pcap`: a ClientHello at the
   start of a segment is reported although the SYN was not captured.
 - `tls-ech.pcap`: the reported name is the outer (public) SNI; the observation should have `ech` set.
+- `dns-one-way.pcap`: the answer for api16-normal-c-useast1a.tiktokv.com comes twice with no query;
+  its question is reported once (one transaction), where tshark, linking neither to a query, shows both.
 - `sample-office.pcapng`: DHCP hostnames alice-laptop, bob-iphone (REQUEST/ACK only),
   comms-office-mac, Galaxy-S23, visitor-ipad (REQUEST/ACK only).
 
@@ -1777,12 +1933,20 @@ def tshark_events(path: Path, extra: tuple[str, ...]) -> list[dict]:
     for pkt in packets:
         layers = pkt["_source"]["layers"]
         frame = int(layers["frame"]["frame.number"])
-        ip = layers.get("ip") or layers.get("ipv6")
+        # The innermost IP header (IPv6 inside an IPv4 tunnel, too): the device's.
+        ip_keys = [key for key in layers if key in ("ip", "ipv6")]
+        ip = layers[ip_keys[-1]] if ip_keys else None
         ip = ip[-1] if isinstance(ip, list) else ip
         src = ip and (ip.get("ip.src") or ip.get("ipv6.src"))
         dst = ip and (ip.get("ip.dst") or ip.get("ipv6.dst"))
         for dns in _as_list(layers.get("dns")):
             response = _walk_one(dns, "dns.flags.response") == "1"
+            # A response linked to no query and not a repeat: its questions, seen in it only.
+            if response and _walk_one(dns, "dns.response_to") is None and _walk_one(dns, "dns.retransmission") != "1":
+                found = []
+                _walk(dns.get("Queries", {}), {"dns.qry.name"}, found)
+                events += [{"proto": "dns-query", "name": norm(v), "client_ip": dst, "frame": frame,
+                            "seen": "response-only"} for _, v in found]
             if not response:
                 found: list[tuple[str, str]] = []
                 _walk(dns.get("Queries", {}), {"dns.qry.name"}, found)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 from scapy.layers.inet import IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
-from scapy.layers.l2 import ARP, GRE, CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.layers.dot11 import Dot11, Dot11QoS
+from scapy.layers.l2 import ARP, GRE, LLC, SNAP, CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 
 from detector import decode as d
@@ -135,3 +137,157 @@ def test_gtp_u_tunnel_yields_the_user_packet():
     # Not a G-PDU (an echo request): the UDP packet itself.
     packet, _ = run(101, outer / GTP_U_Header(teid=7, gtp_type=1) / b"x")
     assert packet is not None and packet.dport == 2152
+
+
+# -- the tunnels a tap's copy arrives in ---------------------------------------------------
+
+OUTER = IP(src="198.19.1.1", dst="198.19.1.2")
+PHONE, AP, ROUTER = "02:00:00:00:10:05", "02:a0:00:00:00:a1", "02:a0:00:00:00:fe"
+
+
+def check_phone(packet: d.Packet | None, vlan=None) -> None:
+    """The inner DNS query, with the phone's MAC as the sender's."""
+    check_udp(packet, vlan)
+    assert packet.src_mac == bytes.fromhex(PHONE.replace(":", ""))
+
+
+def test_erspan_types_i_ii_iii_give_the_mirrored_frame_and_its_vlan():
+    from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III
+
+    mirrored = Ether(src=PHONE, dst=ROUTER) / UDP_DNS
+    check_phone(run(101, OUTER / GRE(proto=0x88BE) / mirrored)[0])  # type I: no header, no sequence number
+    check_phone(run(101, OUTER / GRE(seqnum_present=1, sequence_number=1) / ERSPAN_II(vlan=20, session_id=1) / mirrored)[0],
+                vlan=20)
+    check_phone(run(101, OUTER / GRE(seqnum_present=1) / ERSPAN_III(vlan=30, o=0) / mirrored)[0], vlan=30)
+    # A platform-specific subheader (O flag) is skipped; a tag left in the frame wins over the header's VLAN.
+    inner = bytes(ERSPAN_III(vlan=30, o=1)) + bytes(8) + bytes(Ether(src=PHONE) / Dot1Q(vlan=40) / UDP_DNS)
+    check_phone(run(101, OUTER / GRE(proto=0x22EB) / inner)[0], vlan=40)
+    packet, stats = run(101, OUTER / GRE(proto=0x22EB) / ERSPAN_II() / mirrored)  # a type II header as type III
+    assert packet is None and stats["skip.non_ip"] == 1
+
+
+def test_geneve_with_ethernet_or_ip_inside_and_options_skipped():
+    from scapy.contrib.geneve import GENEVE
+
+    frame = OUTER / UDP(sport=50000, dport=6081) / GENEVE(vni=5, proto=0x6558) / Ether(src=PHONE) / UDP_DNS
+    check_phone(run(101, frame)[0])
+    # An IP packet behind 8 bytes of options (the option length counts 4-byte words), as a
+    # cloud gateway load balancer sends it.
+    header = struct.pack("!BBH", 2, 0, 0x0800) + b"\x00\x00\x05\x00" + bytes(8)
+    check_udp(run(101, OUTER / UDP(sport=50000, dport=6081) / (header + bytes(UDP_DNS)))[0])
+
+
+def test_tzsp_ethernet_and_802_11():
+    from scapy.contrib.tzsp import TZSP, TZSPTagEnd
+
+    frame = OUTER / UDP(sport=40000, dport=37008) / TZSP(encapsulated_protocol=1) / TZSPTagEnd() / Ether(src=PHONE) / UDP_DNS
+    check_phone(run(101, frame)[0])
+    dot11 = Dot11(type=2, subtype=0, FCfield="to_DS", addr1=AP, addr2=PHONE, addr3=ROUTER) / LLC() / SNAP() / UDP_DNS
+    frame = OUTER / UDP(sport=40000, dport=37008) / TZSP(encapsulated_protocol=18) / TZSPTagEnd() / dot11
+    check_phone(run(101, frame)[0])
+
+
+def capwap_header(native: bool = True, fragment_offset: int = 0) -> bytes:
+    """RFC 5415 CAPWAP: preamble, HLEN 2 words, radio 0, binding 802.11 (1), T, flags."""
+    flags = 0x80 if fragment_offset else 0
+    return bytes([0, 2 << 3, 1 << 1 | native, flags]) + struct.pack("!HH", 0, fragment_offset << 3)
+
+
+@pytest.mark.parametrize("fcfield, addresses, swapped", [
+    ("to_DS", (AP, PHONE, ROUTER), False),
+    ("from_DS", (PHONE, AP, ROUTER), False),
+    ("to_DS", (AP, PHONE, ROUTER), True),  # a Cisco access point's byte order
+])
+def test_capwap_data_gives_the_phone_not_the_access_point(fcfield, addresses, swapped):
+    a1, a2, a3 = addresses
+    dot11 = bytes(Dot11(type=2, subtype=8, FCfield=fcfield, addr1=a1, addr2=a2, addr3=a3) / Dot11QoS() / LLC() / SNAP()
+                  / UDP_DNS)
+    if swapped:
+        dot11 = dot11[1:2] + dot11[0:1] + dot11[2:]
+    up = fcfield == "to_DS"
+    outer = OUTER / UDP(sport=12380 if up else 5247, dport=5247 if up else 12380)
+    packet, _ = run(101, outer / (capwap_header() + dot11))
+    assert packet is not None and packet.payload == b"payload"
+    phone = bytes.fromhex(PHONE.replace(":", ""))
+    assert (packet.src_mac if up else packet.dst_mac) == phone
+    assert AP.replace(":", "") not in (packet.src_mac.hex(), packet.dst_mac.hex())
+
+
+def test_capwap_8023_control_fragments_and_protected_frames():
+    up = OUTER / UDP(sport=12380, dport=5247)
+    check_phone(run(101, up / (capwap_header(native=False) + bytes(Ether(src=PHONE) / UDP_DNS)))[0])
+    packet, stats = run(101, OUTER / UDP(sport=12380, dport=5246) / b"\x01\x00\x00\x00dtls")
+    assert packet is None and stats["skip.capwap_control"] == 1
+    packet, stats = run(101, OUTER / UDP(sport=5246, dport=12380) / b"\x01\x00\x00\x00dtls")
+    assert packet is None and stats["skip.capwap_control"] == 1
+    packet, stats = run(101, up / (capwap_header(fragment_offset=3) + b"rest of a frame"))
+    assert packet is None and stats["skip.non_first_fragment"] == 1
+    protected = Dot11(type=2, FCfield="to_DS+protected", addr1=AP, addr2=PHONE, addr3=ROUTER) / bytes(40)
+    packet, stats = run(101, up / (capwap_header() + bytes(protected)))
+    assert packet is None and stats["skip.non_ip"] == 1
+    # DTLS-protected data (preamble type 1): no frame to read, the datagram itself.
+    packet, _ = run(101, up / b"\x01\x00\x00\x00sealed")
+    assert packet is not None and packet.dport == 5247
+
+
+def test_aruba_gre_gives_the_station_and_gre_in_udp_the_inner_packet():
+    dot11 = Dot11(type=2, FCfield="to_DS", addr1=AP, addr2=PHONE, addr3=ROUTER) / LLC() / SNAP() / UDP_DNS
+    check_phone(run(101, OUTER / GRE(proto=0x8200) / dot11)[0])
+    check_phone(run(101, OUTER / GRE(proto=0x9000) / dot11)[0])
+    packet, stats = run(101, OUTER / GRE(proto=0x8201) / dot11)  # not an Aruba type: an unknown protocol
+    assert packet is None and stats["skip.non_ip"] == 1
+    check_phone(run(101, OUTER / UDP(sport=50000, dport=4754) / GRE(proto=0x6558) / Ether(src=PHONE) / UDP_DNS)[0])
+    check_udp(run(101, OUTER / UDP(sport=50000, dport=4754) / GRE(proto=0x0800) / UDP_DNS)[0])
+    packet, _ = run(101, OUTER / UDP(sport=50000, dport=4754) / b"\x00")  # no GRE header: the datagram
+    assert packet is not None and packet.dport == 4754
+
+
+def test_a_client_on_a_capwap_port_is_still_itself():
+    """A client whose ephemeral port happens to be 5246 or 5247 asks its resolver (port 53) as
+    itself; and a datagram to 5246 without a CAPWAP preamble is a plain one."""
+    for port in (5246, 5247):
+        packet, _ = run(101, IP(src=CLIENT, dst=SERVER) / UDP(sport=port, dport=53) / b"payload")
+        assert packet is not None and (packet.sport, packet.dport, packet.payload) == (port, 53, b"payload")
+    packet, stats = run(101, OUTER / UDP(sport=12380, dport=5246) / b"\x45not capwap")
+    assert packet is not None and packet.dport == 5246 and not stats
+
+
+def test_tunnel_ports_can_be_added():
+    from scapy.contrib.geneve import GENEVE
+
+    frame = OUTER / UDP(sport=50000, dport=8472) / VXLAN(vni=7) / Ether(src=PHONE) / UDP_DNS
+    packet, _ = run(101, frame)
+    assert packet is not None and packet.dport == 8472  # Linux's old VXLAN port: not by default
+    tunnels = d.udp_tunnels([("vxlan", 8472), ("geneve", 6082)])
+    check_phone(d.decode(101, bytes(frame), Counter(), tunnels))
+    geneve = OUTER / UDP(sport=50000, dport=6082) / GENEVE(proto=0x6558) / Ether(src=PHONE) / UDP_DNS
+    check_phone(d.decode(101, bytes(geneve), Counter(), tunnels))
+    with pytest.raises(ValueError, match="unknown tunnel"):
+        d.udp_tunnels([("l2tp", 1701)])
+    with pytest.raises(ValueError, match="already the vxlan port"):
+        d.udp_tunnels([("geneve", 4789)])
+
+
+def test_vn_tag_and_e_tag_are_stepped_over():
+    for ethertype, tag in ((0x8926, bytes(4)), (0x893F, bytes(6))):
+        frame = bytes(Ether(src=MAC, type=ethertype)) + tag + b"\x08\x00" + bytes(UDP_DNS)
+        check_udp(run(1, frame)[0])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("pcaps/tunnel-*.pcap")),
+                         ids=lambda p: p.name)
+def test_tunnel_fixtures_name_the_device_not_the_tunnel_ends(path):
+    """Every name in a tunnel fixture belongs to a device inside (its address and MAC, the
+    fixtures' 02:00:<IPv4> scheme), never to the access point, switch or controller."""
+    from detector.pipeline import Extractor, Settings
+    from detector.replay import read_captures
+
+    found: list = []
+    assert read_captures([str(path)], Extractor(Settings(), found.append, lambda b: None), lambda now: None,
+                         progress=False) == 0
+    assert len(found) == 8
+    for obs in found:
+        assert obs.client_ip.startswith(("198.18.", "fd00:1", "fd00:2")), obs
+        v4 = obs.client_ip if "." in obs.client_ip else {"fd00:10::21": "198.18.10.21", "fd00:20::101": "198.18.20.101"}[
+            obs.client_ip]
+        assert obs.client_mac == "02:00:" + ":".join(f"{int(b):02x}" for b in v4.split(".")), obs

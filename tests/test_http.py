@@ -72,7 +72,6 @@ def test_need_more(stream: bytes) -> None:
         b"GETX / HTTP/1.1\r\n",
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2 preface
         b"GET / HTTP/2.0\r\n",
-        b"GET /\r\n",  # HTTP/0.9
         b"GET / HTTP/1.1 extra\r\n",
         b"GET  HTTP/1.1\r\n",
         b"SSH-2.0-OpenSSH_9.6\r\n",
@@ -80,6 +79,19 @@ def test_need_more(stream: bytes) -> None:
 )
 def test_not_http(stream: bytes) -> None:
     assert parse_http_host(stream) == (NOT_HTTP, None)
+
+
+@pytest.mark.parametrize("stream, expected", [
+    (b"GET /path\r\nHost: www.TikTok.com\r\n\r\n", (DONE, "www.tiktok.com")),
+    (b"GET /path\nHost: www.tiktok.com:8080\n\n", (DONE, "www.tiktok.com")),
+    (b"POST http://v16m.tiktokcdn.com/x\r\nHost: other.example\r\n\r\n", (DONE, "v16m.tiktokcdn.com")),
+    (b"GET /\r\n\r\n", (DONE, None)),  # HTTP/0.9: no headers at all
+    (b"GET /\r\n", (NEED_MORE, None)),
+])
+def test_request_line_without_a_version_still_gives_its_host(stream: bytes, expected) -> None:
+    """``GET /path`` with headers after it (scripts, old clients, some malware): servers
+    answer it, so its Host is a name the device asked for."""
+    assert parse_http_host(stream) == expected
 
 
 def test_header_cap() -> None:

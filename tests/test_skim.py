@@ -130,8 +130,8 @@ def assert_same(paths: list[Path | str], base: Settings | None = None, wanted: W
 #: ports of test_differential.py): the skim's port sets must follow the pipeline's.
 PORT_SETTINGS = [
     pytest.param(Settings(), id="default-ports"),
-    pytest.param(Settings(dns_ports=frozenset({53, 5353}), quic_ports=frozenset({443, 784, 853, 4433, 4443})),
-                 id="more-ports"),
+    pytest.param(Settings(dns_ports=frozenset({53, 5353}), quic_ports=frozenset({443, 784, 853, 4433, 4443}),
+                          tunnel_ports=(("vxlan", 8472), ("capwap", 12380))), id="more-ports"),
 ]
 
 
@@ -297,7 +297,7 @@ QUIC_INITIAL = _quic_initial()
 CCS = b"\x14\x03\x03\x00\x01\x01"
 V4 = [bytes([198, 18, 10, 5]), bytes([198, 18, 20, 7]), bytes([198, 19, 0, 53]), bytes([198, 19, 0, 80])]
 V6 = [bytes.fromhex("fd00000000000000000000000000000" + c) for c in "1234"]
-PORTS = (53, 443, 80, 67, 68, 4789, 2152, 8080, 40000, 40001)
+PORTS = (53, 443, 80, 67, 68, 4789, 2152, 6081, 5246, 5247, 37008, 4754, 8472, 8080, 40000, 40001)
 
 
 # -- hypothesis: templates, then damage ------------------------------------------------------
@@ -320,6 +320,11 @@ TCP_STREAMS = {
     "ssh": (22, [b"SSH-2.0-OpenSSH_9.6\r\n" + bytes(40)]),
     "tls-appdata": (443, [b"\x17\x03\x03\x00\x40" + bytes(64)]),
     "short-0x16": (443, [b"\x16\x03"]),
+    # A load balancer's PROXY header before the client's first bytes (v1 text, v2 binary).
+    "proxy-v1-tls": (443, [b"PROXY TCP4 198.18.10.5 198.19.0.80 40000 443\r\n" + client_hello(b"www.tiktok.com")]),
+    "proxy-v2-http": (80, [b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 18, 10, 5, 198, 19, 0, 80])
+                           + b"\x9c\x40\x00\x50" + b"GET /x\r\nHost: www.tiktok.com\r\n\r\n"]),
+    "proxy-v1-broken": (80, [b"PROXY TCP9 a b\r\nGET / HTTP/1.1\r\nHost: www.tiktok.com\r\n\r\n"]),
 }
 #: One UDP payload, its usual port, and whether the server sends it.
 UDP_MESSAGES = {
@@ -327,6 +332,9 @@ UDP_MESSAGES = {
     "dns-response": (53, True, dns_response("api.tiktokv.com")),
     "dns-other-query": (53, False, dns_query("www.example.org")),  # no signature: dropped in C
     "dns-other-response": (53, True, dns_response("Mail.Example.ORG")),
+    # NXDOMAIN for a TikTok name: the question is all it holds (its query may be unseen).
+    "dns-nxdomain": (53, True, bytes.fromhex("12348183") + dns_query("www.tiktok.com")[4:]),
+    "dns-other-nxdomain": (53, True, bytes.fromhex("12348183") + dns_query("www.example.org")[4:]),
     "quic-initial": (443, False, QUIC_INITIAL),
     "quic-server-long": (443, True, b"\xc3\x00\x00\x00\x01" + bytes(60)),
     "quic-short": (443, False, b"\x43" + bytes(40)),
@@ -410,29 +418,84 @@ def udp_flow(draw) -> list[bytes]:
     return [ip(client, server, 17, udp(cport, sport, payload))] * draw(st.integers(1, 2))
 
 
+# -- the tunnels a tap's copy arrives in (decode.py opens them, and so does the C skim) ------
+
+OUTER_A, OUTER_B = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+BSSID, ROUTER_MAC = bytes.fromhex("02a0000000a1"), bytes.fromhex("02a0000000fe")
+
+
+def dot11(l3: bytes, from_ds: bool = False, swapped: bool = False, qos: bool = False) -> bytes:
+    """An 802.11 data frame (LLC/SNAP): to the access point (To DS) or from it (From DS);
+    ``swapped``: its frame control bytes in a Cisco access point's order."""
+    control = bytes([0x88 if qos else 0x08, 0x02 if from_ds else 0x01])
+    addresses = (CLIENT_MAC, BSSID, ROUTER_MAC) if from_ds else (BSSID, CLIENT_MAC, ROUTER_MAC)
+    header = (control[::-1] if swapped else control) + b"\x00\x00" + b"".join(addresses) + b"\x10\x00"
+    return header + (b"\x00\x00" if qos else b"") + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype_of(l3)) + l3
+
+
+def capwap(frame: bytes, native: bool = True, fragment_offset: int = 0) -> bytes:
+    """A CAPWAP data header (RFC 5415) with the wireless-specific field, then ``frame``:
+    an 802.11 frame (native, binding 1) or an 802.3 one."""
+    flags = 0x20 | (0x80 if fragment_offset else 0)
+    return bytes([0, 4 << 3, 1 << 1 | native, flags]) + struct.pack("!HH", 0, fragment_offset << 3) \
+        + b"\x04\xbf\x23\x00\x00\x00\x00\x00" + frame
+
+
+def gre(protocol: int, payload: bytes, seq: bool = True, key: bool = False) -> bytes:
+    flags = (0x10 if seq else 0) | (0x20 if key else 0)
+    return ipv4(OUTER_A, OUTER_B, 47, struct.pack("!BBH", flags, 0, protocol) + bytes(4 * (seq + key)) + payload)
+
+
+#: Each wraps one IP packet as a sensor receives it: a UDP or GRE packet between two tunnel ends.
+ENCAPSULATIONS = {
+    "vxlan": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(50000, 4789, b"\x08\x00\x00\x00\x00\x00\x01\x00" + eth_ip(l3))),
+    "gtp": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(2152, 2152, struct.pack("!BBHI", 0x30, 0xFF, len(l3), 1) + l3)),
+    "geneve-ethernet": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(50000, 6081, b"\x00\x00\x65\x58\x00\x00\x07\x00"
+                                                                + eth_ip(l3))),
+    "geneve-ip": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(50000, 6081, struct.pack("!BBH", 1, 0, ethertype_of(l3))
+                                                           + b"\x00\x00\x07\x00" + b"\x01\x08\x01\x00" + l3)),
+    "tzsp-ethernet": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(40000, 37008, b"\x01\x00\x00\x01\x00\x01" + eth_ip(l3))),
+    "tzsp-802.11": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(40000, 37008, b"\x01\x00\x00\x12\x0a\x01\xc4\x01"
+                                                             + dot11(l3, qos=True))),
+    "capwap-to-controller": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(12380, 5247, capwap(dot11(l3)))),
+    "capwap-from-controller": lambda l3: ipv4(OUTER_B, OUTER_A, 17, udp(5247, 12380,
+                                                                        capwap(dot11(l3, True, swapped=True)))),
+    "capwap-802.3": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(12380, 5247, capwap(eth_ip(l3), native=False))),
+    "erspan-i": lambda l3: gre(0x88BE, eth_ip(l3), seq=False),
+    "erspan-ii": lambda l3: gre(0x88BE, struct.pack("!HHI", 0x1000 | 20, 0x0001, 0) + eth_ip(l3)),
+    "erspan-iii": lambda l3: gre(0x22EB, struct.pack("!HHIHH", 0x2000 | 30, 0x0001, 0, 0, 0x0001) + bytes(8) + eth_ip(l3)),
+    "gre-ethernet": lambda l3: gre(0x6558, eth_ip(l3), seq=False, key=True),
+    "gre-ip": lambda l3: gre(ethertype_of(l3), l3, seq=False),
+    "gre-aruba": lambda l3: gre(0x8200, dot11(l3), seq=False),
+    "gre-in-udp": lambda l3: ipv4(OUTER_A, OUTER_B, 17, udp(50000, 4754, struct.pack("!HH", 0, 0x6558) + eth_ip(l3))),
+}
+
+
 @st.composite
 def tunnelled_flow(draw) -> list[bytes]:
-    """A whole flow inside VXLAN, GTP-U or IP-in-IP, or with IPv6 extension headers: frames
-    the skim keeps for Python unread. Its addresses are its own: the same flow started in
-    such frames and continued in plain ones is a known divergence, tested on its own
-    (test_flow_started_where_the_skim_cannot_read)."""
+    """A whole flow inside one of ``ENCAPSULATIONS`` or IP-in-IP, or with IPv6 extension
+    headers (the last two: frames the skim keeps for Python unread). Its addresses are its
+    own: the same flow started in unread frames and continued in plain ones is a known
+    divergence, tested on its own (test_flow_started_where_the_skim_cannot_read)."""
     inner_client, inner_server = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
     stream = TCP_STREAMS[draw(st.sampled_from(["tls", "http"]))][1][0]
     half = len(stream) // 2
     inner = [ipv4(inner_client, inner_server, 6, tcp(40000, 443, 99, SYN)),
              ipv4(inner_client, inner_server, 6, tcp(40000, 443, 100, PSH | ACK, stream[:half])),
              ipv4(inner_client, inner_server, 6, tcp(40000, 443, 100 + half, PSH | ACK, stream[half:])),
+             ipv4(inner_server, inner_client, 6, tcp(443, 40000, 7000, PSH | ACK, bytes(40))),
              ipv4(inner_client, inner_server, 17, udp(40000, 53, dns_query("vm.tiktok.com")))]
-    how = draw(st.sampled_from(["vxlan", "gtp", "ipip", "v6ext"]))
-    outer_a, outer_b = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
-    if how == "vxlan":
-        return [ipv4(outer_a, outer_b, 17, udp(50000, 4789, b"\x08\x00\x00\x00\x00\x00\x01\x00" + eth_ip(p)))
-                for p in inner]
-    if how == "gtp":
-        return [ipv4(outer_a, outer_b, 17, udp(2152, 2152, struct.pack("!BBHI", 0x30, 0xFF, len(p), 1) + p))
-                for p in inner]
+    how = draw(st.sampled_from([*ENCAPSULATIONS, "ipip", "v6ext", "capwap-control", "capwap-fragment"]))
+    if how in ENCAPSULATIONS:
+        return [ENCAPSULATIONS[how](p) for p in inner]
+    if how == "capwap-control":  # DTLS-protected control messages, both ways
+        return [ipv4(OUTER_A, OUTER_B, 17, udp(12380, 5246, b"\x01\x00\x00\x00" + p)) for p in inner[:2]] + [
+            ipv4(OUTER_B, OUTER_A, 17, udp(5246, 12380, b"\x01\x00\x00\x00" + inner[3]))]
+    if how == "capwap-fragment":  # the first fragment read, the second counted
+        return [ipv4(OUTER_A, OUTER_B, 17, udp(12380, 5247, capwap(dot11(inner[1])[:40], fragment_offset=0))),
+                ipv4(OUTER_A, OUTER_B, 17, udp(12380, 5247, capwap(dot11(inner[1])[40:], fragment_offset=5)))]
     if how == "ipip":
-        return [ipv4(outer_a, outer_b, 4, p) for p in inner]
+        return [ipv4(OUTER_A, OUTER_B, 4, p) for p in inner]
     v6a, v6b = bytes.fromhex("fd09" + "00" * 13 + "01"), bytes.fromhex("fd09" + "00" * 13 + "02")
     return [ipv6(v6a, v6b, 60, bytes([p[9], 0]) + bytes(6) + p[20:]) for p in inner]  # destination options
 
@@ -501,6 +564,7 @@ SETTINGS = st.builds(
     max_tcp_flows=st.sampled_from([1, 2, 65536]),  # 1 and 2: flows evicted (the skim must forget them too)
     max_flight_bytes=st.sampled_from([48, 65536, 65536]),  # 48: first flights overflow
     flow_timeout=st.sampled_from([1.0, 30.0]),  # 1.0: flows expire between segments
+    tunnel_ports=st.sampled_from([(), (("vxlan", 8472), ("geneve", 40000))]),  # a port a flow may also use
 )
 
 
@@ -549,11 +613,6 @@ def test_damaged_frames_skimmed_equal_every_frame_decoded_pcapng(scratch, data, 
 # -- known divergence: a flow started where the C walk cannot read it ----------------------
 
 
-def vxlan(l3: bytes) -> bytes:
-    return ipv4(bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 17,
-                udp(50000, 4789, b"\x08\x00\x00\x00\x00\x00\x01\x00" + eth_ip(l3)))
-
-
 def write(scratch: Path, data: bytes, suffix: str) -> Path:
     path = scratch / f"one.{suffix}"
     path.write_bytes(data)
@@ -594,16 +653,13 @@ def test_flow_started_where_the_skim_cannot_read(scratch, case):
     write_and_compare(scratch, [data], Settings(), suffix)
 
 
-@pytest.mark.parametrize("how", ["vxlan", "gtp"])
+@pytest.mark.parametrize("how", sorted(ENCAPSULATIONS))
 def test_tunnelled_flow_is_skimmed_inside_the_tunnel(scratch, how):
-    """VXLAN (cloud traffic mirrors) and GTP-U are opened in C: a flow inside them is read
-    as a plain one (its bulk dropped, its segments kept while Python tracks it), even when
-    its first segments came plainly and the rest inside the tunnel."""
-    def wrap(l3: bytes) -> bytes:
-        if how == "vxlan":
-            return vxlan(l3)
-        return ipv4(bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 17,
-                    udp(2152, 2152, struct.pack("!BBHI", 0x30, 0xFF, len(l3), 1) + l3))
+    """Traffic mirrors' and remote SPAN's tunnels (VXLAN, Geneve, ERSPAN, GRE, TZSP), CAPWAP
+    and GTP-U are opened in C: a flow inside them is read as a plain one (its bulk dropped,
+    its segments kept while Python tracks it), even when its first segments came plainly
+    and the rest inside the tunnel."""
+    wrap = ENCAPSULATIONS[how]
 
     syn = ipv4(CLIENT, SERVER, 6, tcp(40000, 80, 99, SYN))
     head = ipv4(CLIENT, SERVER, 6, tcp(40000, 80, 100, PSH | ACK, REQUEST[:20]))

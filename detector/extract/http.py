@@ -9,7 +9,8 @@ Which name counts follows RFC 9112 section 3.2, as a server resolves it: an
 absolute-form target (``GET http://host/ HTTP/1.1``, what clients send to proxies) and
 the authority-form of CONNECT name the host and override any Host header; otherwise the
 first Host header does. Parsing is as lenient as common servers are (bare LF line ends,
-whitespace runs in the request line, leading empty lines), so those cannot hide a name.
+whitespace runs in the request line, leading empty lines, a request line without a
+version), so those cannot hide a name.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ def parse_http_host(stream: bytes | memoryview) -> tuple[str, str | None]:
         return (NOT_HTTP if capped else NEED_MORE), None
     # A target with raw spaces is invalid, yet servers (and attack tools) use it as is:
     # the first word is the method, the last the version, and the Host header still names the site.
+    # A request line without a version (``GET /path``, HTTP/0.9's form, which some clients
+    # and scripts still send with headers after it) is read as a request all the same.
     parts = data[start:eol].split()
-    if len(parts) < 3 or parts[0] not in METHODS or not _VERSION.match(parts[-1]):
+    if parts[0:1] == [] or parts[0] not in METHODS or not (
+            (len(parts) == 2 and not parts[1].startswith(b"HTTP/")) or (len(parts) >= 3 and _VERSION.match(parts[-1]))):
         return NOT_HTTP, None
     target = parts[1]
     host: str | None = None

@@ -339,6 +339,11 @@ no name to a passive sensor. For them, "no violation" means "none seen". Each ro
 kind and lists the first of them as evidence. <i>ECH</i> counts the device's events whose ClientHello carried an Encrypted
 ClientHello extension: their name is the public (outer) one, and the real one may differ (browsers also send the extension
 as GREASE, so it says "may", not "does").</p>
+{%- if m.response_only %}
+<p>One-way view: {{ num(m.response_only) }} event{{ 's' if m.response_only != 1 }} named a DNS question read from an answer whose
+query the capture lacks (<code>"seen": "response-only"</code>): the tap saw those exchanges in one direction only. The
+device is the answer's destination; names the devices sent the other way (TLS, QUIC, HTTP) may be missing for it.</p>
+{%- endif %}
 {%- if blind %}
 <div class="scroll"><table class="sortable">
 <thead><tr><th>Device</th><th>IP addresses</th><th>Hostname</th><th>Segment</th><th class="num">Violations</th><th>Blind spots</th><th class="num">ECH</th><th>Evidence (first)</th></tr></thead>

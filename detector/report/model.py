@@ -82,6 +82,7 @@ class Event(NamedTuple):
     device_class: str | None = None
     owner: str | None = None
     department: str | None = None
+    response_only: bool = False  # a DNS question read from an answer whose query was not captured
 
 
 _REQUIRED = ("ts", "proto", "name", "device", "segment", "decision", "pcap")
@@ -128,7 +129,7 @@ def parse_event(record: object) -> Event | str:
             return "invalid device_class, owner or department"
     return Event(ts, proto, record["name"], category or "unknown", decision, record["device"], mac, ip, hostname,
                  record["segment"], record["pcap"], frame, get("ech") is True, answer_pcap, answer_frame,
-                 device_class, owner, department)
+                 device_class, owner, department, get("seen") == "response-only")
 
 
 def _evidence(event: Event) -> Evidence:
@@ -257,6 +258,7 @@ class ReportModel:
         self.inferred = 0
         self.notices = 0
         self.blind_spots = 0
+        self.response_only = 0  # events whose name came from a DNS answer alone (a one-way tap)
         self.blind_categories: Counter[str] = Counter()
         self.protos: Counter[str] = Counter()
         self.categories: Counter[str] = Counter()
@@ -277,6 +279,7 @@ class ReportModel:
             self._add_blind_spot(event)
             return
         self.events += 1
+        self.response_only += event.response_only
         ts = event.ts
         self.first = ts if self.first is None or ts < self.first else self.first
         self.last = ts if self.last is None or ts > self.last else self.last

@@ -8,7 +8,8 @@ IP fragments not reassembled (we read a first fragment with the bytes it carries
 tshark still dissects every frame (reassembly needs them) but hands over only those few.
 An event is *confirmed* when Wireshark shows the same name, in the same role, in that frame:
 
-- ``dns-query``: a question name (``dns.qry.name``) of a DNS query;
+- ``dns-query``: a question name (``dns.qry.name``) of a DNS query, or of an answer (the
+  event of a question seen in the answer only);
 - ``dns-answer``: an owner name, CNAME/DNAME target or SVCB/HTTPS TargetName of the answer
   section of a response (``dns.resp.name``, ``dns.cname``, ``dns.dname``, ``dns.svcb.targetname``);
 - ``tls-sni`` / ``quic-sni``: ``tls.handshake.extensions_server_name`` under TLS / QUIC;
@@ -120,6 +121,8 @@ def wireshark_names(trees: dict[str, list[dict]]) -> set[NameKey]:
         if response == ["0"]:
             found |= {("dns-query", _name(n)) for n in _values(dns.get("Queries", {}), "dns.qry.name")}
         elif response == ["1"]:
+            # A question read from an answer whose query was not captured is an event at the answer.
+            found |= {("dns-query", _name(n)) for n in _values(dns.get("Queries", {}), "dns.qry.name")}
             answers = dns.get("Answers", {})
             for key in ("dns.resp.name", "dns.cname", "dns.dname", "dns.svcb.targetname"):
                 found |= {("dns-answer", _name(n)) for n in _values(answers, key) if n not in ("<Root>", "")}

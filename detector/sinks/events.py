@@ -37,6 +37,8 @@ def event_record(verdict: Verdict) -> dict:
     if obs.evidence is not None:
         record["evidence"] = {"kind": obs.evidence, "ts": rfc3339(obs.evidence_ts) if obs.evidence_ts is not None else None,
                               "pcap": obs.evidence_pcap, "frame": obs.evidence_frame}
+    if obs.seen is not None:
+        record["seen"] = obs.seen
     record["pcap"] = obs.pcap
     record["frame"] = obs.frame
     return record
@@ -69,5 +71,8 @@ class JsonLines:
             self.stream.flush()
 
     def write_name(self, obs: Observation) -> None:
-        self.write({"proto": obs.proto, "name": obs.name, "client_ip": obs.client_ip,
-                    "pcap": obs.pcap, "frame": obs.frame})
+        record = {"proto": obs.proto, "name": obs.name, "client_ip": obs.client_ip, "pcap": obs.pcap,
+                  "frame": obs.frame}
+        if obs.seen is not None:
+            record["seen"] = obs.seen
+        self.write(record)

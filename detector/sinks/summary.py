@@ -140,6 +140,10 @@ class Summary:
                 + (" - THE SENSOR LOST PACKETS: raise --buffer-mb or --workers" if stats["capture.kernel_drops"] else "")
                 + "\n"
             )
+        if stats[counters.DNS_RESPONSE_ONLY]:
+            out.write(f"one-way: {stats[counters.DNS_RESPONSE_ONLY]} DNS transaction(s) seen as the answer alone "
+                      "(the query was not captured: the tap sees one direction); their questions are reported "
+                      "with \"seen\": \"response-only\"\n")
         drops = {key: stats[key] for key in counters.not_decoded() if stats[key]}
         if drops:
             out.write("not decoded: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) + "\n")

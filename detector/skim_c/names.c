@@ -22,7 +22,8 @@
  * a name that runs off the message is a fault. The questions are read, then (if none
  * faulted) each answer's owner, and the target of a CNAME, DNAME, SVCB or HTTPS record,
  * which must end inside its RDATA. A query reports its questions, a response its answer
- * names, each distinct name once; the root name is never reported.
+ * names, each distinct name once; the root name is never reported. A response whose
+ * question may match is kept too (uncounted), for the one-way view.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,11 @@ int skim_dns(Skim *s, const uint8_t *m, size_t n) {
             break;
         }
         if (!response) report(&r, &name, 0);
+        /* A response's question is Python's to read when it may match: the query may not
+         * have been seen (a tap that sees one direction), and then the question is the name
+         * (pipeline.py reports it as seen in the response only). Not counted here: Python
+         * counts it only when it reports it. */
+        else if (name.len && (name.odd || may_match(s, name.text, name.len))) r.keep = 1;
         pos = (size_t)after + DNS_QUESTION_FIXED;
         if (pos > n) malformed = 1;
     }

@@ -11,7 +11,7 @@
  * (tests/test_skim.py): a frame is dropped here only when detector/pipeline.py would
  * write nothing from it (no binding, no observation of a wanted name, no change to its
  * reassembly tables), and the counters it would have bumped are bumped here instead.
- * Everything the core does not fully understand (other link types, IP-in-IP and GRE,
+ * Everything the core does not fully understand (other link types, IP-in-IP,
  * ARP, IP fragments, IPv6 extension headers, truncated headers, DNS over TCP) is kept
  * for Python.
  *
@@ -49,6 +49,11 @@
 #define SKIM_MAX_ANSWERS 32
 /* Tunnels inside tunnels: decode.py's MAX_ENCAPSULATION. */
 #define SKIM_MAX_ENCAPSULATION 3
+/* The UDP tunnels, by decode.py's codes; CAPWAP on either port, the others on the destination. */
+enum {
+    SKIM_VXLAN = 1, SKIM_GTP_U = 2, SKIM_GENEVE = 3, SKIM_CAPWAP = 4, SKIM_CAPWAP_CONTROL = 5, SKIM_TZSP = 6,
+    SKIM_GRE_IN_UDP = 7
+};
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
@@ -74,6 +79,7 @@ typedef struct {
     uint64_t seed;
     uint8_t dns_port[8192];
     uint8_t quic_port[8192];
+    uint8_t udp_tunnel[65536]; /* the tunnel (SKIM_VXLAN...) a UDP port opens, 0: none */
     uint8_t method_first[256];
     uint8_t methods[SKIM_MAX_METHODS][SKIM_MAX_METHOD_LEN];
     uint8_t method_len[SKIM_MAX_METHODS];
@@ -125,6 +131,16 @@ typedef struct {
 int skim_init(Skim *s, uint64_t max_flows, uint64_t seed, int keep_all, unsigned worker, unsigned workers);
 void skim_free(Skim *s);
 void skim_add_port(uint8_t *set, unsigned port);
+/* UDP `port` opens tunnel `kind` (SKIM_VXLAN..SKIM_GRE_IN_UDP): 0, or -1 when either is out of range. */
+int skim_set_tunnel_port(Skim *s, unsigned port, unsigned kind);
+/* The tunnel a datagram opens: its destination port's, or its source port's if that is CAPWAP's
+ * and the destination port is not a well-known one (decode.py FIRST_UNPRIVILEGED_PORT). */
+static inline unsigned skim_udp_tunnel(const Skim *s, unsigned sport, unsigned dport) {
+    unsigned kind = s->udp_tunnel[dport];
+    if (kind || dport < 1024) return kind;
+    kind = s->udp_tunnel[sport];
+    return kind == SKIM_CAPWAP || kind == SKIM_CAPWAP_CONTROL ? kind : 0;
+}
 /* Add a request start (an HTTP method and its space): 0, or -1 when it does not fit. */
 int skim_add_method(Skim *s, const uint8_t *method, size_t len);
 uint64_t skim_flow_hash(const Skim *s, const uint8_t *src, const uint8_t *dst, int alen, unsigned sport,

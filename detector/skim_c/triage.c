@@ -23,6 +23,11 @@
 #define TCP_SYN 0x02
 #define TCP_ACK 0x10
 #define TLS_HANDSHAKE 0x16
+#define ETH_TEB 0x6558
+#define ETH_ERSPAN_II 0x88BE
+#define ETH_ERSPAN_III 0x22EB
+#define TZSP_PADDING 0
+#define TZSP_END 1
 
 static inline int has_port(const uint8_t *set, unsigned port) { return set[port >> 3] >> (port & 7) & 1; }
 
@@ -100,6 +105,9 @@ static void discard(Skim *s, uint64_t key) {
 /* pipeline._starts_message: can this segment be the first of a ClientHello or request? */
 static int starts_message(const Skim *s, const uint8_t *p, size_t n) {
     static const uint8_t ccs[6] = {0x14, 0x03, 0x03, 0x00, 0x01, 0x01};
+    /* A PROXY protocol header (a load balancer's, before the client's first bytes). */
+    static const uint8_t proxy_v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    if ((n >= 6 && memcmp(p, "PROXY ", 6) == 0) || (n >= 12 && memcmp(p, proxy_v2, 12) == 0)) return 1;
     if (n >= 6 && memcmp(p, ccs, 6) == 0) {
         p += 6;
         n -= 6;
@@ -115,16 +123,18 @@ static int starts_message(const Skim *s, const uint8_t *p, size_t n) {
 
 /* What to do with one frame (dropped frames counted as Python would count them). Frames
  * of another worker's flows are SKIM_FOREIGN. A frame this walk cannot read through (IP-in-IP,
- * GRE, an IPv6 extension header, another link type) is the first worker's, and ends the walk
- * (SKIM_KEEP_UNREAD): it may start a TCP flow the walk did not see start, whose plain segments
- * must not be judged before Python has read it and reported the flow. VXLAN and GTP-U, the
- * tunnels of traffic mirrors and mobile backhaul, are opened here as decode.py opens them,
- * and their inner packet is judged like any other. */
+ * an IPv6 extension header, another link type, a tunnel's frame decode.py counts and skips)
+ * is the first worker's, and ends the walk (SKIM_KEEP_UNREAD): it may start a TCP flow the
+ * walk did not see start, whose plain segments must not be judged before Python has read it
+ * and reported the flow. The tunnels of traffic mirrors, remote SPAN and controller-based
+ * Wi-Fi (VXLAN, Geneve, GTP-U, TZSP, CAPWAP data, GRE with ERSPAN or bridged Ethernet or IP
+ * inside) are opened here as decode.py opens them, and their inner packet is judged like any
+ * other. */
 #define KEEP_HERE (s->worker == 0 ? SKIM_KEEP_UNREAD : SKIM_FOREIGN)
 /* ARP: the first worker's too, but it cannot start a TCP flow. */
 #define KEEP_FIRST (s->worker == 0 ? SKIM_KEEP : SKIM_FOREIGN)
-#define VXLAN_PORT 4789
-#define GTP_U_PORT 2152
+/* A UDP tunnel's header did not hold: the datagram is judged as a plain one. */
+#define NOT_OPENED (-3)
 
 /* IP protocols that may carry a TCP segment further in: IP-in-IP, IPv6-in-IP, GRE, and
  * the IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options,
@@ -150,7 +160,9 @@ static int may_be_tunnel(const uint8_t *p, size_t n, unsigned dport) {
     return dport == 1194 && n >= 10 && (p[0] == 7 << 3 || p[0] == 10 << 3);
 }
 
-/* decode.py _gtp_u_payload: the offset of a G-PDU's user packet in f[pos:end], or 0. */
+/* -- tunnel headers: each the twin of decode.py's function of the same name ---------- */
+
+/* _gtp_u_payload: the offset of a G-PDU's user packet in f[pos:end], or 0. */
 static size_t gtp_u_payload(const uint8_t *f, size_t pos, size_t end) {
     if (pos + 8 > end || f[pos] >> 5 != 1 || f[pos + 1] != 0xFF) return 0;
     unsigned flags = f[pos];
@@ -170,7 +182,90 @@ static size_t gtp_u_payload(const uint8_t *f, size_t pos, size_t end) {
     return pos;
 }
 
+/* _geneve_payload: the inner packet's offset (its protocol type in *proto), or 0. */
+static size_t geneve_payload(const uint8_t *f, size_t pos, size_t end, unsigned *proto) {
+    if (pos + 8 > end || f[pos] >> 6) return 0;
+    size_t inner = pos + 8 + (size_t)(f[pos] & 0x3F) * 4;
+    if (inner > end) return 0;
+    *proto = be16(f + pos + 2);
+    return inner;
+}
+
+/* _tzsp_payload: the frame's offset after the tagged fields (its encapsulation in *encap), or 0. */
+static size_t tzsp_payload(const uint8_t *f, size_t pos, size_t end, unsigned *encap) {
+    if (pos + 4 > end || f[pos] != 1 || f[pos + 1] > 1) return 0;
+    *encap = be16(f + pos + 2);
+    pos += 4;
+    while (pos < end) {
+        unsigned tag = f[pos];
+        if (tag == TZSP_END) return pos + 1;
+        if (tag == TZSP_PADDING) {
+            pos += 1;
+        } else if (pos + 2 > end) {
+            return 0;
+        } else {
+            pos += 2 + (size_t)f[pos + 1];
+        }
+    }
+    return 0;
+}
+
+/* _capwap_payload: CAPWAP_8023 or CAPWAP_80211 with the frame's offset in *inner,
+ * CAPWAP_FRAGMENT for a non-first fragment, or 0 when the header does not hold. */
+enum { CAPWAP_8023 = 1, CAPWAP_80211 = 2, CAPWAP_FRAGMENT = 3 };
+static int capwap_payload(const uint8_t *f, size_t pos, size_t end, size_t *inner) {
+    if (pos + 8 > end || f[pos] != 0) return 0;
+    size_t header = (size_t)(f[pos + 1] >> 3) * 4;
+    unsigned native = f[pos + 2] & 0x01, wbid = f[pos + 2] >> 1 & 0x1F, flags = f[pos + 3];
+    if (header < 8 || pos + header > end || (flags & 0x08)) return 0;
+    if (native && wbid != 1) return 0;
+    if ((flags & 0x80) && (be16(f + pos + 6) >> 3)) return CAPWAP_FRAGMENT;
+    *inner = pos + header;
+    return native ? CAPWAP_80211 : CAPWAP_8023;
+}
+
+/* _dot11: the offset of the packet after an 802.11 data frame's LLC/SNAP header (its
+ * ethertype in *ethertype), or 0 for a frame decode.py counts and skips. */
+static size_t dot11_payload(const uint8_t *f, size_t pos, size_t end, unsigned *ethertype) {
+    if (pos + 24 > end) return 0;
+    unsigned control = f[pos], ds_flags = f[pos + 1];
+    if (control & 0x03) { /* Cisco's byte order */
+        control = f[pos + 1];
+        ds_flags = f[pos];
+    }
+    unsigned subtype = control >> 4, ds = ds_flags & 0x03;
+    if ((control & 0x0F) != 0x08 || (subtype & 0x04) || (ds_flags & 0x40)) return 0;
+    size_t header = ds == 3 ? 30 : 24;
+    if (subtype & 0x08) header += (ds_flags & 0x80) ? 6 : 2;
+    size_t llc = pos + header;
+    static const uint8_t snap[5] = {0xAA, 0xAA, 0x03, 0x00, 0x00};
+    if (llc + 8 > end || memcmp(f + llc, snap, 5) != 0 || (f[llc + 5] != 0x00 && f[llc + 5] != 0xF8)) return 0;
+    *ethertype = be16(f + llc + 6);
+    return llc + 8;
+}
+
+/* decode.py's ARUBA_*: an Aruba controller's GRE protocol types, each an 802.11 frame inside. */
+static int aruba(unsigned proto) { return (proto >= 0x8200 && proto <= 0x8370 && !(proto & 0x0F)) || proto == 0x9000; }
+
+/* _erspan: the mirrored Ethernet frame's offset, or 0 for a packet decode.py counts and skips. */
+static size_t erspan_payload(const uint8_t *f, unsigned proto, int sequenced, size_t pos, size_t end) {
+    size_t inner = pos;
+    if (proto == ETH_ERSPAN_III || sequenced) {
+        unsigned version = proto == ETH_ERSPAN_II ? 1 : 2;
+        size_t header = version == 1 ? 8 : 12;
+        if (pos + header > end || f[pos] >> 4 != version) return 0;
+        inner = pos + header;
+        if (version == 2) {
+            if ((f[pos + 10] >> 2) & 0x1F) return 0;
+            if (f[pos + 11] & 0x01) inner += 8;
+        }
+    }
+    return inner + 14 <= end ? inner : 0;
+}
+
 static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype, int depth);
+static int udp_tunnel(Skim *s, const uint8_t *f, unsigned kind, size_t pos, size_t end, int depth);
+static int gre(Skim *s, const uint8_t *f, size_t pos, size_t end, int depth);
 
 /* The IP packet at f[pos:caplen], inside `depth` tunnels. */
 static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int depth) {
@@ -204,11 +299,10 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
     if (proto == 17) { /* UDP */
         if (l4 + 8 > end) return KEEP_HERE;
         unsigned sport = be16(f + l4), dport = be16(f + l4 + 2);
-        if (dport == VXLAN_PORT && depth < SKIM_MAX_ENCAPSULATION && l4 + 16 + 14 <= end)
-            return link_frame(s, f + l4 + 16, end - l4 - 16, 1, depth + 1);
-        if (dport == GTP_U_PORT && depth < SKIM_MAX_ENCAPSULATION) {
-            size_t inner = gtp_u_payload(f, l4 + 8, end);
-            if (inner) return ip_packet(s, f, inner, end, depth + 1);
+        if (depth < SKIM_MAX_ENCAPSULATION) {
+            unsigned kind = skim_udp_tunnel(s, sport, dport);
+            int verdict = kind ? udp_tunnel(s, f, kind, l4 + 8, end, depth + 1) : NOT_OPENED;
+            if (verdict != NOT_OPENED) return verdict;
         }
         if (foreign(s, src, dst, alen, sport, dport)) return SKIM_FOREIGN;
         if (has_port(s->dns_port, sport) || has_port(s->dns_port, dport))
@@ -226,6 +320,7 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
         return SKIM_DROPPED;
     }
     if (proto != 6) {
+        if (proto == 47 && depth < SKIM_MAX_ENCAPSULATION && l4 + 4 <= end) return gre(s, f, l4, end, depth + 1);
         if (may_carry_tcp(proto)) return KEEP_HERE;
         /* ICMPv6 neighbour solicitations and advertisements bind a MAC to an IPv6 address
          * (decode.py ICMPV6_NEIGHBOR_TYPES): the first worker's, as ARP is. */
@@ -262,6 +357,70 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
     return SKIM_DROPPED;
 }
 
+/* The packet after an ethertype at f[pos:end] inside a tunnel: IP is judged, ARP is the
+ * first worker's, the rest (MPLS, PPPoE, what decode.py counts and skips) kept for Python. */
+static int inner_ethertype(Skim *s, const uint8_t *f, unsigned ethertype, size_t pos, size_t end, int depth) {
+    if (ethertype == ETH_IPV4 || ethertype == ETH_IPV6) return ip_packet(s, f, pos, end, depth);
+    return ethertype == ETH_ARP ? KEEP_FIRST : KEEP_HERE;
+}
+
+static int dot11(Skim *s, const uint8_t *f, size_t pos, size_t end, int depth) {
+    unsigned ethertype;
+    size_t inner = dot11_payload(f, pos, end, &ethertype);
+    return inner ? inner_ethertype(s, f, ethertype, inner, end, depth) : KEEP_HERE;
+}
+
+/* decode.py _udp_tunnel: the verdict on the packet inside, or NOT_OPENED. */
+static int udp_tunnel(Skim *s, const uint8_t *f, unsigned kind, size_t pos, size_t end, int depth) {
+    size_t inner;
+    unsigned type;
+    switch (kind) {
+    case SKIM_VXLAN:
+        return pos + 8 + 14 <= end ? link_frame(s, f + pos + 8, end - pos - 8, 1, depth) : NOT_OPENED;
+    case SKIM_GTP_U:
+        inner = gtp_u_payload(f, pos, end);
+        return inner ? ip_packet(s, f, inner, end, depth) : NOT_OPENED;
+    case SKIM_GENEVE:
+        inner = geneve_payload(f, pos, end, &type);
+        if (!inner) return NOT_OPENED;
+        if (type != ETH_TEB) return inner_ethertype(s, f, type, inner, end, depth);
+        return inner + 14 <= end ? link_frame(s, f + inner, end - inner, 1, depth) : NOT_OPENED;
+    case SKIM_TZSP:
+        inner = tzsp_payload(f, pos, end, &type);
+        if (!inner) return NOT_OPENED;
+        if (type == 18) return dot11(s, f, inner, end, depth);
+        return type == 1 && inner + 14 <= end ? link_frame(s, f + inner, end - inner, 1, depth) : NOT_OPENED;
+    case SKIM_CAPWAP:
+        switch (capwap_payload(f, pos, end, &inner)) {
+        case CAPWAP_80211:
+            return dot11(s, f, inner, end, depth);
+        case CAPWAP_8023:
+            return inner + 14 <= end ? link_frame(s, f + inner, end - inner, 1, depth) : NOT_OPENED;
+        case CAPWAP_FRAGMENT:
+            return KEEP_HERE;
+        default:
+            return NOT_OPENED;
+        }
+    case SKIM_GRE_IN_UDP:
+        return pos + 4 <= end ? gre(s, f, pos, end, depth) : NOT_OPENED;
+    default: /* CAPWAP control, a plain or DTLS preamble: Python counts it */
+        return pos < end && f[pos] <= 1 ? KEEP_FIRST : NOT_OPENED;
+    }
+}
+
+/* decode.py's GRE: ERSPAN and bridged Ethernet opened, IP judged, the rest kept for Python. */
+static int gre(Skim *s, const uint8_t *f, size_t pos, size_t end, int depth) {
+    unsigned flags = f[pos], ethertype = be16(f + pos + 2);
+    size_t inner = pos + 4 + 4 * (size_t)(!!(flags & 0x80) + !!(flags & 0x20) + !!(flags & 0x10));
+    if (ethertype == ETH_ERSPAN_II || ethertype == ETH_ERSPAN_III) {
+        inner = erspan_payload(f, ethertype, flags & 0x10, inner, end);
+        return inner ? link_frame(s, f + inner, end - inner, 1, depth) : KEEP_HERE;
+    }
+    if (ethertype == ETH_TEB) return inner + 14 <= end ? link_frame(s, f + inner, end - inner, 1, depth) : KEEP_HERE;
+    if (aruba(ethertype)) return dot11(s, f, inner, end, depth);
+    return inner_ethertype(s, f, ethertype, inner, end, depth);
+}
+
 static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktype, int depth) {
     size_t pos;
     switch (linktype) {
@@ -274,6 +433,10 @@ static int link_frame(Skim *s, const uint8_t *f, size_t caplen, uint32_t linktyp
             if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
                 if (pos + 6 > caplen) return KEEP_HERE;
                 pos += 4;
+                continue;
+            }
+            if (et == 0x8926 || et == 0x893F) { /* VN-Tag, E-Tag */
+                pos += et == 0x8926 ? 6 : 8;
                 continue;
             }
             if (et == ETH_ARP) return KEEP_FIRST;
@@ -332,6 +495,12 @@ void skim_free(Skim *s) {
 }
 
 void skim_add_port(uint8_t *set, unsigned port) { set[(port & 0xFFFF) >> 3] |= (uint8_t)(1 << (port & 7)); }
+
+int skim_set_tunnel_port(Skim *s, unsigned port, unsigned kind) {
+    if (port > 0xFFFF || kind < SKIM_VXLAN || kind > SKIM_GRE_IN_UDP) return -1;
+    s->udp_tunnel[port] = (uint8_t)kind;
+    return 0;
+}
 
 int skim_add_method(Skim *s, const uint8_t *method, size_t len) {
     if (len < 1 || len > SKIM_MAX_METHOD_LEN || s->n_methods == SKIM_MAX_METHODS) return -1;

@@ -21,13 +21,16 @@ of downloads) never reaches user space. Kept:
 802.1Q-tagged frames are filtered alike (the kernel has moved their tag aside by the time
 the filter runs; QinQ frames are kept whole). For IPv6 the byte tests read
 the fixed header positions, so packets with extension headers are kept whole; so are
-tunnels (IP-in-IP, GRE, VXLAN, GTP-U) and PPPoE or MPLS frames, whose inner packets the
-kernel filter cannot see.
+tunnels (IP-in-IP, GRE and ERSPAN, VXLAN, Geneve, GTP-U, TZSP, CAPWAP) and PPPoE or MPLS
+frames, whose inner packets the kernel filter cannot see.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from detector.decode import DEFAULT_TUNNELS
 
 #: libpcap's read timeout, which on Linux (TPACKET_V3) is the kernel's block timeout: a
 #: block of packets becomes readable when it is full or this long after it was opened.
@@ -61,9 +64,12 @@ def _all(*terms: str) -> str:
     return "(" + " and ".join(f"({t})" for t in terms) + ")"
 
 
-def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linktype: int = 1) -> str:
-    """The BPF prefilter (tcpdump syntax) for the ports in use and the interface's link type."""
+def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linktype: int = 1,
+                   tunnel_ports: Iterable[int] = DEFAULT_TUNNELS) -> str:
+    """The BPF prefilter (tcpdump syntax) for the ports in use and the interface's link type;
+    ``tunnel_ports``: the UDP ports that open a tunnel (decode.udp_tunnels)."""
     dns = _any(*(f"port {p}" for p in sorted(dns_ports)))
+    tunnels = _any("ip proto 4 or ip proto 41 or ip proto 47", *(f"udp port {p}" for p in sorted(tunnel_ports)))
     quic = _any(*(f"dst port {p}" for p in sorted(quic_ports)))
     ip4 = _all("ip", _any(
         _all("udp or tcp", dns),
@@ -73,8 +79,9 @@ def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linkty
             "tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0",
             _all("tcp[0:2] > tcp[2:2]", "ip[2:2] > ((ip[0]&0xf)<<2) + ((tcp[12]&0xf0)>>2)"),
         )),
-        # Tunnels (IP-in-IP, GRE, VXLAN, GTP-U) are kept whole: their inner packets are what counts.
-        "ip proto 4 or ip proto 41 or ip proto 47 or udp port 4789 or udp port 2152",
+        # Tunnels (IP-in-IP, GRE and ERSPAN, the UDP tunnels) are kept whole: their inner packets
+        # are what counts.
+        tunnels,
         # VPN handshakes (extract/tunnels.py): IKE, OpenVPN, DoQ, a WireGuard initiation (148 bytes).
         "udp dst port 500 or udp dst port 4500 or udp dst port 1194 or udp dst port 853",
         "udp[4:2] == 156 and udp[8:4] == 0x01000000",
@@ -82,7 +89,8 @@ def capture_filter(dns_ports: frozenset[int], quic_ports: frozenset[int], linkty
     # libpcap reads IPv6 transport fields only right after the fixed header, so the byte
     # tests use fixed offsets, and packets with extension headers are kept whole.
     ip6 = _all("ip6", _any(
-        "ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60",
+        "ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 47",
+        _all("udp", _any(*(f"port {p}" for p in sorted(tunnel_ports)))),
         _all("udp or tcp", dns),
         _all("udp", quic, "ip6[48] & 0x80 != 0"),
         _all("udp", "dst port 500 or dst port 4500 or dst port 1194 or dst port 853"),
@@ -121,7 +129,8 @@ class LiveCapture:
     """
 
     def __init__(self, interface: str, dns_ports: frozenset[int], quic_ports: frozenset[int],
-                 snaplen: int = 65535, buffer_bytes: int = 32 << 20, fanout_group: int | None = None) -> None:
+                 snaplen: int = 65535, buffer_bytes: int = 32 << 20, fanout_group: int | None = None,
+                 tunnel_ports: Iterable[int] = DEFAULT_TUNNELS) -> None:
         import pcapy  # the C extension: imported only where live capture is used
 
         self.interface = interface
@@ -135,7 +144,7 @@ class LiveCapture:
             if status < 0:
                 reason = ACTIVATE_ERRORS.get(status, f"cannot capture (status {status})")
                 raise LiveCaptureError(f"{interface}: {reason}")
-            handle.setfilter(capture_filter(dns_ports, quic_ports, handle.datalink()))
+            handle.setfilter(capture_filter(dns_ports, quic_ports, handle.datalink(), tunnel_ports))
             # libpcap's read timeout may never fire on an idle TPACKET_V3 socket: the
             # caller waits on fileno() with select and reads without blocking.
             handle.setnonblock(1)
