@@ -55,13 +55,17 @@ KILL_ROUNDS = 5
 _serial = itertools.count()
 
 
-def unavailable() -> str | None:
-    """Why namespaces cannot be made here, in words fit for ``pytest.skip``; None if they can."""
+def unavailable(*tools: str) -> str | None:
+    """Why namespaces cannot be made here, or one of ``tools`` run in them, in words fit
+    for ``pytest.skip``; None if they can."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
     for tool in ("ip", "ethtool"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (Debian: iproute2, ethtool)"
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (make test installs it)"
     probe = f"tkd-probe-{os.getpid()}-{next(_serial)}"
     try:
         made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True,

@@ -59,12 +59,9 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture(scope="module")
 def namespaces() -> None:
-    reason = netns.unavailable()
+    reason = netns.unavailable("dnsmasq", "dhcpcd", "tcpdump")
     if reason:
         pytest.skip(reason)
-    for tool in ("dnsmasq", "dhcpcd", "tcpdump"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed (Debian: dnsmasq-base, dhcpcd-base, tcpdump)")
 
 
 def start_dnsmasq(pair: VethPair, tmp: Path) -> None:

@@ -139,11 +139,9 @@ def installed() -> Iterator[Installed]:
 
 @pytest.fixture
 def pair() -> Iterator[VethPair]:
-    reason = netns.unavailable()
+    reason = netns.unavailable("tcpreplay")
     if reason:
         pytest.skip(reason)
-    if shutil.which("tcpreplay") is None:
-        pytest.skip("`tcpreplay` is not installed (Debian: tcpreplay)")
     with VethPair() as made:
         yield made
 

@@ -59,12 +59,9 @@ DNS_QUERY = (
 
 @pytest.fixture(scope="module")
 def network() -> None:
-    reason = netns.unavailable()
+    reason = netns.unavailable("tcpdump", "curl", "ss")
     if reason:
         pytest.skip(reason)
-    for tool in ("tcpdump", "curl", "ss"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed (make test installs it)")
 
 
 def tunnel(pair: VethPair, kind: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -71,11 +70,9 @@ pytestmark = pytest.mark.network
 @pytest.fixture(scope="module")
 def network() -> None:
     """Skip (with the reason) where namespaces cannot be made or tcpreplay is missing."""
-    reason = netns.unavailable()
+    reason = netns.unavailable("tcpreplay")
     if reason:
         pytest.skip(reason)
-    if shutil.which("tcpreplay") is None:
-        pytest.skip("`tcpreplay` is not installed (Debian: tcpreplay)")
 
 
 @pytest.fixture
