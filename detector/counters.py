@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from detector.coverage import ENTRIES as COVERAGE_ENTRIES
-from detector.coverage import OUTCOME_KEYS
+from detector.coverage import ONE_WAY_KEY, OUTCOME_KEYS
 from detector.coverage import UNTRACKED as COVERAGE_UNTRACKED
 from detector.records import PROTOS
 
@@ -148,6 +148,8 @@ TRAFFIC = (
            "server's name (named: SNI or Host; ech: only an Encrypted ClientHello's outer name; no_name: a ClientHello "
            "without one, or unreadable; other: neither TLS nor HTTP; tunnel: a VPN handshake).",
            {(outcome.replace("-", "_"),): key for outcome, key in OUTCOME_KEYS.items()}, ("outcome",)),
+    Family("one_way_connections", "TCP connections whose SYN and first message were read but no SYN-ACK: the tap "
+           "saw the client's side only (asymmetric routing, a one-way SPAN).", _one(ONE_WAY_KEY)),
     Family("client_hellos_without_sni", "TLS and QUIC ClientHellos that carried no server name, by protocol.",
            {("tls",): TLS_NO_SNI, ("quic",): QUIC_NO_SNI}, ("proto",)),
     Family("dns_response_only_transactions", "DNS transactions of wanted names seen as the answer alone: the "

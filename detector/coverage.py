@@ -11,6 +11,10 @@ and every QUIC connection whose Initial it decrypted ends in one outcome:
 - ``other``: the first message was neither TLS nor HTTP (SSH, a proprietary protocol);
 - ``tunnel``: a VPN handshake (WireGuard, IKE, OpenVPN): what follows shows no name.
 
+Beside its outcome a TCP connection whose SYN was read but never answered by a SYN-ACK
+counts as ``one-way``: the tap saw the client's side only (asymmetric routing, a one-way
+SPAN), so whatever the server said is missing from the audit.
+
 A device's share of ``named`` connections is its coverage. The extractor counts outcomes
 per client in a ``CoverageTable`` (bounded: clients beyond it are counted in the totals,
 not per device); at the end of a replay the writer, which knows the policy and the
@@ -31,6 +35,9 @@ from dataclasses import dataclass
 
 NAMED, ECH, NO_NAME, OTHER, TUNNEL = "named", "ech", "no-name", "other", "tunnel"
 OUTCOMES = (NAMED, ECH, NO_NAME, OTHER, TUNNEL)
+#: Not an outcome: how many of the connections were seen from the client's side only.
+ONE_WAY = "one-way"
+ONE_WAY_KEY = "connections.one_way"
 #: The counter of each outcome over all clients (exported as ``connections_total{outcome}``).
 OUTCOME_KEYS = {outcome: f"connections.{outcome.replace('-', '_')}" for outcome in OUTCOMES}
 #: Connections of clients the full table could not hold: in the totals, not per device.
@@ -54,18 +61,21 @@ class CoverageTable:
     def __init__(self, stats: Counter[str], max_clients: int = MAX_CLIENTS) -> None:
         self.stats = stats
         self.max_clients = max_clients
-        self.clients: dict[Client, list[int]] = {}  # counts in OUTCOMES order
+        self.clients: dict[Client, list[int]] = {}  # counts in OUTCOMES order, then one-way
 
-    def count(self, mac: bytes | None, ip: bytes, vlan: int | None, outcome: str) -> None:
+    def count(self, mac: bytes | None, ip: bytes, vlan: int | None, outcome: str, one_way: bool = False) -> None:
         self.stats[OUTCOME_KEYS[outcome]] += 1
+        if one_way:
+            self.stats[ONE_WAY_KEY] += 1
         key = (mac, ip, vlan)
         counts = self.clients.get(key)
         if counts is None:
             if len(self.clients) >= self.max_clients:
                 self.stats[UNTRACKED] += 1
                 return
-            counts = self.clients[key] = [0] * len(OUTCOMES)
+            counts = self.clients[key] = [0] * (len(OUTCOMES) + 1)
         counts[_INDEX[outcome]] += 1
+        counts[-1] += one_way
 
     def export(self) -> dict[Client, list[int]]:
         """The table as plain data, for a worker to send to the process that merges."""
@@ -77,7 +87,7 @@ class CoverageTable:
             counts = self.clients.get(key)
             if counts is None:
                 if len(self.clients) >= self.max_clients:
-                    self.stats[UNTRACKED] += sum(other)
+                    self.stats[UNTRACKED] += sum(other[:-1])
                     continue
                 self.clients[key] = list(other)
             else:
@@ -90,9 +100,10 @@ class CoverageTable:
 
 @dataclass(frozen=True, slots=True)
 class DeviceCoverage:
-    """One device's connections by outcome in one segment; with ``device`` None, those of
-    ``devices`` devices of the segment summed, unnamed (the devices without an event, or a
-    whole segment's)."""
+    """One device's connections by outcome in one segment (``connections`` may also hold
+    ``one-way``: how many of them were seen from the client's side only); with ``device``
+    None, those of ``devices`` devices of the segment summed, unnamed (the devices without
+    an event, or a whole segment's)."""
 
     device: str | None
     segment: str
@@ -102,11 +113,15 @@ class DeviceCoverage:
 
     @property
     def total(self) -> int:
-        return sum(self.connections.values())
+        return sum(n for outcome, n in self.connections.items() if outcome != ONE_WAY)
 
     @property
     def named(self) -> int:
         return self.connections.get(NAMED, 0)
+
+    @property
+    def one_way(self) -> int:
+        return self.connections.get(ONE_WAY, 0)
 
 
 def by_device(
@@ -121,7 +136,7 @@ def by_device(
     for (mac, ip, vlan), counts in table.clients.items():
         device, segment, hostname = describe(mac, ip, vlan)
         known, total = sums.get((device, segment), (None, Counter()))
-        total.update({o: n for o, n in zip(OUTCOMES, counts) if n})
+        total.update({o: n for o, n in zip((*OUTCOMES, ONE_WAY), counts) if n})
         sums[device, segment] = (hostname or known, total)
     rows, others = [], {}
     for (device, segment), (hostname, counts) in sorted(sums.items()):

@@ -141,6 +141,7 @@ class Extractor:
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
         self.coverage = CoverageTable(self.stats)
+        self._one_way = False  # the TCP flow being read began with an unanswered SYN
         self.queries = QueryTable(self.stats, timeout=settings.flow_timeout)
         self.next_housekeeping = 0.0
         self.timer = BatchTimer()
@@ -299,9 +300,11 @@ class Extractor:
         flights = self.flights
         if flags & TCP_SYN:
             # A SYN fixes the client's stream start; a SYN-ACK only matters for DNS, the
-            # one protocol here whose server side we read.
+            # one protocol here whose server side we read, and says the tap sees the server.
             if not flags & TCP_ACK or packet.sport in self.settings.dns_ports:
                 flights.feed(key, ts, packet.seq, True, b"")
+            else:
+                flights.answer((packet.dst_ip, packet.dport, packet.src_ip, packet.sport))
             return
         payload = packet.payload
         if not payload:
@@ -340,6 +343,7 @@ class Extractor:
         # A later message of a connection already counted (keep-alive, STARTTLS) is not
         # another connection: only a first message counts for coverage.
         covered = self._covered if not flights.restarted(key) else _not_covered
+        self._one_way = flights.one_way(key)
         if packet.dport in tunnels.TCP_PORTS:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
@@ -404,8 +408,10 @@ class Extractor:
     # -- emission ----------------------------------------------------------------------
 
     def _covered(self, packet: Packet, outcome: str) -> None:
-        """A connection of the packet's client ended its first message with ``outcome``."""
-        self.coverage.count(packet.src_mac, packet.src_ip, packet.vlan, outcome)
+        """A connection of the packet's client ended its first message with ``outcome``
+        (over TCP, one-way when its SYN was never answered)."""
+        self.coverage.count(packet.src_mac, packet.src_ip, packet.vlan, outcome,
+                            packet.l4 == IPPROTO_TCP and self._one_way)
 
     def _emit_all(self, ts: float, packet: Packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
         for name in names:

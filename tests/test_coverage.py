@@ -16,7 +16,8 @@ from scapy.layers.inet import TCP, UDP
 from scapy.packet import Raw
 
 from detector.coverage import (
-    ECH, NAMED, NO_NAME, OTHER, OUTCOMES, TUNNEL, CoverageTable, DeviceCoverage, by_device, by_segment, share,
+    ECH, NAMED, NO_NAME, ONE_WAY, OTHER, OUTCOMES, TUNNEL, CoverageTable, DeviceCoverage, by_device, by_segment,
+    share,
 )
 from detector.match import load_signatures
 from detector.pipeline import Extractor, Settings
@@ -57,12 +58,16 @@ def mixed_capture(path: Path) -> dict[str, Counter[str]]:
     flow.data(fx.UP, hello, offset=0)
     flow = fx.TcpFlow(cap, guest, SERVER, 5222)  # a SYN and nothing after: no first message
     flow.handshake()
+    flow = fx.TcpFlow(cap, guest, SERVER, 443)  # the client's side only: its SYN is never answered
+    flow._segment(fx.UP, "S", flow.sides[fx.UP].isn, gap=0.5)
+    flow.data(fx.UP, fx.client_hello("oneway.example", "e", pq=False))
     cap.send(cap.l3(guest.ip, "198.19.7.1") / UDP(sport=41641, dport=51820) / Raw(wireguard_initiation()),
              guest, fx.UP)
     cap.send(cap.l3(guest.ip, SERVER) / TCP(sport=40000, dport=443, flags="PA", seq=1) / Raw(b"\x17\x03\x03\x00\x10"),
              guest, fx.UP)  # mid-stream application data: no first message either
     path.write_bytes(fx.pcap_bytes(cap))
-    return {staff.mac: Counter({NAMED: 2, ECH: 1, NO_NAME: 1, OTHER: 1}), guest.mac: Counter({NAMED: 1, TUNNEL: 1})}
+    return {staff.mac: Counter({NAMED: 2, ECH: 1, NO_NAME: 1, OTHER: 1}),
+            guest.mac: Counter({NAMED: 2, TUNNEL: 1, ONE_WAY: 1})}
 
 
 def wireguard_initiation() -> bytes:
@@ -102,7 +107,7 @@ def test_the_table_is_bounded_and_merges_what_workers_counted():
     other.count(None, bytes([198, 18, 0, 0]), None, TUNNEL)
     other.count(None, bytes([198, 18, 0, 9]), None, OTHER)
     table.merge(other.export())
-    assert table.clients[(None, bytes([198, 18, 0, 0]), None)] == [1, 1, 0, 0, 1]
+    assert table.clients[(None, bytes([198, 18, 0, 0]), None)] == [1, 1, 0, 0, 1, 0]
     assert stats["coverage.untracked"] == 2  # the merged client beyond the bound
 
 
@@ -150,8 +155,9 @@ def test_the_run_record_and_the_summary_hold_each_devices_coverage(replayed):
     unnamed = rows[None, "default"]
     assert Counter(unnamed.connections) == expected[fx.STAFF.mac] and unnamed.devices == 1
     assert fx.STAFF.mac not in (out / "events.jsonl.meta.json").read_text()
-    assert ("coverage of segment default: 7 connection(s) of 2 device(s), server name seen in 43 %, ECH 14 %, "
-            "no name 14 %, not TLS/HTTP 14 %, VPN handshakes 14 %\n") in stderr
+    assert ("coverage of segment default: 8 connection(s) of 2 device(s), server name seen in 50 %, ECH 12 %, "
+            "no name 12 %, not TLS/HTTP 12 %, VPN handshakes 12 %; 1 seen from the client's side only (no SYN-ACK)\n"
+            ) in stderr
 
 
 def test_workers_record_the_same_coverage(replayed, tmp_path):
@@ -171,14 +177,16 @@ def test_the_report_has_a_coverage_section_by_segment_and_device(replayed, tmp_p
     doc = json.loads((tmp_path / "r.json").read_text())
     devices = {(d["device"], d["segment"]): d for d in doc["coverage"]["devices"]}
     guest = devices[fx.GUEST.mac, "default"]
-    assert guest["connections"] == {NAMED: 1, TUNNEL: 1} and guest["named_share"] == 0.5
+    assert guest["connections"] == {NAMED: 2, TUNNEL: 1, ONE_WAY: 1} and guest["named_share"] == 0.6667
     segments = {g["segment"]: g for g in doc["coverage"]["segments"]}
     assert sum(segments["staff"]["connections"].values()) == sum(
         sum(d["connections"].values()) for (_, segment), d in devices.items() if segment == "staff")
     html = (tmp_path / "r.html").read_text()
     assert 'id="coverage"' in html and "Name seen" in html and fx.GUEST.mac in html
     rows = {row["device"]: row for row in csv.DictReader((tmp_path / "r.csv").open())}
-    assert rows[fx.GUEST.mac]["connections_tunnel"] == "1" and rows[fx.GUEST.mac]["named_share"] == "0.8"  # over both segments
+    guest_row = rows[fx.GUEST.mac]  # over both segments
+    assert (guest_row["connections_tunnel"], guest_row["named_share"], guest_row["connections_one_way"]) == (
+        "1", "0.8333", "1")
     assert {f"connections_{o.replace('-', '_')}" for o in OUTCOMES} <= set(rows[fx.GUEST.mac])
     # The sample's visitor-ipad had no event: counted in its segment, named nowhere.
     unnamed = devices[None, "guest"]

@@ -938,17 +938,20 @@ def test_track_decides_whether_a_continuation_is_kept():
 
 def test_a_walk_tracks_the_flows_it_sees_start():
     """A SYN, a ClientHello or a request starts a flow within the walk: its next segment is
-    kept although Python has not read the start yet. A SYN-ACK or pure ACK starts nothing."""
+    kept although Python has not read the start yet. A SYN-ACK or pure ACK starts nothing;
+    the SYN-ACK answering a tracked flow is kept (Python learns the tap sees the server),
+    one answering no tracked flow is not."""
     sk = skimmer()
     syn = eth_ip(ipv4(CLIENT, SERVER, 6, tcp(40000, 443, 1, SYN)))
     hello = eth_ip(ipv4(V4[1], SERVER, 6, tcp(40001, 443, 1, PSH | ACK, client_hello(b"a.example")[:30])))
     get = eth_ip(ipv4(V4[1], SERVER, 6, tcp(40002, 80, 1, PSH | ACK, b"PROPFIND / HTTP/1.1\r\n")))
     synack = eth_ip(ipv4(SERVER, CLIENT, 6, tcp(443, 40000, 1, SYN | ACK)))
+    stray_synack = eth_ip(ipv4(SERVER, CLIENT, 6, tcp(443, 40009, 1, SYN | ACK)))
     ack = eth_ip(ipv4(CLIENT, SERVER, 6, tcp(40000, 443, 2, ACK)))
     later = [continuation(), continuation(V4[1], SERVER, 40001, 443), continuation(V4[1], SERVER, 40002, 80),
              continuation(SERVER, CLIENT, 443, 40000)]
-    result = walk(sk, pcap([(T0, f) for f in [syn, hello, get, synack, ack, *later]]))
-    assert kept_serials(result) == [1, 2, 3, 6, 7, 8]
+    result = walk(sk, pcap([(T0, f) for f in [syn, hello, get, synack, stray_synack, ack, *later]]))
+    assert kept_serials(result) == [1, 2, 3, 4, 7, 8, 9]
     assert len(sk) == 3 and result[7][0] == 3 and result[7][TCP_SKIM] == 1
 
 

@@ -56,7 +56,7 @@ class FlightCounters:
 class _Flow:
     """One direction of one flow: the contiguous bytes and the pieces after a hole."""
 
-    __slots__ = ("start", "syn", "head", "buf", "pending", "clipped", "ts", "again")
+    __slots__ = ("start", "syn", "head", "buf", "pending", "clipped", "ts", "again", "answered")
 
     def __init__(self, start: int, syn: bool, ts: float) -> None:
         self.start = start  # sequence number of stream byte 0
@@ -67,6 +67,7 @@ class _Flow:
         self.clipped = False  # a segment covered the window's end: the stream is longer
         self.ts = ts
         self.again = False  # a later message of a connection read before (``restart``)
+        self.answered = False  # the server's SYN-ACK was seen (``answer``)
 
 
 class FlightTable:
@@ -104,6 +105,18 @@ class FlightTable:
         first one was read (its outcome is that connection's, already counted)."""
         flow = self._flows.get(key)
         return flow is not None and flow.again
+
+    def answer(self, key: Hashable) -> None:
+        """The server answered the flow's SYN (its SYN-ACK was seen): the tap sees both ways."""
+        flow = self._flows.get(key)
+        if flow is not None:
+            flow.answered = True
+
+    def one_way(self, key: Hashable) -> bool:
+        """Whether the flow began with a SYN that no SYN-ACK answered: the tap saw the client's
+        side only (asymmetric routing, a one-way SPAN). Unknown, so False, without the SYN."""
+        flow = self._flows.get(key)
+        return flow is not None and flow.syn and not flow.answered and not flow.again
 
     def finished(self, key: Hashable) -> bool:
         """Whether the key is remembered as finished (its segments would be ignored)."""

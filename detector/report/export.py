@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from typing import TextIO
 
-from detector.coverage import NAMED, OUTCOMES, by_segment
+from detector.coverage import NAMED, ONE_WAY, OUTCOMES, by_segment
 from detector.records import PROTOS, rfc3339
 from detector.report.build import Report
 from detector.report.model import BoundedSet, Device, Evidence
@@ -24,7 +24,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ["device", "macs", "ips", "hostnames", "segments", "first_seen", "last_seen", "violations",
                "exempt", *PROTOS, "categories", "names", "evidence_listed", "evidence_omitted", "blind_spots", "ech", "inferred",
                "device_class", "owner", "department", "notices",
-               *(f"connections_{o.replace('-', '_')}" for o in OUTCOMES), "named_share"]
+               *(f"connections_{o.replace('-', '_')}" for o in OUTCOMES), "named_share", "connections_one_way"]
 
 
 def _cell(value: object) -> object:
@@ -60,9 +60,10 @@ def write_csv(report: Report, stream: TextIO) -> None:
 
 def _coverage_cells(counts: Counter[str] | None, recorded: bool) -> list[object]:
     if not recorded:
-        return ["" for _ in range(len(OUTCOMES) + 1)]
+        return ["" for _ in range(len(OUTCOMES) + 2)]
     counts = counts or Counter()
-    return [*(counts[o] for o in OUTCOMES), _ratio(counts[NAMED], counts.total()) if counts.total() else ""]
+    total = sum(counts[o] for o in OUTCOMES)
+    return [*(counts[o] for o in OUTCOMES), _ratio(counts[NAMED], total) if total else "", counts[ONE_WAY]]
 
 
 def _devices(report: Report) -> list[Device]:
@@ -143,7 +144,8 @@ def report_json(report: Report) -> dict:
         "devices": [_device(report, d) for d in _devices(report)],
         "coverage": None if report.coverage is None else {
             "segments": [{"segment": g.segment, "devices": g.devices, "connections": dict(g.connections),
-                          "named_share": _ratio(g.named, g.total)} for g in by_segment(report.coverage)],
+                          "named_share": _ratio(g.named, g.total), "one_way": g.one_way}
+                         for g in by_segment(report.coverage)],
             "devices": [{"device": c.device, "segment": c.segment, "hostname": c.hostname, "devices": c.devices,
                          "connections": dict(c.connections), "named_share": _ratio(c.named, c.total)}
                         for c in report.coverage],

@@ -171,7 +171,7 @@ TEMPLATE = r"""<!doctype html>
 <td class="nowrap">{% for c, n in d.categories.most_common() %}{{ c }} {{ num(n) }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
 {%- endmacro %}
 {%- macro outcome_cells(c) -%}
-{%- for o in outcomes %}<td class="num" data-v="{{ c.connections.get(o, 0) }}">{% if loop.first %}{{ share(c.named, c.total) }}{% else %}{{ num(c.connections.get(o, 0)) }}{% endif %}</td>{% endfor %}
+{%- for o in outcomes %}<td class="num" data-v="{{ c.connections.get(o, 0) }}">{% if loop.first %}{{ share(c.named, c.total) }}{% else %}{{ num(c.connections.get(o, 0)) }}{% endif %}</td>{% endfor %}<td class="num">{{ num(c.one_way) }}</td>
 {%- endmacro %}
 {%- macro swatch(color) -%}<svg width="12" height="12" viewBox="0 0 12 12" aria-hidden="true"><rect width="12" height="12" fill="{{ color }}"/></svg>{%- endmacro %}
 <header>
@@ -366,7 +366,8 @@ device is the answer's destination; names the devices sent the other way (TLS, Q
 decrypted counts once, by what it showed of the server's name: <i>name seen</i> (TLS or QUIC SNI, HTTP Host), <i>ECH</i>
 (an Encrypted ClientHello: only its public outer name), <i>no name</i> (a ClientHello without one, or unreadable), <i>not TLS/HTTP</i>
 (another protocol) or <i>VPN</i> (a VPN handshake, after which nothing shows a name). DNS lookups are not counted here. A device
-with a low share of named connections and no violation was largely unseen, not shown clean. Devices without any event are
+with a low share of named connections and no violation was largely unseen, not shown clean. <i>One-way</i> counts the TCP
+connections whose SYN no SYN-ACK answered: the tap saw the client's side only. Devices without any event are
 counted in their segment, never named: the report names no device the policy has nothing to say about.</p>
 {%- if coverage is none %}
 <p class="warn">Unknown: no run record of these events holds coverage.</p>
@@ -375,7 +376,7 @@ counted in their segment, never named: the report names no device the policy has
 {%- else %}
 <h3>By segment</h3>
 <div class="scroll"><table>
-<thead><tr><th>Segment</th><th class="num">Devices</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th></tr></thead>
+<thead><tr><th>Segment</th><th class="num">Devices</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th><th class="num">One-way</th></tr></thead>
 <tbody>
 {%- for g in coverage_segments %}
 <tr><td>{{ g.segment }}</td><td class="num">{{ num(g.devices) }}</td><td class="num">{{ num(g.total) }}</td>{{ outcome_cells(g) }}</tr>
@@ -384,7 +385,7 @@ counted in their segment, never named: the report names no device the policy has
 <h3>By device</h3>
 <p class="muted">Most connections first{% if coverage|length > max_coverage_rows %}; the first {{ num(max_coverage_rows) }} of {{ num(coverage|length) }} devices (the JSON report lists them all){% endif %}. Blind spots are the device's blind-spot events (above).</p>
 <div class="scroll"><table class="sortable">
-<thead><tr><th>Device</th><th>Hostname</th><th>Segment</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th><th class="num">Blind spots</th><th class="num">Violations</th></tr></thead>
+<thead><tr><th>Device</th><th>Hostname</th><th>Segment</th><th class="num">Connections</th><th class="num">Name seen</th><th class="num">ECH</th><th class="num">No name</th><th class="num">Not TLS/HTTP</th><th class="num">VPN</th><th class="num">One-way</th><th class="num">Blind spots</th><th class="num">Violations</th></tr></thead>
 <tbody>
 {%- for c in coverage[:max_coverage_rows] %}{% set d = m.devices.get(c.device) %}
 <tr><td class="mono">{% if c.device is none %}({{ num(c.devices) }} device{{ 's' if c.devices != 1 }} without an event){% else %}{{ c.device }}{% endif %}</td><td>{{ c.hostname or '' }}</td><td>{{ c.segment }}</td><td class="num">{{ num(c.total) }}</td>{{ outcome_cells(c) }}

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detector import __version__
-from detector.coverage import OUTCOMES, DeviceCoverage
+from detector.coverage import ONE_WAY, OUTCOMES, DeviceCoverage
 from detector.records import rfc3339
 
 if TYPE_CHECKING:  # only for annotations: the report sits below policy and match
@@ -264,7 +264,7 @@ def _coverage(items: object) -> tuple[DeviceCoverage, ...] | None:
     rows = []
     for item in items:  # a wrong shape raises TypeError, KeyError or ValueError: not a run record
         connections = {str(outcome): int(n) for outcome, n in item["connections"].items()}
-        unknown = set(connections) - set(OUTCOMES)
+        unknown = set(connections) - {*OUTCOMES, ONE_WAY}
         if unknown or any(n < 0 for n in connections.values()):
             raise ValueError(f"coverage of {item['device']!r}: unknown outcome or negative count")
         device, hostname, devices = item["device"], item.get("hostname"), int(item.get("devices", 1))

@@ -130,6 +130,7 @@ class Summary:
                 + "".join(f", {what} {share(counts.get(outcome, 0), total)}"
                           for outcome, what in ((ECH, "ECH"), (NO_NAME, "no name"), (OTHER, "not TLS/HTTP"),
                                                 (TUNNEL, "VPN handshakes")) if counts.get(outcome))
+                + (f"; {segment.one_way} seen from the client's side only (no SYN-ACK)" if segment.one_way else "")
                 + "\n"
             )
         if "capture.received" in stats:

@@ -340,7 +340,10 @@ static int ip_packet(Skim *s, const uint8_t *f, size_t pos, size_t caplen, int d
             add(s, skim_flow_hash(s, src, dst, alen, sport, dport));
             return SKIM_KEEP;
         }
-        return SKIM_DROPPED; /* a SYN-ACK: Python only reads those of DNS servers */
+        /* A SYN-ACK: Python reads those of DNS servers, and those answering a flow it tracks
+         * (the tap sees the server too: the flow is not one-way). */
+        if (contains(s, skim_flow_hash(s, dst, src, alen, dport, sport))) return SKIM_KEEP;
+        return SKIM_DROPPED;
     }
     if (l4 + doff >= end) return SKIM_DROPPED; /* no payload */
     if (dns) return SKIM_KEEP;
