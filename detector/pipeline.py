@@ -141,7 +141,6 @@ class Extractor:
             settings.max_tcp_flows, settings.max_flight_bytes, settings.flow_timeout, self._forgotten)
         self.initials = InitialTable(settings.max_quic_flows, settings.flow_timeout)
         self.coverage = CoverageTable(self.stats)
-        self._one_way = False  # the TCP flow being read began with an unanswered SYN
         self.queries = QueryTable(self.stats, timeout=settings.flow_timeout)
         self.next_housekeeping = 0.0
         self.timer = BatchTimer()
@@ -343,12 +342,12 @@ class Extractor:
         # A later message of a connection already counted (keep-alive, STARTTLS) is not
         # another connection: only a first message counts for coverage.
         covered = self._covered if not flights.restarted(key) else _not_covered
-        self._one_way = flights.one_way(key)
+        one_way = flights.one_way(key)
         if packet.dport in tunnels.TCP_PORTS:
             tunnel = tunnels.recognise_tcp(stream, packet.dport)
             if tunnel is not None:
                 flights.finish(key)
-                covered(packet, TUNNEL)
+                covered(packet, TUNNEL, one_way)
                 self._emit_handshake(ts, packet, tunnel)
                 return
         if stream[0] == TLS_HANDSHAKE:
@@ -357,7 +356,7 @@ class Extractor:
                 # server name can match no signature: what parsing it would do, without the parse.
                 flights.finish(key)
                 self.stats[TLS_SNI_OBSERVED] += 1
-                covered(packet, NAMED)
+                covered(packet, NAMED, one_way)
                 return
             status, hello = clienthello.client_hello_from_records(stream)
             if status == clienthello.NEED_MORE:
@@ -365,10 +364,10 @@ class Extractor:
             flights.finish(key)
             if status == clienthello.NOT_TLS or hello is None:
                 self.stats[PARSE_ERROR_TLS] += 1
-                covered(packet, NO_NAME)
+                covered(packet, NO_NAME, one_way)
                 self._infer(ts, packet, "tls-sni")
                 return
-            covered(packet, _outcome(hello))
+            covered(packet, _outcome(hello), one_way)
             if hello.sni:
                 self._emit(ts, packet, "tls-sni", hello.sni, True, hello.ech, hello.alpn)
             else:
@@ -385,10 +384,10 @@ class Extractor:
             return
         flights.finish(key)
         if status == http.DONE and host:
-            covered(packet, NAMED)
+            covered(packet, NAMED, one_way)
             self._emit(ts, packet, "http-host", host, True)
         else:
-            covered(packet, OTHER)
+            covered(packet, OTHER, one_way)
             self.stats[SKIP_TCP_NOT_TLS_OR_HTTP] += 1
 
     # -- QUIC --------------------------------------------------------------------------
@@ -407,11 +406,10 @@ class Extractor:
 
     # -- emission ----------------------------------------------------------------------
 
-    def _covered(self, packet: Packet, outcome: str) -> None:
-        """A connection of the packet's client ended its first message with ``outcome``
-        (over TCP, one-way when its SYN was never answered)."""
-        self.coverage.count(packet.src_mac, packet.src_ip, packet.vlan, outcome,
-                            packet.l4 == IPPROTO_TCP and self._one_way)
+    def _covered(self, packet: Packet, outcome: str, one_way: bool = False) -> None:
+        """A connection of the packet's client ended its first message with ``outcome``;
+        ``one_way``: a TCP connection whose SYN no SYN-ACK answered."""
+        self.coverage.count(packet.src_mac, packet.src_ip, packet.vlan, outcome, one_way)
 
     def _emit_all(self, ts: float, packet: Packet, proto: str, names: tuple[str, ...], client_is_source: bool) -> None:
         for name in names:
@@ -480,7 +478,7 @@ def endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _not_covered(packet: Packet, outcome: str) -> None:
+def _not_covered(packet: Packet, outcome: str, one_way: bool) -> None:
     pass
 
 
